@@ -1,0 +1,201 @@
+"""The three-stage pipeline, written once: what differs between the frameworks is a ``Backend``.
+
+Everything that must be identical in PyTorch and TensorFlow lives here and is plain numpy: the
+initial weights, the order of the mini-batches, the compressor, early stopping. A backend only
+builds the network, runs one optimiser step, evaluates the loss and predicts.
+
+Weights cross the boundary as a list of float32 arrays ``[W0, b0, W1, b1, ...]`` with ``W`` of shape
+(fan_in, fan_out) (the Keras convention; the torch backend transposes).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
+from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
+
+ROLES = ("teacher", "student_kd", "student_scratch")
+# Each role draws its initial weights from its own stream of the run's seed. The two students share
+# one stream: the distilled and the scratch student start from the same weights and see the same
+# batches, so their difference is the teacher's doing alone.
+_INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a model is trained on. Classification: ``alpha * CE(y, s) + (1 - alpha) * scale *
+    KL(t || softmax(s / T))`` with ``scale = T^2`` when ``t_squared``; regression: ``alpha *
+    MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is plain supervised training (teacher,
+    scratch student), where ``t`` is not used."""
+
+    task: str
+    alpha: float = 1.0
+    temperature: float = 1.0
+    t_squared: bool = True
+
+    @property
+    def kl_scale(self) -> float:
+        return self.temperature**2 if self.t_squared else 1.0
+
+
+def distill_loss(task: str, distill: DistillSpec) -> LossSpec:
+    """The distilled student's objective for this task."""
+    if task == "regression":
+        return LossSpec("regression", alpha=distill.alpha)
+    return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature, t_squared=distill.t_squared)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    epochs: int  # epochs run (early stopping may end before the budget)
+    best_epoch: int  # 1-based epoch whose weights were restored
+    best_val_loss: float
+
+
+def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Initial weights made once in numpy: Glorot-uniform kernels (Keras's default), zero biases."""
+    sizes = [n_in, *spec.widths, n_out]
+    weights = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32))
+        weights.append(np.zeros(fan_out, dtype=np.float32))
+    return weights
+
+
+def initial_weights(spec: MLPSpec, n_in: int, n_out: int, seed: int, role: str) -> list[np.ndarray]:
+    return glorot_uniform(spec, n_in, n_out, np.random.default_rng([seed, _INIT_STREAM[role]]))
+
+
+def batch_order(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The row indices of each mini-batch of one epoch: a permutation drawn from (seed, epoch)."""
+    order = np.random.default_rng([seed, 1000 + epoch]).permutation(n_rows)
+    return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+
+
+class Backend(abc.ABC):
+    """One framework's side of the pipeline. Models are the framework's own objects."""
+
+    name: str
+
+    @abc.abstractmethod
+    def configure(self, seed: int, threads: int | None = None) -> None:
+        """Seed the framework, make it deterministic, set its thread count (before any op)."""
+
+    @abc.abstractmethod
+    def build(self, spec: MLPSpec, weights: list[np.ndarray]):
+        """A model of this architecture holding these initial weights."""
+
+    @abc.abstractmethod
+    def get_weights(self, model) -> list[np.ndarray]: ...
+
+    @abc.abstractmethod
+    def set_weights(self, model, weights: list[np.ndarray]) -> None: ...
+
+    @abc.abstractmethod
+    def trainer(self, model, loss: LossSpec, training: TrainingSpec):
+        """A callable ``step(x, y, t)`` doing one Adam step on a mini-batch (``t`` may be None)."""
+
+    @abc.abstractmethod
+    def loss(self, model, loss: LossSpec, x: np.ndarray, y: np.ndarray, t: np.ndarray | None) -> float:
+        """The loss on these rows, in inference mode (no dropout)."""
+
+    @abc.abstractmethod
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        """Raw outputs in inference mode: logits (n, C) or values (n, 1)."""
+
+    def n_params(self, model) -> int:
+        return int(sum(w.size for w in self.get_weights(model)))
+
+
+def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
+        train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+        val: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> FitResult:
+    """Mini-batch Adam for at most ``training.epochs`` epochs; stops after ``patience`` epochs
+    without a lower validation loss and restores the best weights."""
+    x, y, t = train
+    step = backend.trainer(model, loss, training)
+    best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
+    for epoch in range(1, training.epochs + 1):
+        for rows in batch_order(len(x), training.batch_size, seed, epoch):
+            step(x[rows], y[rows], None if t is None else t[rows])
+        val_loss = backend.loss(model, loss, *val)
+        if not np.isfinite(val_loss):
+            raise TrainingDiverged(f"validation loss is {val_loss} at epoch {epoch}")
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_weights = val_loss, epoch, backend.get_weights(model)
+        elif epoch - best_epoch >= training.patience:
+            break
+    backend.set_weights(model, best_weights)
+    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss))
+
+
+@dataclass
+class Data:
+    """Prepared arrays, identical for both frameworks: float32 features; int64 class labels or
+    float32 (standardised) regression targets."""
+
+    task: str
+    n_classes: int  # 0 for regression
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+
+class Pipeline:
+    """Teacher -> compressor -> student, and the scratch-student baseline, in one framework."""
+
+    def __init__(self, backend: Backend, spec: PipelineSpec, data: Data, seed: int):
+        if data.task == "classification" and data.n_classes < 2:
+            raise ValueError(f"classification needs at least 2 classes, got {data.n_classes}")
+        self.backend, self.spec, self.data, self.seed = backend, spec, data, seed
+
+    def new_model(self, role: str):
+        mlp = self.spec.teacher if role == "teacher" else self.spec.student
+        return self.backend.build(mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role))
+
+    def _fit(self, model, loss: LossSpec, t_train=None, t_val=None) -> FitResult:
+        d = self.data
+        return fit(self.backend, model, loss, self.spec.training, self.seed,
+                   (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val))
+
+    def fit_teacher(self):
+        model = self.new_model("teacher")
+        return model, self._fit(model, LossSpec(self.data.task))
+
+    def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
+        """Fit the compressor on the training split; the student's targets for train and val."""
+        teacher_train = self.outputs(teacher, self.data.x_train)
+        compressor = fit_compressor(self.data.task, self.spec.distill, teacher_train, self.data.y_train)
+        return compressor, compressor.apply(teacher_train), compressor.apply(self.outputs(teacher, self.data.x_val))
+
+    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray):
+        model = self.new_model("student_kd")
+        return model, self._fit(model, distill_loss(self.data.task, self.spec.distill), targets_train, targets_val)
+
+    def fit_student_scratch(self):
+        model = self.new_model("student_scratch")
+        return model, self._fit(model, LossSpec(self.data.task))
+
+    def outputs(self, model, x: np.ndarray) -> np.ndarray:
+        """Logits (n, C) for classification, values (n,) for regression."""
+        out = self.backend.predict(model, x)
+        return out if self.data.task == "classification" else out[:, 0]
+
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, C), or standardised regression values (n,)."""
+        out = self.outputs(model, x)
+        return softmax(out) if self.data.task == "classification" else out
