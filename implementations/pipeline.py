@@ -85,10 +85,12 @@ class Backend(abc.ABC):
     """One framework's side of the pipeline. Models are the framework's own objects."""
 
     name: str
+    version: str
 
     @abc.abstractmethod
-    def configure(self, seed: int, threads: int | None = None) -> None:
-        """Seed the framework, make it deterministic, set its thread count (before any op)."""
+    def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        """Seed the framework, make it deterministic, set its thread count (before any op) and the
+        device ('cpu' or 'gpu'; a GPU the framework cannot see is an error)."""
 
     @abc.abstractmethod
     def build(self, spec: MLPSpec, weights: list[np.ndarray]):
@@ -109,8 +111,18 @@ class Backend(abc.ABC):
         """The loss on these rows, in inference mode (no dropout)."""
 
     @abc.abstractmethod
+    def serving_fn(self, model):
+        """``(fn, path)``: the fastest sensible way to call the model for prediction, as a serving
+        system would (float32 numpy in, numpy out, inference mode), and a description of that path.
+        Used for predictions and for every inference timing."""
+
     def predict(self, model, x: np.ndarray) -> np.ndarray:
         """Raw outputs in inference mode: logits (n, C) or values (n, 1)."""
+        return self.serving_fn(model)[0](np.ascontiguousarray(x, dtype=np.float32))
+
+    @abc.abstractmethod
+    def serialized_size(self, model) -> int:
+        """Bytes of the model in the framework's native save format."""
 
     def n_params(self, model) -> int:
         return int(sum(w.size for w in self.get_weights(model)))

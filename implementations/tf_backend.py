@@ -11,6 +11,8 @@ ReLU units, late training). ``TextbookAdam`` makes the Keras update the torch on
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hides the oneDNN notice; changes no result
@@ -61,14 +63,20 @@ class TextbookAdam(keras.optimizers.Adam):
 
 class TensorFlowBackend(Backend):
     name = "tensorflow"
+    version = tf.__version__
 
-    def configure(self, seed: int, threads: int | None = None) -> None:
-        if threads:
-            try:
+    def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
+            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu is installed)")
+        try:
+            if device == "cpu":
+                tf.config.set_visible_devices([], "GPU")
+            if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:  # TF already ran an op in this process; its thread pools are fixed
-                pass
+        except RuntimeError:  # TF already ran an op in this process: the first job's settings stay
+            pass
+        keras.backend.clear_session()  # a worker runs several jobs: start each from a clean state
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
 
@@ -81,8 +89,16 @@ class TensorFlowBackend(Backend):
         layers.append(keras.layers.Dense(weights[-1].shape[0]))
         model = keras.Sequential(layers)
         model.set_weights(weights)
-        model.forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # One trace for every batch size: no retracing between single rows and large batches.
+        model.forward = tf.function(lambda x: model(x, training=False),
+                                    input_signature=[tf.TensorSpec([None, weights[0].shape[0]], tf.float32)])
         return model
+
+    def serialized_size(self, model) -> int:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            return path.stat().st_size
 
     def get_weights(self, model) -> list[np.ndarray]:
         return [w.copy() for w in model.get_weights()]
@@ -107,5 +123,5 @@ class TensorFlowBackend(Backend):
     def loss(self, model, loss: LossSpec, x, y, t) -> float:
         return float(loss_fn(loss)(model.forward(x), y, t))
 
-    def predict(self, model, x: np.ndarray) -> np.ndarray:
-        return model.forward(np.ascontiguousarray(x, dtype=np.float32)).numpy()
+    def serving_fn(self, model):
+        return (lambda x: model.forward(x).numpy()), "tf.function(model(x, training=False)), not Model.predict"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from torch import nn
@@ -34,8 +36,14 @@ def loss_fn(spec: LossSpec):
 
 class TorchBackend(Backend):
     name = "torch"
+    version = torch.__version__
+    device = torch.device("cpu")
 
-    def configure(self, seed: int, threads: int | None = None) -> None:
+    def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        if device == "gpu":
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device gpu: torch sees no CUDA GPU")
+            self.device = torch.device("cuda")
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
@@ -49,7 +57,7 @@ class TorchBackend(Backend):
                 layers.append(_ACTIVATIONS[spec.activation]())
                 if spec.dropout:
                     layers.append(nn.Dropout(spec.dropout))
-        model = nn.Sequential(*layers)
+        model = nn.Sequential(*layers).to(self.device)
         self.set_weights(model, weights)
         return model
 
@@ -60,14 +68,17 @@ class TorchBackend(Backend):
     def get_weights(self, model) -> list[np.ndarray]:
         out = []
         for layer in self._linears(model):
-            out += [layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()]
+            out += [layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()]
         return out
 
     def set_weights(self, model, weights: list[np.ndarray]) -> None:
         with torch.no_grad():
             for layer, kernel, bias in zip(self._linears(model), weights[0::2], weights[1::2]):
-                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
-                layer.bias.copy_(torch.from_numpy(bias))
+                layer.weight.copy_(self._tensor(np.ascontiguousarray(kernel.T)))
+                layer.bias.copy_(self._tensor(bias))
+
+    def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else torch.from_numpy(array).to(self.device)
 
     def trainer(self, model, loss: LossSpec, training: TrainingSpec):
         optimizer = torch.optim.Adam(
@@ -79,16 +90,24 @@ class TorchBackend(Backend):
         def step(x, y, t):
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            objective(model(torch.from_numpy(x)), torch.from_numpy(y), None if t is None else torch.from_numpy(t)).backward()
+            objective(model(self._tensor(x)), self._tensor(y), self._tensor(t)).backward()
             optimizer.step()
         return step
 
     def loss(self, model, loss: LossSpec, x, y, t) -> float:
         model.eval()
         with torch.inference_mode():
-            return float(loss_fn(loss)(model(torch.from_numpy(x)), torch.from_numpy(y), None if t is None else torch.from_numpy(t)))
+            return float(loss_fn(loss)(model(self._tensor(x)), self._tensor(y), self._tensor(t)))
 
-    def predict(self, model, x: np.ndarray) -> np.ndarray:
+    def serving_fn(self, model):
         model.eval()
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+        def call(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(self._tensor(x)).cpu().numpy()
+        return call, f"torch eager nn.Module call under torch.inference_mode() on {self.device.type}"
+
+    def serialized_size(self, model) -> int:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        return buffer.getbuffer().nbytes

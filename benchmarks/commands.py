@@ -1,0 +1,107 @@
+"""`distillbench run` and `distillbench report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distillbench.errors import UserError
+
+RUN_DESCRIPTION = """\
+Run the benchmark: for every (dataset, seed, framework) job, train the teacher, the distilled
+student (on the compressed teacher outputs) and the scratch student (labels only, same budget),
+then measure each: test quality, training cost, latency at batch 1 (p50/p90/p99) and throughput at
+a large batch, size. Records are appended to OUT/records.jsonl as each job ends; OUT/manifest.json
+holds the config, seeds, code commit, package versions and machine.
+
+A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
+recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
+"""
+
+
+def register(subparsers) -> None:
+    from distillbench.datasets.commands import cache_options
+    from distillbench.datasets.suites import list_suites
+    from distillbench.implementations.frameworks import FRAMEWORKS
+    from distillbench.implementations.spec import presets
+
+    run = subparsers.add_parser("run", help="run the benchmark and write a results folder", description=RUN_DESCRIPTION,
+                                parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
+    which.add_argument("--datasets", metavar="ID,ID,...", help="OpenML dataset IDs instead of a suite")
+    run.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated, of {', '.join(FRAMEWORKS)} (default: all)")
+    run.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds (splits and initialisations) 0..N-1 per dataset (default 3)")
+    run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
+    run.add_argument("--out", metavar="DIR", help="run folder (default: results/<run_id>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping jobs recorded as ok")
+    run.add_argument("--threads", type=int, metavar="N", help="threads for each framework, the same for both (default: all cores)")
+    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
+    run.add_argument("--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is failed (default 3600)")
+    run.add_argument("--fresh-process", action="store_true",
+                     help="a new worker process for every job (default: one per framework, reused; saves the framework import)")
+    run.set_defaults(func=_run)
+
+    report = subparsers.add_parser("report", help="write the report of a run (Markdown)",
+                                   description="Write the report of a run folder: reports/<run_id>/report.md.")
+    report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
+    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
+    report.set_defaults(func=_report)
+
+
+def _run(args) -> int:
+    from distillbench.benchmarks.results import latest_records, read_records
+    from distillbench.benchmarks.runner import RunOptions, default_run_id, run
+    from distillbench.benchmarks.summary import format_table, summary_rows
+    from distillbench.datasets.suites import SuiteEntry, load_suite
+    from distillbench.implementations.frameworks import parse_frameworks
+    from distillbench.implementations.spec import load_spec
+
+    if args.datasets:
+        try:
+            entries = [SuiteEntry(int(i), None, "") for i in args.datasets.split(",") if i.strip()]
+        except ValueError:
+            raise UserError(f"--datasets {args.datasets!r}: expected comma-separated OpenML IDs") from None
+        suite = None
+    else:
+        suite = load_suite(args.suite or "quick")
+        entries = suite.entries
+    if args.seeds <= 0:
+        raise UserError(f"--seeds {args.seeds}: must be at least 1")
+    if args.threads is not None and args.threads <= 0:
+        raise UserError(f"--threads {args.threads}: must be at least 1")
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out, the run folder to continue")
+    suite_name = suite.name if suite else None
+    options = RunOptions(
+        entries=entries, suite=suite_name, frameworks=parse_frameworks(args.frameworks),
+        seeds=list(range(args.seeds)), spec=load_spec(args.config),
+        out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
+        device=args.device, cache=args.cache, source=args.openml_source, job_timeout=args.job_timeout,
+        fresh_process=args.fresh_process,
+    )
+    if args.threads:
+        options.threads = args.threads
+    out = run(options)
+    records = latest_records(read_records(out))
+    print(format_table(summary_rows(records)))
+    failed = sum(r["status"] != "ok" for r in records)
+    print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
+    return 0
+
+
+def newest_run(results: Path = Path("results")) -> Path:
+    runs = sorted((p for p in results.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UserError(f"no run folder under {results}/: run `distillbench run` first, or name RUN_DIR")
+    return runs[-1].parent
+
+
+def _report(args) -> int:
+    from distillbench.benchmarks.report import write_report
+
+    run_dir = Path(args.run_dir) if args.run_dir else newest_run()
+    out = write_report(run_dir, Path(args.out) if args.out else None)
+    print(f"report: {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,163 @@
+"""One benchmark job: a pure function of (config, dataset, seed, framework) returning its records.
+
+A job trains the teacher, fits the compressor, trains the distilled and the scratch student, then,
+with no training left running, measures each model: test quality, latency and throughput, size.
+Whatever goes wrong inside is caught and returned as ``status: failed`` records with the reason, so
+a caller never loses the run to one job.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distillbench.benchmarks import metrics, timing
+from distillbench.env import machine
+from distillbench.implementations.compressors import softmax
+from distillbench.implementations.pipeline import ROLES, Data, Pipeline
+from distillbench.implementations.spec import spec_from_dict
+
+RECORD_KEYS = (
+    "run_id", "dataset_id", "dataset_name", "task", "framework", "seed", "role", "status", "error",
+    "metrics", "primary_metric", "train_seconds", "train_cpu_seconds", "epochs", "latency_p50_us",
+    "latency_p90_us", "latency_p99_us", "throughput_rows_per_s", "n_params", "model_bytes", "macs_per_row",
+    "retention", "kd_gain", "speedup", "compression",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset_id: int
+    seed: int
+    framework: str
+    config: dict  # PipelineSpec.to_dict()
+    target: str | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    cache: str | None = None  # OpenML cache folders, as the datasets layer resolves them
+    source: str | None = None
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        return (self.dataset_id, self.seed, self.framework)
+
+
+def _peak_rss_reset() -> None:
+    """Reset the process's peak-RSS counter, so each role reports its own peak (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _train(fit_role):
+    """Run a training call; its model, FitResult and cost."""
+    _peak_rss_reset()
+    wall, cpu = time.perf_counter(), time.process_time()
+    model, fit = fit_role()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return model, {
+        "train_seconds": wall, "train_cpu_seconds": cpu, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+        "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _quality(pipeline: Pipeline, data, model) -> dict:
+    out = pipeline.outputs(model, data.x_test)
+    if data.task == "classification":
+        return metrics.classification_metrics(data.y_test, softmax(out))
+    return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(out))
+
+
+def _measure(backend, pipeline, data, model) -> dict:
+    fn, path = backend.serving_fn(model)
+    kernels = backend.get_weights(model)[0::2]
+    return {
+        "metrics": _quality(pipeline, data, model),
+        **timing.percentiles(timing.latency_samples_us(fn, data.x_test)),
+        "throughput_rows_per_s": timing.throughput_rows_per_s(fn, data.x_test),
+        "throughput_batch": timing.THROUGHPUT_BATCH,
+        "call_path": path,
+        "n_params": backend.n_params(model),
+        "model_bytes": backend.serialized_size(model),
+        "macs_per_row": int(sum(k.size for k in kernels)),
+    }
+
+
+def _derive(records: dict[str, dict], metric: str) -> None:
+    """Retention, distillation gain, speed-up and compression of the students against the teacher."""
+    teacher, kd, scratch = records["teacher"], records["student_kd"], records["student_scratch"]
+    for student in (kd, scratch):
+        student["retention"] = metrics.retention(student["metrics"][metric], teacher["metrics"][metric], metric)
+        student["speedup"] = metrics.ratio(teacher["latency_p50_us"], student["latency_p50_us"])
+        student["compression"] = metrics.ratio(teacher["n_params"], student["n_params"])
+    kd["kd_gain"] = metrics.kd_gain(kd["metrics"][metric], scratch["metrics"][metric], metric)
+
+
+def _base(job: Job, data) -> dict:
+    base = dict.fromkeys(RECORD_KEYS)
+    base.update(dataset_id=job.dataset_id, seed=job.seed, framework=job.framework, threads=job.threads,
+                device=job.device, machine=machine())
+    if data is not None:
+        base.update(dataset_name=data.name, task=data.task, dataset_checksum=data.checksum,
+                    primary_metric=metrics.PRIMARY[data.task])
+    return base
+
+
+def run_job(job: Job) -> list[dict]:
+    """The records of one job, one per role, ``status`` ok or failed (with ``error``)."""
+    from distillbench.datasets.prepare import get_prepared
+    from distillbench.datasets.sources import OpenMLCache
+    from distillbench.implementations.frameworks import get_backend
+
+    data = None
+    started = time.time()
+    try:
+        data = get_prepared(job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source))
+        backend = get_backend(job.framework)
+        backend.configure(job.seed, job.threads, job.device)
+        pipeline = Pipeline(backend, spec_from_dict(job.config),
+                            Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val), job.seed)
+        records = {role: _base(job, data) | {"role": role, "status": "ok"} for role in ROLES}
+        models = {}
+        models["teacher"], cost = _train(pipeline.fit_teacher)
+        records["teacher"].update(cost)
+        compress_start = time.perf_counter()
+        compressor, t_train, t_val = pipeline.compress(models["teacher"])
+        records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start, compressor=asdict(compressor))
+        models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val))
+        records["student_kd"].update(cost)
+        models["student_scratch"], cost = _train(pipeline.fit_student_scratch)
+        records["student_scratch"].update(cost)
+        for role in ROLES:  # timed only now: no training runs while a timing is taken
+            measure_start = time.perf_counter()
+            records[role].update(_measure(backend, pipeline, data, models[role]))
+            records[role]["measure_seconds"] = time.perf_counter() - measure_start
+        _derive(records, metrics.PRIMARY[data.task])
+        for record in records.values():
+            record.update(framework_version=backend.version, started=started, finished=time.time())
+        return list(records.values())
+    except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never raised
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return failed_records(job, reason, started, data, traceback.format_exc(limit=-3))
+
+
+def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
+    """A failed job: one record per role, ``status: failed`` and the reason."""
+    return [_base(job, data) | {"role": role, "status": "failed", "error": reason, "traceback": detail,
+                                "started": started, "finished": time.time()} for role in ROLES]

@@ -1,0 +1,101 @@
+"""A run folder: ``records.jsonl`` (one JSON object per line, appended as each job ends) and
+``manifest.json``, guarded by a lock so that only one run writes to a folder at a time.
+
+A killed run never leaves a half-written line that counts: each record is one ``write`` of a whole
+line followed by fsync, and a reader ignores (and ``--resume`` cuts off) a trailing partial line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from pathlib import Path
+
+from distillbench.errors import UserError
+
+RECORDS = "records.jsonl"
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+
+
+def _clean(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """All complete records of a run; a line cut short by a kill is ignored."""
+    path = Path(run_dir) / RECORDS
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # the partial last line of a killed run
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def latest_records(records: list[dict]) -> list[dict]:
+    """One record per (dataset, seed, framework, role): the last written (a resumed run re-runs
+    failed jobs and appends their new records)."""
+    latest = {}
+    for record in records:
+        latest[(record["dataset_id"], record["seed"], record["framework"], record["role"])] = record
+    return list(latest.values())
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a run folder (no {MANIFEST})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+class RunFolder:
+    """Exclusive writer of one run folder (the lock is released when the process ends, however)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir)
+        self._lock = open(self.path / LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise UserError(f"{self.path}: another run is writing to this folder") from None
+        self._records = None
+
+    def truncate_partial_line(self) -> None:
+        path = self.path / RECORDS
+        if path.is_file():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def append(self, records: list[dict]) -> None:
+        if self._records is None:
+            self._records = open(self.path / RECORDS, "a")
+        self._records.write("".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+        self._records.flush()
+        os.fsync(self._records.fileno())
+
+    def write_manifest(self, manifest: dict) -> None:
+        """Replace the manifest atomically: a reader sees the old one or the new one, never half."""
+        partial = self.path / f"{MANIFEST}.partial"
+        partial.write_text(json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n")
+        os.replace(partial, self.path / MANIFEST)
+
+    def close(self) -> None:
+        if self._records is not None:
+            self._records.close()
+        self._lock.close()

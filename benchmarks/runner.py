@@ -1,0 +1,248 @@
+"""The driver of `distillbench run`: plans the (dataset, seed, framework) jobs, prepares the data,
+hands each job to a worker process of its framework, and appends the records as each job ends.
+
+Jobs run one at a time, so nothing else of ours runs while a job is timed. Each framework has its
+own worker process (the two frameworks never share one), started once and reused across that
+framework's jobs to spare a framework import per job (TensorFlow takes seconds);
+``--fresh-process`` starts a new worker for every job instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from distillbench.benchmarks.job import Job, failed_records
+from distillbench.benchmarks.results import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
+from distillbench.benchmarks.worker import spawn
+from distillbench.datasets.suites import SuiteEntry
+from distillbench.env import environment
+from distillbench.errors import UserError
+from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.spec import PipelineSpec
+
+MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
+
+
+@dataclass
+class RunOptions:
+    entries: list[SuiteEntry]
+    suite: str | None
+    frameworks: list[str]
+    seeds: list[int]
+    spec: PipelineSpec
+    out: Path
+    resume: bool = False
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    device: str = "cpu"
+    cache: str | None = None
+    source: str | None = None
+    job_timeout: float = 3600.0
+    fresh_process: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+def default_run_id(suite: str | None) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{suite or 'custom'}"
+
+
+def check_writable(out: Path, resume: bool) -> None:
+    """Refuse an unusable --out before anything is written."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a folder")
+        if not os.access(out, os.W_OK):
+            raise UserError(f"--out {out}: not writable")
+        if (out / RECORDS).exists() and not resume:
+            raise UserError(f"--out {out}: already holds a run; use --resume to continue it, or another --out")
+        return
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out}: cannot be created ({parent} is not writable)")
+
+
+class Workers:
+    """One worker process per framework; a job that times out or kills its worker is failed, and
+    the next job of that framework gets a new worker."""
+
+    def __init__(self, log_path: Path, threads: int, fresh: bool):
+        self.log = open(log_path, "a")
+        self.fresh = fresh
+        self.procs: dict[str, object] = {}
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+
+    def run(self, job: Job, timeout: float) -> list[dict]:
+        started = time.time()
+        proc = self.procs.get(job.framework)
+        if proc is None or proc.poll() is not None:
+            proc = self.procs[job.framework] = spawn(self.log, self.env)
+        try:
+            proc.stdin.write(json.dumps(asdict(job)) + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            line = proc.stdout.readline() if ready else None
+        except BrokenPipeError:
+            line = ""
+        if line is None:
+            self.stop(job.framework)
+            return failed_records(job, f"time limit of {timeout:g} s exceeded", started)
+        if not line:
+            code = self.stop(job.framework)
+            why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
+            return failed_records(job, f"worker process died with exit code {code}{why}", started)
+        if self.fresh:
+            self.stop(job.framework)
+        return json.loads(line)
+
+    def stop(self, framework: str) -> int | None:
+        proc = self.procs.pop(framework, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                return proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - a stuck worker is killed
+                proc.kill()
+        return proc.wait()
+
+    def close(self) -> None:
+        for framework in list(self.procs):
+            self.stop(framework)
+        self.log.close()
+
+
+class Progress:
+    """One line per job on stderr (updated in place on a terminal), with an ETA from the mean job time."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.durations = total, 0, []
+        self.tty = sys.stderr.isatty()
+
+    def start(self, job: Job, name: str) -> None:
+        remaining = self.total - self.done
+        eta = f"ETA {_duration(statistics.mean(self.durations) * remaining)}" if self.durations else "ETA --"
+        bar = "#" * int(20 * self.done / max(self.total, 1))
+        line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework}"
+        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def finish(self, seconds: float, status: str, reason: str | None) -> None:
+        self.done += 1
+        self.durations.append(seconds)
+        if status != "ok":
+            print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def prepare_datasets(options: RunOptions) -> dict[int, dict]:
+    """Load and prepare every (dataset, seed) once in the driver, which fills the on-disk cache the
+    workers read. Returns per dataset: name, task, checksum, or the error that fails its jobs."""
+    from distillbench.datasets.prepare import get_prepared
+    from distillbench.datasets.sources import OpenMLCache
+
+    cache = OpenMLCache.resolve(options.cache, options.source)
+    info = {}
+    for entry in options.entries:
+        print(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)", file=sys.stderr, flush=True)
+        try:
+            for seed in options.seeds:
+                prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
+            info[entry.dataset_id] = {"id": entry.dataset_id, "name": prepared.name, "task": prepared.task,
+                                      "target": prepared.target, "checksum": prepared.checksum, "note": entry.note,
+                                      "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
+                                      "features": prepared.x_train.shape[1], "notes": prepared.notes}
+        except UserError as exc:
+            info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
+            print(f"  dataset {entry.dataset_id} fails its jobs: {exc}", file=sys.stderr, flush=True)
+    if all("error" in d for d in info.values()):
+        raise UserError(next(iter(info.values()))["error"] if len(info) == 1 else
+                        f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})")
+    return info
+
+
+def run(options: RunOptions) -> Path:
+    """Run the benchmark; returns the run folder. Bad input raises UserError before anything is written."""
+    out = options.out
+    check_writable(out, options.resume)
+    if options.resume and (out / MANIFEST).exists():
+        previous = read_manifest(out)
+        if previous.get("config") != options.spec.to_dict():
+            raise UserError(f"--resume {out}: the config differs from the one this run was started with")
+    datasets = prepare_datasets(options)
+
+    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out)
+    folder.truncate_partial_line()
+    done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest_records(read_records(out)) if r["status"] == "ok"}
+    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, options.threads,
+                options.device, options.cache, options.source)
+            for entry in options.entries for seed in options.seeds for framework in options.frameworks]
+    todo = [job for job in jobs if job.key not in done]
+    manifest = {
+        "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite,
+        "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
+        "frameworks": options.frameworks, "threads": options.threads, "device": options.device,
+        "job_timeout_s": options.job_timeout, "worker": "fresh process per job" if options.fresh_process else "one process per framework, reused",
+        "concurrency": 1, "environment": environment(), "started": time.time(), "finished": None,
+        "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
+    }
+    folder.write_manifest(manifest)
+    print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
+
+    workers = Workers(out / "worker.log", options.threads, options.fresh_process)
+    progress = Progress(len(todo))
+    wall = time.perf_counter()
+    try:
+        for job in todo:
+            dataset = datasets[job.dataset_id]
+            progress.start(job, dataset.get("name", "?"))
+            started = time.perf_counter()
+            if "error" in dataset:
+                records = failed_records(job, dataset["error"], time.time())
+            else:
+                records = workers.run(job, options.job_timeout)
+            for record in records:
+                record["run_id"] = out.name
+            folder.append(records)
+            progress.finish(time.perf_counter() - started, records[0]["status"], records[0]["error"])
+        manifest["status"] = "complete"
+    except KeyboardInterrupt:
+        manifest["status"] = "interrupted"
+        raise
+    finally:
+        progress.close()
+        workers.close()
+        _finish_manifest(manifest, out, time.perf_counter() - wall)
+        folder.write_manifest(manifest)
+        folder.close()
+    return out
+
+
+def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
+    """End time, job counts, and the harness overhead: the share of this session's wall time spent
+    outside measured training and inference (worker start-up, data loading, bookkeeping)."""
+    records = [r for r in read_records(out) if r.get("run_id") == manifest["run_id"]]
+    this_session = [r for r in records if r.get("started", 0) >= manifest["started"]]
+    measured = sum(r.get(k) or 0.0 for r in this_session for k in MEASURED_KEYS)
+    latest = latest_records(records)
+    manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
+                    harness_overhead=None if wall <= 0 else max(0.0, 1.0 - measured / wall))
+    manifest["jobs"].update(ok=sum(r["status"] == "ok" for r in latest) // len(ROLES),
+                            failed=sum(r["status"] == "failed" for r in latest) // len(ROLES))

@@ -1,0 +1,53 @@
+"""The compact per-dataset, per-framework summary of a run (terminal table and minimal report)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+COLUMNS = ("dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention %", "kd gain %", "speed-up", "ok/failed")
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def summary_rows(records: list[dict]) -> list[dict]:
+    """Means over seeds of the primary metric per role, and of the students' derived numbers."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"])].append(r)
+    rows = []
+    for (dataset, framework), group in sorted(groups.items()):
+        ok = [r for r in group if r["status"] == "ok"]
+        metric = next((r["primary_metric"] for r in ok), None)
+        by_role = {role: [r for r in ok if r["role"] == role] for role in ("teacher", "student_kd", "student_scratch")}
+        rows.append({
+            "dataset": dataset, "framework": framework, "metric": metric or "-",
+            **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
+            "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
+            "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
+            "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
+            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if r['status'] != 'ok'})}",
+        })
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
