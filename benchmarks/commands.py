@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     run.add_argument("--threads", type=int, metavar="N", help="threads for each framework, the same for both (default: all cores)")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
     run.add_argument("--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is failed (default 3600)")
+    run.add_argument("--timing-budget", type=float, default=2.0, metavar="S",
+                     help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
+                          "throughput gets half (default 2)")
     run.add_argument("--fresh-process", action="store_true",
                      help="a new worker process for every job (default: one per framework, reused; saves the framework import)")
     run.set_defaults(func=_run)
@@ -71,6 +74,8 @@ def _run(args) -> int:
         raise UserError(f"--seeds {args.seeds}: must be at least 1")
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads {args.threads}: must be at least 1")
+    if args.timing_budget <= 0 or args.job_timeout <= 0:
+        raise UserError("--timing-budget and --job-timeout must be positive")
     if args.resume and not args.out:
         raise UserError("--resume needs --out, the run folder to continue")
     suite_name = suite.name if suite else None
@@ -79,7 +84,7 @@ def _run(args) -> int:
         seeds=list(range(args.seeds)), spec=load_spec(args.config),
         out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
         device=args.device, cache=args.cache, source=args.openml_source, job_timeout=args.job_timeout,
-        fresh_process=args.fresh_process,
+        fresh_process=args.fresh_process, timing_budget=args.timing_budget,
     )
     if args.threads:
         options.threads = args.threads

@@ -46,6 +46,7 @@ class RunOptions:
     source: str | None = None
     job_timeout: float = 3600.0
     fresh_process: bool = False
+    timing_budget: float = 2.0
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -192,14 +193,14 @@ def run(options: RunOptions) -> Path:
     folder.truncate_partial_line()
     done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest_records(read_records(out)) if r["status"] == "ok"}
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, options.threads,
-                options.device, options.cache, options.source)
+                options.device, options.cache, options.source, options.timing_budget)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
         "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
         "frameworks": options.frameworks, "threads": options.threads, "device": options.device,
-        "job_timeout_s": options.job_timeout, "worker": "fresh process per job" if options.fresh_process else "one process per framework, reused",
+        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget, "worker": "fresh process per job" if options.fresh_process else "one process per framework, reused",
         "concurrency": 1, "environment": environment(), "started": time.time(), "finished": None,
         "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
     }
