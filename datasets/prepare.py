@@ -1,0 +1,204 @@
+"""Seeded splits and preparation fitted on the training split: the arrays both frameworks get."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from distillbench.datasets.load import RawDataset, load_dataset
+from distillbench.datasets.sources import OpenMLCache, file_sha256, one_line
+from distillbench.errors import UserError
+
+# Bump when the preparation changes, so that arrays cached by older code are not reused.
+PREP_VERSION = 1
+ARRAYS = ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test")
+
+
+@dataclass(frozen=True)
+class PrepSettings:
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # the training split is the rest: 60 % by default
+    max_categories: int = 20  # one-hot columns per categorical feature; the rarest levels share one
+
+    def __post_init__(self) -> None:
+        if not (self.val_fraction > 0 and self.test_fraction > 0 and self.val_fraction + self.test_fraction < 1):
+            fractions = f"val={self.val_fraction}, test={self.test_fraction}"
+            raise UserError(f"split fractions {fractions}: each must be > 0 and their sum < 1")
+        if self.max_categories < 2:
+            raise UserError(f"max_categories={self.max_categories}: must be at least 2")
+
+
+@dataclass
+class Prepared:
+    """One dataset, one seed: float32 features, targets ready for training.
+
+    Classification targets are int64 labels 0..n_classes-1 (indices into class_names); regression
+    targets are float32, standardised with the training mean and standard deviation: report
+    metrics on `unstandardise(y)`.
+    """
+
+    dataset_id: int
+    name: str
+    task: str
+    target: str
+    seed: int
+    n_classes: int  # 0 for regression
+    class_names: list[str]
+    feature_names: list[str]
+    x_train: np.ndarray
+    x_val: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+    y_mean: float  # 0.0 for classification
+    y_std: float  # 1.0 for classification
+    checksum: str
+    notes: list[str] = field(default_factory=list)
+
+    def unstandardise(self, y: np.ndarray) -> np.ndarray:
+        """Regression targets or predictions back in the dataset's units (float64)."""
+        return np.asarray(y, dtype=np.float64) * self.y_std + self.y_mean
+
+
+def _split(raw: RawDataset, seed: int, settings: PrepSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Row indices of train, validation and test for `seed`, stratified for classification, and notes."""
+    strata = raw.y.cat.codes.to_numpy() if raw.task == "classification" else None
+
+    def split(strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rest, test = train_test_split(
+            np.arange(len(raw.y)), test_size=settings.test_fraction, random_state=seed, stratify=strata
+        )
+        val_size = settings.val_fraction / (1 - settings.test_fraction)
+        train, val = train_test_split(
+            rest, test_size=val_size, random_state=seed, stratify=None if strata is None else strata[rest]
+        )
+        return train, val, test
+
+    unstratified = ["a class is too small to stratify on: the splits are not stratified"]
+    attempts = [(None, [])] if strata is None else [(strata, []), (None, unstratified)]
+    for strata, notes in attempts:
+        try:
+            return (*split(strata), notes)
+        except ValueError as exc:
+            error = exc
+    raise UserError(f"{raw.label} cannot be split into training, validation and test rows ({one_line(error)})")
+
+
+def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings()) -> Prepared:
+    """Split with `seed`; impute, standardise and one-hot encode, fitted on the training split."""
+    train, val, test, notes = _split(raw, seed, settings)
+    numeric = [c for c in raw.X.columns if c not in raw.categorical]
+    encoder = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"),
+                    OneHotEncoder(
+                        handle_unknown="infrequent_if_exist",
+                        max_categories=settings.max_categories,
+                        sparse_output=False,
+                        feature_name_combiner=lambda column, level: f"{column}={level}",
+                    ),
+                ),
+                raw.categorical,
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+    # Categorical columns as objects with NaN for missing values: what the imputer and the encoder take.
+    X = raw.X.astype({c: object for c in raw.categorical})
+    X[raw.categorical] = X[raw.categorical].where(X[raw.categorical].notna(), np.nan)
+    encoder.fit(X.iloc[train])
+    x_train, x_val, x_test = (
+        np.ascontiguousarray(encoder.transform(X.iloc[rows]), dtype=np.float32) for rows in (train, val, test)
+    )
+    feature_names = [str(name) for name in encoder.get_feature_names_out()]
+    notes = raw.notes + notes
+    unfitted = [c for c in numeric if c not in feature_names]
+    if unfitted:
+        notes.append(f"dropped {len(unfitted)} column(s) with no value in the training split: {', '.join(unfitted)}")
+
+    if raw.task == "classification":
+        labels = raw.y.cat.codes.to_numpy().astype(np.int64)
+        y_train, y_val, y_test = labels[train], labels[val], labels[test]
+        y_mean, y_std = 0.0, 1.0
+    else:
+        values = raw.y.to_numpy(dtype=np.float64)
+        y_mean, y_std = float(values[train].mean()), float(values[train].std()) or 1.0
+        y_train, y_val, y_test = (((values[rows] - y_mean) / y_std).astype(np.float32) for rows in (train, val, test))
+
+    return Prepared(
+        dataset_id=raw.dataset_id,
+        name=raw.name,
+        task=raw.task,
+        target=raw.target,
+        seed=seed,
+        n_classes=raw.n_classes,
+        class_names=raw.class_names,
+        feature_names=feature_names,
+        x_train=x_train,
+        x_val=x_val,
+        x_test=x_test,
+        y_train=y_train,
+        y_val=y_val,
+        y_test=y_test,
+        y_mean=y_mean,
+        y_std=y_std,
+        checksum=raw.checksum,
+        notes=notes,
+    )
+
+
+def get_prepared(
+    dataset_id: int,
+    seed: int,
+    *,
+    target: str | None = None,
+    cache: OpenMLCache | None = None,
+    settings: PrepSettings = PrepSettings(),
+) -> Prepared:
+    """`prepare(load_dataset(...), seed, settings)`, cached on disk under the OpenML cache.
+
+    The key is the dataset, the checksums of its data file and description, the target, the seed,
+    the settings and the preparation's version; a hit returns bit-identical arrays without
+    importing openml or parsing the data.
+    """
+    cache = cache or OpenMLCache.resolve()
+    data_file = cache.data_file(dataset_id)
+    key = {
+        "dataset_id": dataset_id,
+        "checksum": file_sha256(data_file),
+        "description": file_sha256(data_file.with_name("description.xml")),
+        "target": target,
+        "seed": seed,
+        "settings": dataclasses.asdict(settings),
+        "version": [PREP_VERSION, sklearn.__version__, np.__version__],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache.root / "distillbench-prepared" / f"{dataset_id}-seed{seed}-{digest}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return Prepared(**json.loads(str(stored["meta"])), **{name: stored[name] for name in ARRAYS})
+
+    prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings)
+    meta = {f.name: getattr(prepared, f.name) for f in dataclasses.fields(prepared) if f.name not in ARRAYS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    with open(partial, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **{name: getattr(prepared, name) for name in ARRAYS})
+    partial.replace(path)
+    return prepared

@@ -1,0 +1,168 @@
+"""Where OpenML data comes from: a writable openml cache, optionally filled from a read-only source.
+
+openml-python writes into its cache (pickles, locks) and deletes a dataset's folder when anything
+inside `get_dataset` fails, so it is only ever pointed at the writable cache. A pre-warmed cache that
+must stay untouched (such as ../shared/openml-cache, read-only in CI) is named as a *source*: the
+files of each entry are copied into the writable cache before openml looks at it, and the source is
+only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillbench.errors import UserError
+
+CACHE_ENV = "OPENML_CACHE_DIR"
+SOURCE_ENV = "DISTILLBENCH_OPENML_SOURCE"
+DEFAULT_CACHE = "~/.cache/distillbench/openml"
+# openml-python's layout for www.openml.org, inside a cache root.
+DATASETS_SUBDIR = Path("org", "openml", "www", "datasets")
+ENTRY_FILES = ("description.xml", "features.xml", "qualities.xml", "dataset.arff")
+PROBE_TIMEOUT_S = 3.0
+OFFLINE_HINT = (
+    f"point --openml-source (or {SOURCE_ENV}) at a pre-warmed OpenML cache such as "
+    "../shared/openml-cache, or run `distillbench datasets prefetch --suite NAME --cache DIR` "
+    "on a machine that is online and pass that DIR here as --cache or --openml-source"
+)
+
+
+def one_line(error: object) -> str:
+    """A message, or an exception's, on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class OpenMLCache:
+    """A writable openml cache `root`, filled entry by entry from an optional read-only `source`."""
+
+    root: Path
+    source: Path | None = None
+
+    @classmethod
+    def resolve(cls, cache: str | Path | None = None, source: str | Path | None = None) -> OpenMLCache:
+        """The cache from the options, else the environment, else the default."""
+        root = Path(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser().resolve()
+        source = source or os.environ.get(SOURCE_ENV)
+        if not source:
+            return cls(root)
+        source = Path(source).expanduser().resolve()
+        if not (source / DATASETS_SUBDIR).is_dir():
+            raise UserError(f"OpenML source {source} is not an OpenML cache (it has no {DATASETS_SUBDIR} folder)")
+        if source == root:
+            raise UserError(
+                f"the OpenML cache {root} is also the source: the cache must be a separate, writable folder"
+            )
+        return cls(root, source)
+
+    def entry(self, dataset_id: int) -> Path:
+        return self.root / DATASETS_SUBDIR / str(dataset_id)
+
+    def source_entry(self, dataset_id: int) -> Path | None:
+        return None if self.source is None else self.source / DATASETS_SUBDIR / str(dataset_id)
+
+    def status(self, dataset_id: int) -> str:
+        """'cache' or 'source' (where the data file is, the cache first), or 'missing'."""
+        if (self.entry(dataset_id) / "dataset.arff").is_file():
+            return "cache"
+        source = self.source_entry(dataset_id)
+        return "source" if source is not None and (source / "dataset.arff").is_file() else "missing"
+
+    def data_file(self, dataset_id: int) -> Path:
+        """The dataset's data file in the writable cache; openml is only imported if it must fetch it."""
+        self._stage(dataset_id)
+        entry = self.entry(dataset_id)
+        if not ((entry / "description.xml").is_file() and (entry / "dataset.arff").is_file()):
+            self.fetch(dataset_id)
+        return entry / "dataset.arff"
+
+    def fetch(self, dataset_id: int, *, metadata: bool = False) -> Any:
+        """`openml.datasets.get_dataset(dataset_id)` on the writable cache, data file included.
+
+        With `metadata`, the feature and quality files are fetched too (a complete entry, for
+        caches that other machines will use as a source). Downloads only what the cache and the
+        source lack; fails within seconds, with a message saying what to do, when that needs
+        openml.org and it cannot be reached.
+        """
+        if dataset_id < 1:
+            raise UserError(f"{dataset_id} is not an OpenML dataset ID (IDs are positive integers)")
+        self._stage(dataset_id)
+        openml = self._openml()
+        needed = ENTRY_FILES if metadata else ("description.xml", "dataset.arff")
+        if not all((self.entry(dataset_id) / name).is_file() for name in needed):
+            self._require_server(dataset_id, openml.config.server)
+        try:
+            return openml.datasets.get_dataset(
+                dataset_id,
+                download_data=True,
+                download_qualities=metadata,
+                download_features_meta_data=metadata,
+            )
+        except openml.exceptions.OpenMLServerException as exc:
+            raise UserError(f"OpenML dataset {dataset_id}: {one_line(exc.message)} (OpenML error {exc.code})") from None
+        except (openml.exceptions.PyOpenMLError, OSError) as exc:  # requests' errors are OSErrors
+            raise UserError(
+                f"OpenML dataset {dataset_id} could not be fetched ({one_line(exc)}); {OFFLINE_HINT}"
+            ) from None
+
+    def _openml(self) -> Any:
+        """Import and configure openml for this cache (imported here: it takes seconds)."""
+        # Read the ARFF file even where a parquet file exists, so the checksum is of the same file everywhere.
+        os.environ["OPENML_SKIP_PARQUET"] = "true"
+        import openml
+
+        openml.config.set_root_cache_directory(self.root)
+        openml.config.connection_n_retries = 1
+        return openml
+
+    def _stage(self, dataset_id: int) -> None:
+        """Check that the cache is writable; copy the files of the source's entry that it lacks into it."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot be created ({one_line(exc)})"
+        else:
+            problem = None if os.access(self.root, os.W_OK) else "is not writable"
+        if problem:
+            raise UserError(f"the OpenML cache {self.root} {problem}; choose another with --cache or {CACHE_ENV}")
+        source = self.source_entry(dataset_id)
+        if source is None or not source.is_dir():
+            return
+        target = self.entry(dataset_id)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ENTRY_FILES:
+            if (source / name).is_file() and not (target / name).exists():
+                partial = target / f".{name}.{os.getpid()}.partial"
+                shutil.copyfile(source / name, partial)  # contents only: the copy is writable
+                partial.replace(target / name)
+
+    def _require_server(self, dataset_id: int, server: str) -> None:
+        """Raise a UserError at once if the OpenML server cannot be reached (openml has no timeout)."""
+        url = urllib.parse.urlparse(server)
+        if urllib.request.getproxies():
+            return  # only the proxy knows
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+            socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+        except OSError as exc:
+            where = f"the cache {self.root}" + (f" or the source {self.source}" if self.source else "")
+            raise UserError(
+                f"OpenML dataset {dataset_id} is not in {where}, and {url.hostname} cannot be reached "
+                f"({one_line(exc)}); {OFFLINE_HINT}"
+            ) from None

@@ -1,0 +1,53 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distillbench.datasets.sources import OpenMLCache
+
+# The offline OpenML cache lives beside the repository (CI gets it read-only): ../shared/openml-cache.
+SHARED_OPENML_CACHE = Path(__file__).resolve().parents[2] / "shared" / "openml-cache"
+
+
+def _tree_snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under `root` with its mode, mtime and content hash: equal snapshots mean nothing wrote there."""
+    snapshot = {}
+    for path in sorted(root.rglob("*")):
+        stat = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        snapshot[str(path.relative_to(root))] = (stat.st_mode, stat.st_mtime_ns, digest)
+    return snapshot
+
+
+@pytest.fixture(scope="session")
+def openml_source() -> Iterator[Path]:
+    """The shared offline OpenML cache, to be read only: checked unchanged when the session ends."""
+    if not (SHARED_OPENML_CACHE / "MANIFEST.json").is_file():
+        pytest.skip(f"no offline OpenML cache at {SHARED_OPENML_CACHE} (../shared/openml-cache beside the repository)")
+    before = _tree_snapshot(SHARED_OPENML_CACHE)
+    yield SHARED_OPENML_CACHE
+    assert _tree_snapshot(SHARED_OPENML_CACHE) == before, f"{SHARED_OPENML_CACHE} was written to"
+
+
+@pytest.fixture(scope="session")
+def tree_snapshot():
+    """`tree_snapshot(root)`: every path under root with its mode, mtime and content hash."""
+    return _tree_snapshot
+
+
+@pytest.fixture(scope="session")
+def openml_manifest(openml_source: Path) -> dict[int, dict]:
+    """The shared cache's MANIFEST.json by dataset ID: name, task, target, rows, sha256 of the data file."""
+    return {entry["id"]: entry for entry in json.loads((openml_source / "MANIFEST.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def openml_cache(openml_source: Path, tmp_path_factory: pytest.TempPathFactory) -> OpenMLCache:
+    """A writable OpenML cache for the whole session, each entry copied once from the shared cache on first use."""
+    return OpenMLCache(tmp_path_factory.mktemp("openml-cache"), openml_source)
