@@ -1,0 +1,313 @@
+"""`distillbench report`: built from the fixed results folder tests/data/run_small (a real tiny run,
+see its README), checked for its numbers, its files, its escaping, and in a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image
+from scipy import stats as sp
+
+from distillbench.benchmarks.report import write_report
+
+RUN_SMALL = Path(__file__).parent / "data" / "run_small"
+XSS = "<script>alert(1)</script>"
+PIPE = "veh|icle $x$"  # a table separator in Markdown and a mathtext marker in matplotlib
+FIGURES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference")
+TABLES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed")
+
+
+def copy_run(dest: Path, names: dict[int, str] | None = None, keep=lambda record: True, **manifest_changes) -> Path:
+    """A copy of run_small, its dataset names replaced by ``names``, only the records ``keep`` accepts."""
+    dest.mkdir(parents=True)
+    names = names or {}
+    records = [json.loads(line) for line in (RUN_SMALL / "records.jsonl").read_text().splitlines()]
+    with open(dest / "records.jsonl", "w") as f:
+        for r in filter(keep, records):
+            r["dataset_name"] = names.get(r["dataset_id"], r["dataset_name"])
+            f.write(json.dumps(r) + "\n")
+    manifest = json.loads((RUN_SMALL / "manifest.json").read_text()) | manifest_changes
+    for d in manifest["datasets"]:
+        d["name"] = names.get(d["id"], d.get("name"))
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """The report of run_small with wine (187) renamed to a script tag and vehicle (54) to PIPE."""
+    tmp = tmp_path_factory.mktemp("report")
+    run = copy_run(tmp / "run_small", names={187: XSS, 54: PIPE})
+    return write_report(run, tmp / "out")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fixture_records() -> list[dict]:
+    return [json.loads(line) for line in (RUN_SMALL / "records.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_the_report_writes_every_file_and_nothing_partial(report: Path) -> None:
+    for name in FIGURES:
+        png = image.imread(report / "figures" / f"{name}.png")
+        assert png.shape[0] > 100 and png.shape[1] > 100
+        assert ET.parse(report / "figures" / f"{name}.svg").getroot().tag.endswith("svg")
+    for name in TABLES:
+        assert read_csv(report / "tables" / f"{name}.csv")
+        tex = (report / "tables" / f"{name}.tex").read_text()
+        assert tex.startswith(r"\begin{tabular}") and r"\bottomrule" in tex
+    assert not list(report.rglob("*.partial"))
+
+
+def test_the_html_is_one_self_contained_file(report: Path) -> None:
+    text = (report / "report.html").read_text()
+    assert not re.search(r"<script|<link|\b(src|href)=\"(?!data:)", text, re.IGNORECASE)
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(embedded) == len(FIGURES)
+    assert {base64.b64decode(data) for data in embedded} == {(report / "figures" / f"{n}.png").read_bytes() for n in FIGURES}
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def test_results_are_means_with_student_t_intervals_over_seeds(report: Path) -> None:
+    records = [r for r in fixture_records() if r["status"] == "ok"]
+    rows = {(r["dataset"], r["framework"]): r for r in read_csv(report / "tables" / "results.csv")}
+    assert len(rows) == 12  # 6 datasets x 2 frameworks; the dataset that failed has no row
+    for (dataset_id, name) in ((183, "abalone"), (61, "iris"), (54, PIPE)):
+        for framework in ("torch", "tensorflow"):
+            row = rows[(name, framework)]
+            for role in ("teacher", "student_kd", "student_scratch"):
+                values = [r["metrics"][r["primary_metric"]] for r in records
+                          if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, role)]
+                assert len(values) == 3
+                half = sp.t.ppf(0.975, 2) * sp.sem(values)
+                assert float(row[role]) == pytest.approx(np.mean(values), rel=1e-12)
+                assert float(row[f"{role} ci95"]) == pytest.approx(half, rel=1e-9)
+            kd = [r for r in records if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, "student_kd")]
+            assert float(row["KD gain %"]) == pytest.approx(np.mean([r["kd_gain"] for r in kd]))
+            assert float(row["retention % (kd)"]) == pytest.approx(np.mean([r["retention"] for r in kd]))
+            assert float(row["speed-up"]) == pytest.approx(np.mean([r["speedup"] for r in kd]))
+            assert float(row["student p50 us"]) == pytest.approx(np.median([r["latency_p50_us"] for r in kd]))
+            assert row["seeds"] == "3/3"
+
+
+def test_the_markdown_holds_the_expected_numbers(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    # the same numbers in both frameworks (parity); the values of this fixed run
+    for framework in ("torch", "tensorflow"):
+        assert f"| iris | {framework} | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 | 0.4 ± 0.143 | 151.9 ± 174 |" in md
+        assert f"| abalone | {framework} | rmse | 2.562 ± 0.487 | 2.994 ± 0.936 | 2.993 ± 0.961 |" in md
+    # across datasets: per framework 3 wins, 0 ties, 3 losses; exact Wilcoxon p of W = 6 over 6 datasets
+    assert "| torch | 6 | 94.61 | 97.79 | 0.6573 | 3/0/3 | 6 | 0.4375 |" in md
+    assert "Friedman test: chi2 = 3.535, p = 0.618; Nemenyi critical difference (alpha 0.05): 3.08." in md
+    assert "| torch teacher | 2.667 |" in md
+
+
+def test_the_frameworks_are_compared_paired_over_seeds(report: Path) -> None:
+    rows = read_csv(report / "tables" / "frameworks.csv")
+    assert len(rows) == 6 * 3 and {r["frameworks"] for r in rows} == {"tensorflow vs torch"}
+    iris = next(r for r in rows if r["dataset"] == "iris" and r["role"] == "teacher")
+    assert float(iris["quality difference"]) == 0 and iris["agree"] == "yes"  # identical in both frameworks
+    records = [r for r in fixture_records() if r["status"] == "ok" and r["dataset_id"] == 61 and r["role"] == "teacher"]
+    mean = {f: np.mean([r["train_seconds"] for r in records if r["framework"] == f]) for f in ("torch", "tensorflow")}
+    assert float(iris["training time ratio"]) == pytest.approx(mean["tensorflow"] / mean["torch"])
+    for r in rows:
+        assert float(r["p50 latency ratio"]) > 0 and float(r["throughput ratio"]) > 0
+
+
+def test_failed_jobs_are_listed_with_their_reason(report: Path) -> None:
+    failed = read_csv(report / "tables" / "failed.csv")
+    assert [(r["id"], r["framework"], r["seeds"]) for r in failed] == [("9999", "tensorflow", "0, 1, 2"),
+                                                                        ("9999", "torch", "0, 1, 2")]
+    assert all("OpenML dataset 9999 is not in the cache" in r["reason"] for r in failed)
+    assert "## Failed jobs" in (report / "report.md").read_text()
+
+
+def test_the_run_header_says_what_ran_where_and_how_long(report: Path) -> None:
+    manifest = json.loads((RUN_SMALL / "manifest.json").read_text())
+    header = {r["field"]: r["value"] for r in read_csv(report / "tables" / "run.csv")}
+    assert header["run"] == "run_small" and header["status"] == "complete"
+    assert manifest["environment"]["git"]["commit"][:12] in header["code"]
+    assert "torch 2.13.0" in header["versions"] and "tensorflow-cpu 2.21.0" in header["versions"]
+    assert header["seeds"] == "0, 1, 2" and header["frameworks"] == "torch, tensorflow"
+    assert "min" in header["duration"] and header["harness overhead"].endswith("% of the run's wall time")
+    assert "teacher [16]" in header["config"] and "student [4]" in header["config"]
+
+
+# ---------------------------------------------------------------- escaping
+
+
+def test_names_from_datasets_are_escaped(report: Path) -> None:
+    html_text = (report / "report.html").read_text()
+    assert XSS not in html_text and "<script" not in html_text.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    md = (report / "report.md").read_text()
+    assert XSS not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert r"veh\|icle $x$" in md
+    lines = md.splitlines()
+    for header, rule in zip(lines, lines[1:]):  # every table row has as many cells as its header
+        if rule.startswith("|---"):
+            columns = header.count("|")
+        if header.startswith(r"| veh\|icle"):
+            assert len(re.findall(r"(?<!\\)\|", header)) == columns
+
+
+def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> None:
+    """`distillbench report` with no RUN_DIR: the newest run under results/, into reports/<run_id>/; one
+    seed gives no interval, one framework no comparison, two datasets no CD diagram."""
+    copy_run(tmp_path / "results" / "run_small", keep=lambda r: r["seed"] == 0 and r["framework"] == "torch"
+             and r["dataset_id"] in (61, 531), seeds=[0], frameworks=["torch"],
+             datasets=[d for d in json.loads((RUN_SMALL / "manifest.json").read_text())["datasets"] if d["id"] in (61, 531)])
+    stale = tmp_path / "reports" / "run_small" / "figures" / "critical_difference.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from an earlier report")
+    done = subprocess.run([sys.executable, "-m", "distillbench.cli", "report"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "reports" / "run_small"
+    assert str(Path("reports") / "run_small" / "report.html") in done.stderr
+    rows = read_csv(out / "tables" / "results.csv")
+    assert [(r["dataset"], r["framework"], r["seeds"]) for r in rows] == [("iris", "torch", "1/1"), ("boston", "torch", "1/1")]
+    assert rows[0]["teacher"] and rows[0]["teacher ci95"] == ""
+    md = (out / "report.md").read_text()
+    assert "| iris | torch | accuracy | 0.5 | 0.4 | 0.3667 | 80 | 73.33 | 9.091 |" in md  # seed 0's values, no interval
+    assert "Needs results from two frameworks; this run has torch." in md
+    assert "No critical-difference diagram: it needs at least 5 datasets with all results; this run has 2." in md
+    assert not stale.exists() and not (out / "figures" / "framework_time.png").exists()
+    assert (out / "figures" / "quality.png").exists() and (out / "report.html").exists()
+
+
+def test_a_missing_run_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "distillbench.cli", "report", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "nope" in done.stderr
+
+
+# ---------------------------------------------------------------- in a real browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Chromium:
+    """Headless chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: the
+    browser reads NUL-terminated JSON on fd 3 and writes on fd 4); no webdriver, no network port."""
+
+    def __init__(self, binary: str, profile: Path, width: int = 1280, height: int = 2000):
+        to_browser, self._write = os.pipe()
+        self._read, from_browser = os.pipe()
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser, from_browser)]  # clear of 3 and 4
+        os.close(to_browser)
+        os.close(from_browser)
+        self.proc = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
+             f"--window-size={width},{height}", "about:blank"],
+            pass_fds=(3, 4), preexec_fn=lambda: (os.dup2(ends[0], 3), os.dup2(ends[1], 4)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for fd in ends:
+            os.close(fd)
+        self._buffer, self._id, self.events = b"", 0, []
+
+    def _next(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            if not select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise EOFError("chromium closed the pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def send(self, method: str, session: str | None = None, timeout: float = 30, **params) -> dict:
+        self._id += 1
+        os.write(self._write, json.dumps({"id": self._id, "method": method, "params": params,
+                                          **({"sessionId": session} if session else {})}).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while (reply := self._next(deadline)).get("id") != self._id:
+            self.events.append(reply)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def wait_for(self, method: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self._next(deadline))
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except (OSError, TimeoutError, EOFError, RuntimeError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._read)
+        os.close(self._write)
+
+
+PAGE_STATE = """Promise.all([...document.images].map(i => i.decode().then(() => true, () => false))).then(decoded => ({
+  images: [...document.images].map((i, n) => ({src: i.src.slice(0, 22), width: i.naturalWidth, decoded: decoded[n]})),
+  tables: Object.fromEntries([...document.querySelectorAll('table')].map(t => [t.id, t.rows.length])),
+  scripts: document.scripts.length, text: document.body.innerText}))"""
+ERROR_EVENTS = ("Runtime.exceptionThrown", "Page.javascriptDialogOpening")
+
+
+def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> None:
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    browser = Chromium(binary, tmp_path / "profile")
+    try:
+        target = next(t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        session = browser.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride", session=session, width=1280, height=2000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.events.clear()  # from here on: the report's page only
+        browser.send("Page.navigate", session=session, url=(report / "report.html").resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        page = browser.send("Runtime.evaluate", session=session, expression=PAGE_STATE, awaitPromise=True,
+                            returnByValue=True)["result"]["value"]
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", session=session, format="png")["data"])
+    finally:
+        browser.close()
+    (report / "browser-screenshot.png").write_bytes(shot)  # to look at: beside the report under pytest's tmp
+
+    errors = [e for e in browser.events if e.get("method") in ERROR_EVENTS
+              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")]
+    assert errors == []  # no script error, no alert, no resource refused by the page's policy
+    assert len(page["images"]) == len(FIGURES)
+    assert all(i["src"] == "data:image/png;base64," and i["decoded"] and i["width"] > 300 for i in page["images"])
+    assert {f"table-{name}" for name in TABLES} == set(page["tables"]) and min(page["tables"].values()) >= 2
+    assert page["scripts"] == 0 and XSS in page["text"]  # the name shows as text, and never ran
+    pixels = image.imread(io.BytesIO(shot))
+    assert pixels.shape[:2] == (2000, 1280) and pixels[..., :3].std() > 0.05  # not blank
