@@ -17,6 +17,22 @@ holds the config, seeds, code commit, package versions and machine.
 
 A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
 recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
+
+--fallback-suite builtin: when openml.org cannot be reached and neither the cache nor a source
+holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
+scikit-learn, no download), say so, and record it in the manifest ("fallback") and in every
+record ("dataset_source").
+"""
+
+REPORT_DESCRIPTION = """\
+Write the report of a run folder into OUT (default: reports/<run_id>/):
+  report.md    GitHub-flavoured Markdown (a CI job summary or a pull-request comment)
+  report.html  one self-contained file (inline CSS, figures embedded), readable offline
+  figures/     *.png and *.svg     tables/  *.csv and *.tex (booktabs)
+Per dataset and framework: quality of teacher, distilled and scratch student (mean and 95% CI over
+seeds), retention, KD gain, parameters, latency, speed-up; framework vs framework; across datasets:
+median retention, win/tie/loss with a Wilcoxon signed-rank test, mean ranks (Friedman, Nemenyi
+critical-difference diagram from 5 datasets); failed jobs with their reasons.
 """
 
 
@@ -42,12 +58,15 @@ def register(subparsers) -> None:
     run.add_argument("--timing-budget", type=float, default=2.0, metavar="S",
                      help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
                           "throughput gets half (default 2)")
+    run.add_argument("--fallback-suite", metavar="NAME|FILE",
+                     help="run this suite instead (e.g. builtin: datasets bundled with scikit-learn) when openml.org "
+                          "cannot be reached and no cache or source holds any of the datasets asked for")
     run.add_argument("--fresh-process", action="store_true",
                      help="a new worker process for every job (default: one per framework, reused; saves the framework import)")
     run.set_defaults(func=_run)
 
-    report = subparsers.add_parser("report", help="write the report of a run (Markdown)",
-                                   description="Write the report of a run folder: reports/<run_id>/report.md.")
+    report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
+                                   description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
     report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
     report.set_defaults(func=_report)
@@ -78,13 +97,21 @@ def _run(args) -> int:
         raise UserError("--timing-budget and --job-timeout must be positive")
     if args.resume and not args.out:
         raise UserError("--resume needs --out, the run folder to continue")
+    frameworks, spec = parse_frameworks(args.frameworks), load_spec(args.config)
+    source, fallback = args.openml_source, None
+    if args.fallback_suite:
+        replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
+        fallback = _fallback(entries, suite.name if suite else f"--datasets {args.datasets}", replacement, args)
+        if fallback:
+            print(f"distillbench: {fallback['message']}", file=sys.stderr, flush=True)
+            suite, entries, source = replacement, replacement.entries, fallback["source"]
     suite_name = suite.name if suite else None
     options = RunOptions(
-        entries=entries, suite=suite_name, frameworks=parse_frameworks(args.frameworks),
-        seeds=list(range(args.seeds)), spec=load_spec(args.config),
+        entries=entries, suite=suite_name, frameworks=frameworks,
+        seeds=list(range(args.seeds)), spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
-        device=args.device, cache=args.cache, source=args.openml_source, job_timeout=args.job_timeout,
-        fresh_process=args.fresh_process, timing_budget=args.timing_budget,
+        device=args.device, cache=args.cache, source=source, job_timeout=args.job_timeout,
+        fresh_process=args.fresh_process, timing_budget=args.timing_budget, fallback=fallback,
     )
     if args.threads:
         options.threads = args.threads
@@ -93,7 +120,36 @@ def _run(args) -> int:
     print(format_table(summary_rows(records)))
     failed = sum(r["status"] != "ok" for r in records)
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
+    if fallback:
+        print(f"note: {fallback['message']}")
     return 0
+
+
+def _fallback(entries, asked: str, replacement, args) -> dict | None:
+    """The fallback to record, when none of `entries` can be loaded because openml.org cannot be
+    reached and neither the cache nor a source holds any of them; else None (the run goes as asked)."""
+    from distillbench.datasets.builtin import ensure_builtin_source
+    from distillbench.datasets.sources import SOURCE_ENV, OpenMLCache
+
+    cache = OpenMLCache.resolve(args.cache, args.openml_source)
+    if any(cache.status(entry.dataset_id) != "missing" for entry in entries):
+        return None
+    problem = cache.unreachable()
+    if problem is None:
+        return None
+    source = ensure_builtin_source(cache.root)  # the builtin source, used whatever the fallback suite
+    what = "datasets bundled with scikit-learn" if replacement.name == "builtin" else replacement.description
+    named = asked if asked.startswith("--") else f"suite {asked}"
+    holds = (f"neither the cache {cache.root} nor the source {cache.source} holds any dataset of {named}"
+             if cache.source else f"no source is set and the cache {cache.root} holds no dataset of {named}")
+    return {
+        "from": asked, "to": replacement.name, "source": str(source), "reason": f"{problem}; {holds}",
+        "requested": [entry.dataset_id for entry in entries],
+        "message": f"{problem.split(' (')[0]} and no OpenML cache holds {named}: running suite {replacement.name} "
+                   f"({what}) instead; to run {named} offline, point --openml-source or {SOURCE_ENV} at an "
+                   f"OpenML cache (e.g. ../shared/openml-cache, or one made where online with "
+                   f"`distillbench datasets prefetch --suite NAME --cache DIR`)",
+    }
 
 
 def newest_run(results: Path = Path("results")) -> Path:
@@ -104,9 +160,11 @@ def newest_run(results: Path = Path("results")) -> Path:
 
 
 def _report(args) -> int:
-    from distillbench.benchmarks.report import write_report
-
     run_dir = Path(args.run_dir) if args.run_dir else newest_run()
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    from distillbench.benchmarks.report import write_report  # scipy and matplotlib: only once there is work
+
     out = write_report(run_dir, Path(args.out) if args.out else None)
-    print(f"report: {out}", file=sys.stderr)
+    print(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)", file=sys.stderr)
     return 0

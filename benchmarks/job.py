@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from distillbench.benchmarks import metrics, timing
+from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
 from distillbench.implementations.pipeline import ROLES, Data, Pipeline
@@ -112,8 +113,8 @@ def _derive(records: dict[str, dict], metric: str) -> None:
 
 def _base(job: Job, data) -> dict:
     base = dict.fromkeys(RECORD_KEYS)
-    base.update(dataset_id=job.dataset_id, seed=job.seed, framework=job.framework, threads=job.threads,
-                device=job.device, machine=machine())
+    base.update(dataset_id=job.dataset_id, dataset_source=dataset_source(job.dataset_id), seed=job.seed,
+                framework=job.framework, threads=job.threads, device=job.device, machine=machine())
     if data is not None:
         base.update(dataset_name=data.name, task=data.task, dataset_checksum=data.checksum,
                     primary_metric=metrics.PRIMARY[data.task])

@@ -28,6 +28,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
             auc = skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
     except ValueError:  # a class absent from the test split: AUC is undefined
         auc = None
+    if auc is not None and not np.isfinite(auc):  # newer scikit-learn warns and returns NaN instead of raising
+        auc = None
     return {
         "accuracy": float(skm.accuracy_score(y_true, predicted)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, predicted)),

@@ -48,6 +48,7 @@ class RunOptions:
     fresh_process: bool = False
     timing_budget: float = 2.0
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (commands.py)
 
 
 def default_run_id(suite: str | None) -> str:
@@ -67,6 +68,8 @@ def check_writable(out: Path, resume: bool) -> None:
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: cannot be created ({parent} is not a folder)")
     if not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: cannot be created ({parent} is not writable)")
 
@@ -94,7 +97,7 @@ class Workers:
         except BrokenPipeError:
             line = ""
         if line is None:
-            self.stop(job.framework)
+            self.stop(job.framework, kill=True)  # it may be stuck: waiting for it would only cost time
             return failed_records(job, f"time limit of {timeout:g} s exceeded", started)
         if not line:
             code = self.stop(job.framework)
@@ -104,10 +107,13 @@ class Workers:
             self.stop(job.framework)
         return json.loads(line)
 
-    def stop(self, framework: str) -> int | None:
+    def stop(self, framework: str, kill: bool = False) -> int | None:
         proc = self.procs.pop(framework, None)
         if proc is None:
             return None
+        if kill:
+            proc.kill()
+            return proc.wait()
         if proc.poll() is None:
             proc.stdin.close()
             try:
@@ -181,6 +187,11 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
 def run(options: RunOptions) -> Path:
     """Run the benchmark; returns the run folder. Bad input raises UserError before anything is written."""
     out = options.out
+    ids = [entry.dataset_id for entry in options.entries]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # jobs, records and --resume are keyed by dataset ID: one entry per dataset in a run
+        raise UserError(f"dataset {', '.join(map(str, twice))} listed more than once (e.g. with two targets): "
+                        "a run holds each dataset once; run the other target in another run")
     check_writable(out, options.resume)
     if options.resume and (out / MANIFEST).exists():
         previous = read_manifest(out)
@@ -197,7 +208,7 @@ def run(options: RunOptions) -> Path:
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
-        "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite,
+        "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
         "frameworks": options.frameworks, "threads": options.threads, "device": options.device,
         "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget, "worker": "fresh process per job" if options.fresh_process else "one process per framework, reused",

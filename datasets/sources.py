@@ -75,7 +75,19 @@ class OpenMLCache:
         return self.root / DATASETS_SUBDIR / str(dataset_id)
 
     def source_entry(self, dataset_id: int) -> Path | None:
-        return None if self.source is None else self.source / DATASETS_SUBDIR / str(dataset_id)
+        """The dataset's entry in the source. distillbench's builtin datasets (`builtin.py`) come from
+        the builtin folder under the cache, written on first use, where the source lacks them."""
+        from distillbench.datasets.builtin import ensure_builtin_source, is_builtin
+
+        entry = None if self.source is None else self.source / DATASETS_SUBDIR / str(dataset_id)
+        if is_builtin(dataset_id) and (entry is None or not entry.is_dir()):
+            return ensure_builtin_source(self.root) / DATASETS_SUBDIR / str(dataset_id)
+        return entry
+
+    def unreachable(self) -> str | None:
+        """Why openml's server cannot be reached (its host and the error), or None where it can, or
+        might be through a proxy. Imports openml (seconds)."""
+        return server_problem(self._openml().config.server)
 
     def status(self, dataset_id: int) -> str:
         """'cache' or 'source' (where the data file is, the cache first), or 'missing'."""
@@ -154,15 +166,21 @@ class OpenMLCache:
 
     def _require_server(self, dataset_id: int, server: str) -> None:
         """Raise a UserError at once if the OpenML server cannot be reached (openml has no timeout)."""
-        url = urllib.parse.urlparse(server)
-        if urllib.request.getproxies():
-            return  # only the proxy knows
-        try:
-            port = url.port or (443 if url.scheme == "https" else 80)
-            socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
-        except OSError as exc:
+        problem = server_problem(server)
+        if problem:
             where = f"the cache {self.root}" + (f" or the source {self.source}" if self.source else "")
-            raise UserError(
-                f"OpenML dataset {dataset_id} is not in {where}, and {url.hostname} cannot be reached "
-                f"({one_line(exc)}); {OFFLINE_HINT}"
-            ) from None
+            raise UserError(f"OpenML dataset {dataset_id} is not in {where}, and {problem}; {OFFLINE_HINT}")
+
+
+def server_problem(server: str) -> str | None:
+    """'HOST cannot be reached (why)' if a connection to the server fails within seconds; None where it
+    succeeds, or where a proxy is configured (only the proxy knows)."""
+    url = urllib.parse.urlparse(server)
+    if urllib.request.getproxies():
+        return None
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{url.hostname} cannot be reached ({one_line(exc)})"
+    return None
