@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "distillbench.implementations.commands",
     "distillbench.datasets.commands",
     "distillbench.benchmarks.commands",
+    "distillbench.benchmarks.tracking",
     "distillbench.env",
 ]
 
@@ -27,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distillbench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # an area that does not exist yet
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
