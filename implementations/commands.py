@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parity.add_argument("--task", choices=("regression", "classification", "all"), default="all",
                         help="regression, classification (binary and multi-class) or all (default)")
     parity.add_argument("--config", default=None, help=f"pipeline config: a TOML file or a preset ({', '.join(presets())}); default: default")
-    parity.add_argument("--seed", type=int, default=0, help="seed for weights, data and batches (default 0)")
+    parity.add_argument("--seed", type=_seed, default=0, help="seed for weights, data and batches (default 0)")
     parity.add_argument("--per-step", action="store_true", help="print every step, not only the largest differences")
     parity.add_argument("--json", action="store_true", help="print the full result as JSON")
     parity.set_defaults(func=_parity)
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     demo.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated (default: all)")
     demo.add_argument("--features", type=_positive_int, default=100, help="input features (default 100, as in the source)")
     demo.add_argument("--rows", type=_positive_int, default=2000, help="rows of synthetic data (default 2000)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0, help="seed for weights, data and batches (default 0)")
     demo.set_defaults(func=_demo)
 
 
@@ -56,6 +56,15 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    # Keras seeds numpy's legacy generator, which takes only 0 <= seed < 2^32: refuse others here
+    # rather than with a traceback from inside a framework.
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32), got {text}")
     return value
 
 

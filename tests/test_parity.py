@@ -1,0 +1,138 @@
+"""Numerical parity of the PyTorch and TensorFlow implementations (the checks of `distillbench parity`),
+and negative controls showing that the check can fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillbench.implementations import parity
+from distillbench.implementations.frameworks import get_backend
+from distillbench.implementations.pipeline import initial_weights
+from distillbench.implementations.spec import load_spec
+from distillbench.implementations.tf_backend import TensorFlowBackend
+
+STEPS = 20
+ROLES = ("teacher", "student_kd", "student_scratch")
+KINDS = ("regression", "binary", "multiclass")
+DISTILLBENCH = Path(sys.executable).with_name("distillbench")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The models here are tiny, and a command runs beside these tests: one torch thread each."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_parity_json(tmp_path_factory):
+    """`distillbench parity --json` started with this module's first test, so that it runs beside the
+    in-process tests (it loads both frameworks: seconds). Output goes to files: no pipe can fill up."""
+    folder = tmp_path_factory.mktemp("cli_parity_json")
+    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+        proc = subprocess.Popen([str(DISTILLBENCH), "parity", "--task", "regression", "--steps", "3", "--json"],
+                                stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    yield proc, folder
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def finished(background) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a command started by a fixture above."""
+    proc, folder = background
+    returncode = proc.wait(timeout=300)
+    return returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
+
+
+@pytest.fixture(scope="module")
+def result():
+    return parity.run_parity(load_spec("default"), task="all", steps=STEPS, seed=0)
+
+
+def test_parity_passes_with_the_stated_tolerances(result):
+    assert result["tolerance"] == {"forward": 1e-5, "step": 1e-4}
+    assert result["frameworks"] == ["torch", "tensorflow"]
+    assert [(c["task"], c["role"]) for c in result["cases"]] == [(k, r) for k in KINDS for r in ROLES]
+    assert result["ok"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_difference_is_within_tolerance(result, kind, role):
+    case = next(c for c in result["cases"] if (c["task"], c["role"]) == (kind, role))
+    assert case["ok"]
+    assert case["forward"] <= parity.FORWARD_TOLERANCE
+    assert [s["step"] for s in case["steps"]] == list(range(1, STEPS + 1))
+    for step in case["steps"]:
+        for key in ("loss", "outputs", "weights"):
+            assert 0.0 <= step[key] <= parity.STEP_TOLERANCE, (step["step"], key, step[key])
+    assert case["max"] == {key: max(s[key] for s in case["steps"]) for key in ("loss", "outputs", "weights")}
+
+
+def test_cli_parity_json(cli_parity_json):
+    returncode, stdout, stderr = finished(cli_parity_json)
+    assert returncode == 0, stderr[-2000:]
+    out = json.loads(stdout)
+    assert out["ok"] is True and out["steps"] == 3
+    assert [(c["task"], c["role"]) for c in out["cases"]] == [("regression", r) for r in ROLES]
+    assert all(len(c["steps"]) == 3 and c["ok"] for c in out["cases"])
+
+
+# --- negative controls: a TensorFlow side that differs a little must be caught ---------------------
+
+class PerturbedInitTF(TensorFlowBackend):
+    """Starts from the shared initial weights plus noise of 1e-4."""
+
+    def build(self, spec, weights):
+        rng = np.random.default_rng(123)
+        return super().build(spec, [w + np.float32(1e-4) * rng.standard_normal(w.shape, dtype=np.float32) for w in weights])
+
+
+class OtherEpsilonTF(TensorFlowBackend):
+    """Adam with epsilon 1e-4 instead of the spec's 1e-7 (the frameworks' defaults differ too)."""
+
+    def trainer(self, model, loss, training):
+        return super().trainer(model, loss, dataclasses.replace(training, epsilon=1e-4))
+
+
+@pytest.fixture(scope="module")
+def parity_spec():
+    spec = load_spec("default")
+    return spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
+
+
+def test_forward_check_catches_perturbed_initial_weights(parity_spec):
+    torch_backend, tf_backend = get_backend("torch"), PerturbedInitTF()
+    _, n_classes, x, _ = parity.synthetic_problem("multiclass", 256, 12, 0)
+    weights = initial_weights(parity_spec.teacher, x.shape[1], n_classes, 0, "teacher")
+    out_torch = torch_backend.predict(torch_backend.build(parity_spec.teacher, weights), x)
+    out_tf = tf_backend.predict(tf_backend.build(parity_spec.teacher, weights), x)
+    assert np.max(np.abs(out_torch - out_tf)) > 10 * parity.FORWARD_TOLERANCE
+
+    case = parity.parity_case(parity_spec, "regression", "student_kd", 5, 0, [torch_backend, tf_backend])
+    assert case["forward"] > parity.FORWARD_TOLERANCE
+    assert not case["ok"]
+
+
+@pytest.mark.parametrize(("kind", "role"), [("multiclass", "teacher"), ("regression", "student_kd")])
+def test_step_check_catches_an_optimiser_mismatch(parity_spec, kind, role):
+    backends = [get_backend("torch"), OtherEpsilonTF()]
+    for backend in backends:
+        backend.configure(0)
+    case = parity.parity_case(parity_spec, kind, role, STEPS, 0, backends)
+    assert case["forward"] <= parity.FORWARD_TOLERANCE  # same weights: the forward pass still agrees
+    assert case["max"]["weights"] > parity.STEP_TOLERANCE
+    assert not case["ok"]

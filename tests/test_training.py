@@ -1,0 +1,225 @@
+"""Training in each framework: determinism, end-to-end quality, distillation, early stopping, the
+`seed` preset and `distillbench demo`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillbench.implementations.frameworks import get_backend
+from distillbench.implementations.parity import synthetic_problem
+from distillbench.implementations.pipeline import Data, LossSpec, Pipeline
+from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec, load_spec
+
+FRAMEWORKS = ["torch", "tensorflow"]
+DISTILLBENCH = Path(sys.executable).with_name("distillbench")
+
+
+def split(x, y, task, n_classes, n_train, n_val):
+    """Train / validation as ``Data``, the remaining rows as a held-out test set."""
+    cut = n_train + n_val
+    return Data(task, n_classes, x[:n_train], y[:n_train], x[n_train:cut], y[n_train:cut]), x[cut:], y[cut:]
+
+
+def same_weights(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def quality(task, pred, y):
+    """Accuracy (higher is better) or RMSE (lower is better)."""
+    return float(np.mean(pred.argmax(axis=1) == y)) if task == "classification" else float(np.sqrt(np.mean((pred - y) ** 2)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The models here are tiny, and a command runs beside these tests: one torch thread each."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_demo(tmp_path_factory):
+    """`distillbench demo --config seed --rows 600` started with this module's first test, so that it
+    runs beside the in-process tests (it loads both frameworks and trains six models). Output goes to
+    files: no pipe can fill up."""
+    folder = tmp_path_factory.mktemp("cli_demo")
+    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+        proc = subprocess.Popen([str(DISTILLBENCH), "demo", "--config", "seed", "--rows", "600"],
+                                stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    yield proc, folder
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def finished(background) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a command started by a fixture above."""
+    proc, folder = background
+    returncode = proc.wait(timeout=300)
+    return returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_same_seed_gives_bit_identical_weights(framework):
+    backend = get_backend(framework)
+    task, n_classes, x, y = synthetic_problem("multiclass", 320, 8, seed=3)
+    data, _, _ = split(x, y, task, n_classes, 256, 64)
+    spec = PipelineSpec(teacher=MLPSpec(widths=[32, 32], dropout=0.3),
+                        training=TrainingSpec(epochs=3, batch_size=32, learning_rate=3e-3, patience=3))
+
+    def teacher_weights(framework_seed):
+        backend.configure(framework_seed)
+        model, _ = Pipeline(backend, spec, data, seed=0).fit_teacher()
+        return backend.get_weights(model)
+
+    first, again = teacher_weights(7), teacher_weights(7)
+    assert same_weights(first, again)
+    # Dropout masks come from the framework's generator: another framework seed (same initial weights
+    # and batches) gives other weights, so dropout really ran and the equality above means something.
+    assert not same_weights(first, teacher_weights(8))
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+E2E_SPEC = PipelineSpec(
+    teacher=MLPSpec(widths=[64, 64], dropout=0.1),
+    student=MLPSpec(widths=[16]),
+    distill=DistillSpec(alpha=0.5, temperature=2.0),
+    training=TrainingSpec(epochs=12, batch_size=64, learning_rate=3e-3, patience=4),
+)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+def test_end_to_end_beats_a_trivial_predictor(framework, kind):
+    backend = get_backend(framework)
+    backend.configure(0)
+    task, n_classes, x, y = synthetic_problem(kind, 1024, 10, seed=0)
+    data, x_test, y_test = split(x, y, task, n_classes, 512, 128)
+    pipeline = Pipeline(backend, E2E_SPEC, data, seed=0)
+
+    teacher, _ = pipeline.fit_teacher()
+    _, targets_train, targets_val = pipeline.compress(teacher)
+    if task == "classification":
+        np.testing.assert_allclose(targets_train.sum(axis=1), 1.0, atol=1e-5)
+    student, _ = pipeline.fit_student_kd(targets_train, targets_val)
+
+    for role, model in (("teacher", teacher), ("student_kd", student)):
+        score = quality(task, pipeline.predict(model, x_test), y_test)
+        if task == "classification":
+            majority = np.mean(y_test == np.bincount(data.y_train).argmax())
+            assert score >= majority + 0.2, (role, score, majority)
+        else:
+            mean_rmse = np.sqrt(np.mean((y_test - data.y_train.mean()) ** 2))
+            assert score <= 0.75 * mean_rmse, (role, score, mean_rmse)
+
+
+def noisy_multiclass(seed: int, n_rows: int, n_features: int = 8, n_classes: int = 3, noise: float = 0.4):
+    """Classes from a smooth function of x; a fraction ``noise`` of the labels replaced by random ones."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_rows, n_features)).astype(np.float32)
+    y = np.argmax(np.tanh(1.5 * x @ rng.normal(size=(n_features, n_classes))), axis=1)
+    flip = rng.random(n_rows) < noise
+    y[flip] = rng.integers(0, n_classes, size=flip.sum())
+    return x, y.astype(np.int64), n_classes
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_distilled_student_agrees_with_teacher_more_than_scratch_student(framework):
+    # With noisy labels the scratch student learns the noise of a few hundred rows; the distilled one
+    # (alpha = 0: teacher only) learns the teacher's function. Agreement is measured on unseen rows.
+    backend = get_backend(framework)
+    backend.configure(0)
+    x, y, n_classes = noisy_multiclass(seed=0, n_rows=1600)
+    data, x_test, _ = split(x, y, "classification", n_classes, 384, 192)
+    spec = PipelineSpec(
+        teacher=MLPSpec(widths=[64, 64]), student=MLPSpec(widths=[16]),
+        distill=DistillSpec(alpha=0.0, temperature=2.0),
+        training=TrainingSpec(epochs=40, batch_size=64, learning_rate=3e-3, patience=5),
+    )
+    pipeline = Pipeline(backend, spec, data, seed=0)
+    teacher, _ = pipeline.fit_teacher()
+    _, targets_train, targets_val = pipeline.compress(teacher)
+    student, _ = pipeline.fit_student_kd(targets_train, targets_val)
+    scratch, _ = pipeline.fit_student_scratch()
+
+    teacher_class = pipeline.predict(teacher, x_test).argmax(axis=1)
+    agree_kd = np.mean(pipeline.predict(student, x_test).argmax(axis=1) == teacher_class)
+    agree_scratch = np.mean(pipeline.predict(scratch, x_test).argmax(axis=1) == teacher_class)
+    assert agree_kd >= agree_scratch + 0.03, (agree_kd, agree_scratch)
+
+
+# --- early stopping ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_early_stopping_stops_and_restores_the_best_weights(framework):
+    backend = get_backend(framework)
+    task, n_classes, x, y = synthetic_problem("regression", 256, 10, seed=0)
+    y = (y + 0.5 * np.random.default_rng(0).normal(size=len(y))).astype(np.float32)  # easy to overfit
+    data, _, _ = split(x, y, task, n_classes, 128, 128)
+    budget, patience = 100, 3
+    spec = PipelineSpec(teacher=MLPSpec(widths=[64, 64]),
+                        training=TrainingSpec(epochs=budget, batch_size=32, learning_rate=3e-3, patience=patience))
+
+    backend.configure(0)
+    model, result = Pipeline(backend, spec, data, seed=0).fit_teacher()
+    assert 1 < result.best_epoch < result.epochs < budget
+    assert result.epochs == result.best_epoch + patience
+    restored = backend.get_weights(model)
+    assert backend.loss(model, LossSpec("regression"), data.x_val, data.y_val, None) == result.best_val_loss
+
+    # The restored weights are those after epoch best_epoch: a run with that budget ends on them.
+    short = spec.replace(training=dataclasses.replace(spec.training, epochs=result.best_epoch))
+    backend.configure(0)
+    model_short, result_short = Pipeline(backend, short, data, seed=0).fit_teacher()
+    assert result_short.best_epoch == result.best_epoch
+    assert same_weights(backend.get_weights(model_short), restored)
+
+
+# --- the seed preset and the demo command --------------------------------------------------------
+
+def test_seed_preset_end_to_end_in_both_frameworks():
+    spec = load_spec("seed")
+    task, n_classes, x, y = synthetic_problem("regression", 300, 100, seed=0)
+    data, x_test, _ = split(x, y, task, n_classes, 180, 60)
+    runs = {}
+    for framework in FRAMEWORKS:
+        backend = get_backend(framework)
+        backend.configure(0)
+        pipeline = Pipeline(backend, spec, data, seed=0)
+        teacher, teacher_fit = pipeline.fit_teacher()
+        compressor, targets_train, targets_val = pipeline.compress(teacher)
+        student, student_fit = pipeline.fit_student_kd(targets_train, targets_val)
+        assert backend.n_params(teacher) == (100 * 128 + 128) + (128 * 64 + 64) + (64 + 1)
+        assert backend.n_params(student) == 100 + 1  # Dense(1)
+        assert compressor.kind == "affine"
+        pred = pipeline.predict(student, x_test)
+        assert pred.shape == (len(x_test),) and np.all(np.isfinite(pred))
+        runs[framework] = (teacher_fit, student_fit, compressor, pred)
+
+    # Same initial weights, batches, optimiser and loss: the frameworks end in the same place.
+    (t_fit, s_fit, comp, pred), (t_fit2, s_fit2, comp2, pred2) = runs.values()
+    assert (t_fit.epochs, t_fit.best_epoch, s_fit.epochs, s_fit.best_epoch) == \
+           (t_fit2.epochs, t_fit2.best_epoch, s_fit2.epochs, s_fit2.best_epoch)
+    assert comp.scale == pytest.approx(comp2.scale, abs=1e-4)
+    assert comp.offset == pytest.approx(comp2.offset, abs=1e-4)
+    np.testing.assert_allclose(pred, pred2, atol=1e-3)
+
+
+def test_cli_demo_seed_preset(cli_demo):
+    returncode, stdout, stderr = finished(cli_demo)
+    assert returncode == 0, stderr[-2000:]
+    for text in ("[torch] compressor: affine", "[tensorflow] compressor: affine", "student_kd", "student_scratch"):
+        assert text in stdout
