@@ -8,6 +8,7 @@ message naming the field (e.g. ``student.widths[0]: must be a positive integer, 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -74,8 +75,8 @@ class DistillSpec:
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha!r}")
-        if not self.temperature > 0:
-            raise ConfigError(f"distill.temperature: must be > 0, got {self.temperature!r}")
+        if not 0 < self.temperature < math.inf:
+            raise ConfigError(f"distill.temperature: must be > 0 and finite, got {self.temperature!r}")
         if self.classification_compressor not in CLASSIFICATION_COMPRESSORS:
             raise ConfigError(
                 f"distill.classification_compressor: unknown compressor {self.classification_compressor!r}"
@@ -110,13 +111,13 @@ class TrainingSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
                 raise ConfigError(f"training.{name}: must be a {'non-negative' if name == 'patience' else 'positive'} integer, got {value!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"training.learning_rate: must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(f"training.learning_rate: must be > 0 and finite, got {self.learning_rate!r}")
         for name in ("beta_1", "beta_2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"training.{name}: must be in [0, 1), got {getattr(self, name)!r}")
-        if not self.epsilon > 0:
-            raise ConfigError(f"training.epsilon: must be > 0, got {self.epsilon!r}")
+        if not 0 < self.epsilon < math.inf:
+            raise ConfigError(f"training.epsilon: must be > 0 and finite, got {self.epsilon!r}")
 
 
 @dataclass(frozen=True)
