@@ -1,0 +1,198 @@
+"""The trend of chosen metrics across runs (`distillbench history`): a CSV table and a PNG figure.
+
+Runs are found in the folders named: a run folder itself, or a folder of run folders (``results/``;
+``results/baselines/`` is looked into only when named). Runs are ordered by their start time; the
+same run found twice (a run and the baseline made from it) is kept once. Each value is the mean over
+the run's ok seeds of one (dataset, framework, role, metric), with its standard deviation.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from distillbench.benchmarks.compare import ROLE_ORDER, load_run
+from distillbench.benchmarks.results import MANIFEST, RECORDS
+from distillbench.errors import UserError
+
+PRIMARY = "primary"  # the record's own primary metric: accuracy (classification) or rmse (regression)
+DEFAULT_METRICS = (PRIMARY, "kd_gain", "latency_p50_us")
+RECORD_METRICS = ("retention", "kd_gain", "speedup", "compression", "train_seconds", "train_cpu_seconds",
+                  "epochs", "latency_p50_us", "latency_p90_us", "latency_p99_us", "throughput_rows_per_s",
+                  "n_params", "model_bytes", "peak_rss_mb", "seconds_per_epoch")
+QUALITY_METRICS = ("accuracy", "balanced_accuracy", "log_loss", "roc_auc", "rmse", "mae", "r2")
+KNOWN_METRICS = (PRIMARY, *QUALITY_METRICS, *RECORD_METRICS)
+CSV_COLUMNS = ("run_id", "started", "commit", "dirty", "suite", "machine", "dataset_id", "dataset", "framework",
+               "role", "requested", "metric", "mean", "sd", "n")
+
+
+def find_runs(folders: list[Path]) -> list[Path]:
+    """Run folders in these folders (each a run folder or a folder of run folders)."""
+    runs = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder")
+        if (folder / MANIFEST).is_file():
+            runs.append(folder)
+            continue
+        found = sorted(p.parent for p in folder.glob(f"*/{MANIFEST}") if (p.parent / RECORDS).is_file())
+        if not found:
+            raise UserError(f"{folder}: neither a run folder nor a folder of run folders (no */{MANIFEST})")
+        runs += found
+    return runs
+
+
+def _value(record: dict, metric: str) -> tuple[str, float | None]:
+    if metric == PRIMARY:
+        metric = record.get("primary_metric") or "?"
+    if metric in QUALITY_METRICS:
+        value = (record.get("metrics") or {}).get(metric)
+    else:
+        value = record.get(metric)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return metric, float(value) if ok else None
+
+
+def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
+    """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
+    loaded, seen = [], set()
+    for path in runs:
+        manifest, records = load_run(path)
+        key = (manifest.get("run_id"), manifest.get("started"))
+        if key in seen:
+            continue
+        seen.add(key)
+        loaded.append((manifest, records))
+    loaded.sort(key=lambda item: item[0].get("started") or 0)
+    rows = []
+    for manifest, records in loaded:
+        env = manifest.get("environment") or {}
+        git = env.get("git") or {}
+        machine = env.get("machine") or {}
+        groups = defaultdict(list)
+        names = {}
+        for r in records:
+            if r.get("status") != "ok":
+                continue
+            names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
+            for wanted in metrics:
+                metric, value = _value(r, wanted)
+                if value is not None:
+                    groups[(r["dataset_id"], r["framework"], r["role"], wanted, metric)].append(value)
+        for (dataset_id, framework, role, wanted, metric), values in sorted(
+                groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _role(kv[0][2]), metrics.index(kv[0][3]))):
+            rows.append({
+                "run_id": manifest.get("run_id"), "started": manifest.get("started"),
+                "commit": (git.get("commit") or "")[:12], "dirty": git.get("dirty"), "suite": manifest.get("suite"),
+                "machine": f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads",
+                "dataset_id": dataset_id, "dataset": names[dataset_id], "framework": framework, "role": role,
+                "requested": wanted, "metric": metric, "mean": statistics.fmean(values),
+                "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values),
+            })
+    return rows
+
+
+def _role(role: str) -> int:
+    return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["started"]))
+                             if row["started"] else ""})
+    partial.replace(path)
+
+
+def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
+    """One panel per (metric, dataset); one line per (framework, role): colour by role, line style
+    by framework; error bars are the sd over seeds. x: run start time, labelled with the commit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from datetime import datetime
+
+    metrics = list(dict.fromkeys(r["requested"] for r in rows))  # one row of panels per requested metric
+    metrics.sort(key=lambda m: (order or metrics).index(m))
+    datasets = sorted({(r["dataset_id"], r["dataset"]) for r in rows})
+    runs = sorted({(r["started"] or 0, r["run_id"], r["commit"], bool(r["dirty"])) for r in rows})
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.2 * len(datasets), 3.0 * len(metrics) + 1.2),
+                             squeeze=False)
+    colours = {"teacher": "tab:blue", "student_kd": "tab:orange", "student_scratch": "tab:green"}
+    styles = {"torch": "-", "tensorflow": "--"}
+    series = defaultdict(list)
+    for r in rows:
+        series[(r["requested"], r["dataset_id"], r["framework"], r["role"])].append(r)
+    ticks = [datetime.fromtimestamp(s) for s, *_ in runs]
+    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s):%m-%d %H:%M}"
+              for s, _, commit, dirty in runs]
+    lowest = {}  # per column, the lowest panel with data: it carries the x labels
+    for i, metric in enumerate(metrics):
+        for j, (dataset_id, dataset) in enumerate(datasets):
+            ax = axes[i][j]
+            for (m, d, framework, role), points in sorted(series.items()):
+                if m != metric or d != dataset_id:
+                    continue
+                points.sort(key=lambda p: p["started"] or 0)
+                x = [datetime.fromtimestamp(p["started"] or 0) for p in points]
+                y = [p["mean"] for p in points]
+                err = [p["sd"] or 0.0 for p in points]
+                ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, linewidth=1,
+                            linestyle=styles.get(framework, ":"), color=colours.get(role, "tab:gray"),
+                            label=f"{framework} {role}")
+            if not ax.has_data():  # e.g. accuracy of a regression dataset
+                ax.set_visible(False)
+                continue
+            lowest[j] = ax
+            shown = next(r["metric"] for r in rows if r["requested"] == metric and r["dataset_id"] == dataset_id)
+            ax.set_title(f"{dataset} ({dataset_id}): {shown}", fontsize=9)
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([])
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    for ax in lowest.values():
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=6)
+    handles, names = [], []
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    order = sorted(range(len(names)), key=lambda k: (_role(names[k].split()[-1]), names[k]))
+    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start, labelled with the commit (* = dirty)",
+                 fontsize=9)
+    if handles:
+        fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center",
+                   ncol=min(len(names), 3), fontsize=8, frameon=False)
+    legend_rows = (min(len(names), 6) + 2) // 3
+    fig.tight_layout(rect=(0, 0.03 + 0.12 * legend_rows / (len(metrics) + 1), 1, 0.97))
+    partial = path.with_name(path.name + ".partial.png")
+    fig.savefig(partial, dpi=110)
+    plt.close(fig)
+    partial.replace(path)
+
+
+def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[Path, Path, list[dict]]:
+    for metric in metrics:
+        if metric not in KNOWN_METRICS:
+            raise UserError(f"--metric {metric}: unknown (known: {', '.join(KNOWN_METRICS)})")
+    runs = find_runs(folders)
+    metrics = list(dict.fromkeys(metrics))
+    rows = history_rows(runs, metrics)
+    if not rows:
+        raise UserError(f"no ok records with {', '.join(metrics)} in {len(runs)} run(s)")
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "history.csv", out / "history.png"
+    write_csv(rows, csv_path)
+    plot(rows, png_path, metrics)
+    return csv_path, png_path, rows
+
