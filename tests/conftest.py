@@ -9,10 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from distillbench.datasets.sources import OpenMLCache
+from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV, OpenMLCache
 
 # The offline OpenML cache lives beside the repository (CI gets it read-only): ../shared/openml-cache.
 SHARED_OPENML_CACHE = Path(__file__).resolve().parents[2] / "shared" / "openml-cache"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_cache_settings_from_outside() -> Iterator[None]:
+    """Tests name their caches explicitly: the caller's OPENML_CACHE_DIR / DISTILLBENCH_OPENML_SOURCE
+    (which .ci/run sets for the benchmark) must not change what a test sees."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(CACHE_ENV, raising=False)
+        patch.delenv(SOURCE_ENV, raising=False)
+        yield
 
 
 def _tree_snapshot(root: Path) -> dict[str, tuple]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGES = ("distillbench", "torch", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "openml",
             "scikit-learn", "scipy", "matplotlib", "pyarrow", "dask", "distributed")
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]  # src/distillbench/env.py -> the checkout
 
 
 def package_versions() -> dict[str, str]:
