@@ -65,7 +65,8 @@ def quality_figure(entries: list[dict], frameworks: list[str]) -> Figure:
     nrows = math.ceil(len(datasets) / ncols)
     fig = Figure(figsize=(3.4 * ncols, 2.5 * nrows + 0.4), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).flat
-    for ax, (dataset_id, label, metric, higher) in zip(axes, datasets):
+    # datasets first: zip stops on it without taking one more axis, so the loop below hides every unused one
+    for (dataset_id, label, metric, higher), ax in zip(datasets, axes):
         for i, framework in enumerate(frameworks):
             entry = by_key.get((dataset_id, framework))
             for j, role in enumerate(ROLES):
