@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import openml
 import pytest
+from conftest import PROXY_VARIABLES
 import sklearn
 from sklearn import datasets as skdatasets
 
@@ -53,7 +54,6 @@ def _getaddrinfo(host, *args, **kwargs):
 
 socket.getaddrinfo = _getaddrinfo
 '''
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 SKLEARN_DATA = {
     "breast_cancer": skdatasets.load_breast_cancer,
     "digits": skdatasets.load_digits,
@@ -63,21 +63,6 @@ SKLEARN_DATA = {
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def offline(monkeypatch) -> None:
-    """openml.org cannot be reached from this process."""
-    resolve = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if "openml" in str(host):
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return resolve(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 # ---- the generated cache

@@ -7,7 +7,6 @@ openml at a local server that answers as openml.org does for an unknown ID.
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import openml
 import pytest
+from conftest import PROXY_VARIABLES
 
 from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import ARRAYS, PrepSettings, get_prepared, prepare
@@ -24,22 +24,6 @@ from distillbench.datasets.sources import ENTRY_FILES, OpenMLCache
 from distillbench.datasets.suites import load_suite
 from distillbench.errors import UserError
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
-
-
-@pytest.fixture
-def offline(monkeypatch) -> None:
-    """openml.org cannot be reached: its host names do not resolve."""
-    resolve = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if "openml" in str(host):
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return resolve(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 def write_entry(cache: OpenMLCache, dataset_id: int, name: str, arff: str) -> None:

@@ -25,15 +25,7 @@ KINDS = ("regression", "binary", "multiclass")
 DISTILLBENCH = Path(sys.executable).with_name("distillbench")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models here are tiny, and a command runs beside these tests: one torch thread each."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)

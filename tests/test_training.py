@@ -36,15 +36,7 @@ def quality(task, pred, y):
     return float(np.mean(pred.argmax(axis=1) == y)) if task == "classification" else float(np.sqrt(np.mean((pred - y) ** 2)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models here are tiny, and a command runs beside these tests: one torch thread each."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)
