@@ -63,6 +63,13 @@ def register(subparsers) -> None:
                           "cannot be reached and no cache or source holds any of the datasets asked for")
     run.add_argument("--fresh-process", action="store_true",
                      help="a new worker process for every job (default: one per framework, reused; saves the framework import)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="local (default): jobs on this machine; dask: jobs on a Dask distributed cluster")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="dask: the scheduler's address (e.g. tcp://host:8786); default: a LocalCluster started for the run")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="local: jobs at once, threads divided among them (default 1); dask: LocalCluster worker "
+                          "processes (default: cores), or with --scheduler the workers to wait for before starting")
     run.set_defaults(func=_run)
 
     report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
@@ -95,6 +102,10 @@ def _run(args) -> int:
         raise UserError(f"--threads {args.threads}: must be at least 1")
     if args.timing_budget <= 0 or args.job_timeout <= 0:
         raise UserError("--timing-budget and --job-timeout must be positive")
+    if args.workers is not None and args.workers <= 0:
+        raise UserError(f"--workers {args.workers}: must be at least 1")
+    if args.scheduler and args.executor != "dask":
+        raise UserError("--scheduler needs --executor dask")
     if args.resume and not args.out:
         raise UserError("--resume needs --out, the run folder to continue")
     frameworks, spec = parse_frameworks(args.frameworks), load_spec(args.config)
@@ -112,9 +123,12 @@ def _run(args) -> int:
         out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
         device=args.device, cache=args.cache, source=source, job_timeout=args.job_timeout,
         fresh_process=args.fresh_process, timing_budget=args.timing_budget, fallback=fallback,
+        executor=args.executor, scheduler=args.scheduler, workers=args.workers,
     )
     if args.threads:
         options.threads = args.threads
+    elif args.scheduler:
+        options.threads = 1  # this machine's cores say nothing about the cluster's: --threads sets them
     out = run(options)
     records = latest_records(read_records(out))
     print(format_table(summary_rows(records)))

@@ -9,6 +9,7 @@ a caller never loses the run to one job.
 from __future__ import annotations
 
 import resource
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -114,7 +115,8 @@ def _derive(records: dict[str, dict], metric: str) -> None:
 def _base(job: Job, data) -> dict:
     base = dict.fromkeys(RECORD_KEYS)
     base.update(dataset_id=job.dataset_id, dataset_source=dataset_source(job.dataset_id), seed=job.seed,
-                framework=job.framework, threads=job.threads, device=job.device, machine=machine())
+                framework=job.framework, threads=job.threads, device=job.device, machine=machine(),
+                host=socket.gethostname())
     if data is not None:
         base.update(dataset_name=data.name, task=data.task, dataset_checksum=data.checksum,
                     primary_metric=metrics.PRIMARY[data.task])

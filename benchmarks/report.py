@@ -12,6 +12,7 @@ import base64
 import csv
 import html
 import io
+import json
 import os
 import time
 from collections import defaultdict
@@ -126,8 +127,10 @@ def framework_rows(entries: list[dict], pairs: list[tuple[str, str]]) -> list[li
                 diff = stats.paired_diff_ci([_quality(a[s]) for s in seeds], [_quality(b[s]) for s in seeds])
                 agree = None if diff.half is None else ("yes" if diff.low <= 0 <= diff.high else "no")
 
+                timed = [s for s in seeds if a[s].get("machine") == b[s].get("machine")]  # timings: same kind of machine only
+
                 def ratio(key):
-                    return stats.ratio_of_means([a[s].get(key) for s in seeds], [b[s].get(key) for s in seeds])
+                    return stats.ratio_of_means([a[s].get(key) for s in timed], [b[s].get(key) for s in timed])
 
                 rows.append([e["label"], f"{other} vs {ref}", role, e["metric"], diff, agree, ratio("train_seconds"),
                              ratio("latency_p50_us"), ratio("throughput_rows_per_s")])
@@ -223,6 +226,19 @@ def run_table(manifest: dict) -> Table:
     return Table("run", ["field", "value"], [[k, v] for k, v in fields])
 
 
+def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None]:
+    """Whether the ok jobs ran on several kinds of machine, and a note when they did or when they ran
+    on another kind than the driver's (e.g. on a Dask cluster): None when all ran on the driver's."""
+    kinds = {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if r["status"] == "ok" and r.get("machine")}
+    if not kinds or list(kinds.values()) == [manifest.get("environment", {}).get("machine")]:
+        return False, None
+    names = "; ".join(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}" for m in kinds.values())
+    mixed = len(kinds) > 1
+    return mixed, (f"The jobs ran on {len(kinds)} kinds of machine ({names}): timings are put side by side only "
+                   "within one kind (framework ratios over the seeds whose two jobs ran on the same kind; the timing "
+                   "figures are left out)." if mixed else f"The jobs ran on another machine than the driver: {names}.")
+
+
 def datasets_table(manifest: dict) -> Table:
     rows = []
     for d in manifest.get("datasets", []):
@@ -261,7 +277,9 @@ def build(run_dir: Path) -> tuple[str, list]:
     _, frameworks = _order(records, manifest)
     frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
     labels = _labels(records, manifest)
-    blocks = [("h2", "Run"), run_table(manifest), ("h2", "Datasets"), datasets_table(manifest)]
+    mixed, machines = machine_kinds(records, manifest)
+    blocks = [("h2", "Run"), run_table(manifest), *([("p", machines)] if machines else []),
+              ("h2", "Datasets"), datasets_table(manifest)]
 
     blocks += [("h2", "Results per dataset and framework"), (
         "p", "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
@@ -299,9 +317,9 @@ def build(run_dir: Path) -> tuple[str, list]:
                    Table("frameworks", ["dataset", "frameworks", "role", "metric", "quality difference", "agree",
                                         "training time ratio", "p50 latency ratio", "throughput ratio"],
                          framework_rows(entries, pairs)),
-                   _figure("framework_time", figures.framework_time_figure, entries, pairs,
-                           caption=f"{pairs[0][0]} vs {reference}: training time and p50 latency per dataset and "
-                                   "role (mean over seeds), with the line y = x")]
+                   *([] if mixed else [_figure("framework_time", figures.framework_time_figure, entries, pairs,
+                                               caption=f"{pairs[0][0]} vs {reference}: training time and p50 latency "
+                                                       "per dataset and role (mean over seeds), with the line y = x")])]
     else:
         blocks.append(("p", f"Needs results from two frameworks; this run has {', '.join(frameworks) or 'none'}."))
 
@@ -328,7 +346,7 @@ def build(run_dir: Path) -> tuple[str, list]:
         else:
             blocks.append(("p", f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
                                 f"all results; this run has {n}."))
-        blocks += [("h2", "Latency"),
+        blocks += [("h2", "Latency"), ("p", machines) if mixed else
                    _figure("latency", figures.latency_figure, [r for r in records if r["status"] == "ok"], frameworks,
                            caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
                                    "and p99 (crosses)")]

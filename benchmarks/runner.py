@@ -1,27 +1,26 @@
 """The driver of `distillbench run`: plans the (dataset, seed, framework) jobs, prepares the data,
-hands each job to a worker process of its framework, and appends the records as each job ends.
+hands the jobs to an executor (``executors.py``), and appends the records as each job ends, in
+whatever order the jobs end. The driver is the only writer of the run folder, whatever the executor.
 
-Jobs run one at a time, so nothing else of ours runs while a job is timed. Each framework has its
-own worker process (the two frameworks never share one), started once and reused across that
-framework's jobs to spare a framework import per job (TensorFlow takes seconds);
-``--fresh-process`` starts a new worker for every job instead.
+By default jobs run one at a time on this machine, so nothing else of ours runs while a job is
+timed. Each framework has its own worker process (the two frameworks never share one), started once
+and reused across that framework's jobs to spare a framework import per job (TensorFlow takes
+seconds); ``--fresh-process`` starts a new worker for every job instead. ``--workers N`` runs N jobs
+at once, ``--executor dask`` runs them on a Dask cluster (the manifest records the concurrency).
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
-import select
-import signal
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillbench.benchmarks.executors import make_executor, worker_env
 from distillbench.benchmarks.job import Job, failed_records
 from distillbench.benchmarks.results import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
-from distillbench.benchmarks.worker import spawn
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import UserError
@@ -49,6 +48,9 @@ class RunOptions:
     timing_budget: float = 2.0
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (commands.py)
+    executor: str = "local"  # local | dask (executors.py)
+    scheduler: str | None = None  # dask: a scheduler's address; None: a LocalCluster for the run
+    workers: int | None = None  # jobs at once (local, default 1) or LocalCluster workers (default: cores)
 
 
 def default_run_id(suite: str | None) -> str:
@@ -74,84 +76,24 @@ def check_writable(out: Path, resume: bool) -> None:
         raise UserError(f"--out {out}: cannot be created ({parent} is not writable)")
 
 
-def worker_env(threads: int) -> dict[str, str]:
-    """The workers' environment. OpenMP threads (torch's) sleep rather than spin between parallel
-    regions unless the user says otherwise: on a machine with other load, spinning threads made
-    torch training up to 20x slower here (4.4 s vs 0.12 s per epoch, 2 threads)."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-
-
-class Workers:
-    """One worker process per framework; a job that times out or kills its worker is failed, and
-    the next job of that framework gets a new worker."""
-
-    def __init__(self, log_path: Path, threads: int, fresh: bool):
-        self.log = open(log_path, "a")
-        self.fresh = fresh
-        self.procs: dict[str, object] = {}
-        self.env = worker_env(threads)
-
-    def run(self, job: Job, timeout: float) -> list[dict]:
-        started = time.time()
-        proc = self.procs.get(job.framework)
-        if proc is None or proc.poll() is not None:
-            proc = self.procs[job.framework] = spawn(self.log, self.env)
-        try:
-            proc.stdin.write(json.dumps(asdict(job)) + "\n")
-            proc.stdin.flush()
-            ready, _, _ = select.select([proc.stdout], [], [], timeout)
-            line = proc.stdout.readline() if ready else None
-        except BrokenPipeError:
-            line = ""
-        if line is None:
-            self.stop(job.framework, kill=True)  # it may be stuck: waiting for it would only cost time
-            return failed_records(job, f"time limit of {timeout:g} s exceeded", started)
-        if not line:
-            code = self.stop(job.framework)
-            why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
-            return failed_records(job, f"worker process died with exit code {code}{why}", started)
-        if self.fresh:
-            self.stop(job.framework)
-        return json.loads(line)
-
-    def stop(self, framework: str, kill: bool = False) -> int | None:
-        proc = self.procs.pop(framework, None)
-        if proc is None:
-            return None
-        if kill:
-            proc.kill()
-            return proc.wait()
-        if proc.poll() is None:
-            proc.stdin.close()
-            try:
-                return proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - a stuck worker is killed
-                proc.kill()
-        return proc.wait()
-
-    def close(self) -> None:
-        for framework in list(self.procs):
-            self.stop(framework)
-        self.log.close()
-
-
 class Progress:
-    """One line per job on stderr (updated in place on a terminal), with an ETA from the mean job time."""
+    """One line per finished job on stderr (updated in place on a terminal), with an ETA from the wall
+    time per finished job so far: right however many jobs run at once and in whatever order they end."""
 
     def __init__(self, total: int):
-        self.total, self.done, self.durations = total, 0, []
+        self.total, self.done, self.started = total, 0, time.perf_counter()
         self.tty = sys.stderr.isatty()
+        self._line("ETA --", "")
 
-    def start(self, job: Job, name: str) -> None:
-        remaining = self.total - self.done
-        eta = f"ETA {_duration(statistics.mean(self.durations) * remaining)}" if self.durations else "ETA --"
+    def _line(self, eta: str, what: str) -> None:
         bar = "#" * int(20 * self.done / max(self.total, 1))
-        line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework}"
+        line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {what}"
         print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
-    def finish(self, seconds: float, status: str, reason: str | None) -> None:
+    def finish(self, job: Job, name: str, status: str, reason: str | None) -> None:
         self.done += 1
-        self.durations.append(seconds)
+        eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
+        self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
         if status != "ok":
             print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
 
@@ -208,47 +150,50 @@ def run(options: RunOptions) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out)
+    try:
+        executor = make_executor(options, out / "worker.log")
+    except BaseException:
+        folder.close()
+        raise
     folder.truncate_partial_line()
     done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest_records(read_records(out)) if r["status"] == "ok"}
-    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, options.threads,
+    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
                 options.device, options.cache, options.source, options.timing_budget)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
         "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
-        "frameworks": options.frameworks, "threads": options.threads, "device": options.device,
-        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget, "worker": "fresh process per job" if options.fresh_process else "one process per framework, reused",
-        "concurrency": 1, "environment": environment(),
-        "worker_env": {k: v for k, v in worker_env(options.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
+        "frameworks": options.frameworks, "threads": executor.threads, "device": options.device,
+        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget, "worker": executor.description,
+        "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
+        "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
         "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
     }
     folder.write_manifest(manifest)
     print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
 
-    workers = Workers(out / "worker.log", options.threads, options.fresh_process)
     progress = Progress(len(todo))
     wall = time.perf_counter()
+    written = set()
     try:
-        for job in todo:
-            dataset = datasets[job.dataset_id]
-            progress.start(job, dataset.get("name", "?"))
-            started = time.perf_counter()
-            if "error" in dataset:
-                records = failed_records(job, dataset["error"], time.time())
-            else:
-                records = workers.run(job, options.job_timeout)
+        no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
+                   for job in todo if "error" in datasets[job.dataset_id])
+        for job, records in itertools.chain(no_data, executor.run(j for j in todo if "error" not in datasets[j.dataset_id])):
+            if job.key in written:  # a job reported twice (e.g. a worker presumed lost came back): written once
+                continue
+            written.add(job.key)
             for record in records:
                 record["run_id"] = out.name
             folder.append(records)
-            progress.finish(time.perf_counter() - started, records[0]["status"], records[0]["error"])
+            progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
         manifest["status"] = "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
         raise
     finally:
         progress.close()
-        workers.close()
+        executor.close()
         _finish_manifest(manifest, out, time.perf_counter() - wall)
         folder.write_manifest(manifest)
         folder.close()
