@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +46,25 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def background_command(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """For a module fixture: `distillbench ARGS` started now, so that it runs beside the module's
+    in-process tests (one OpenMP thread). Output goes to files in `folder`: no pipe can fill up."""
+    command = [str(Path(sys.executable).with_name("distillbench")), *args]
+    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    yield proc, folder
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def finished(background) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a command started by `background_command`."""
+    proc, folder = background
+    returncode = proc.wait(timeout=300)
+    return returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import background_command, finished
 
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
@@ -22,7 +19,6 @@ from distillbench.implementations.tf_backend import TensorFlowBackend
 STEPS = 20
 ROLES = ("teacher", "student_kd", "student_scratch")
 KINDS = ("regression", "binary", "multiclass")
-DISTILLBENCH = Path(sys.executable).with_name("distillbench")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,21 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def cli_parity_json(tmp_path_factory):
     """`distillbench parity --json` started with this module's first test, so that it runs beside the
     in-process tests (it loads both frameworks: seconds). Output goes to files: no pipe can fill up."""
-    folder = tmp_path_factory.mktemp("cli_parity_json")
-    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
-        proc = subprocess.Popen([str(DISTILLBENCH), "parity", "--task", "regression", "--steps", "3", "--json"],
-                                stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    yield proc, folder
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-def finished(background) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of a command started by a fixture above."""
-    proc, folder = background
-    returncode = proc.wait(timeout=300)
-    return returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
+    yield from background_command(tmp_path_factory.mktemp("cli_parity_json"), "parity", "--task", "regression", "--steps", "3", "--json")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import background_command, finished
 
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
@@ -18,7 +15,6 @@ from distillbench.implementations.pipeline import Data, LossSpec, Pipeline
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec, load_spec
 
 FRAMEWORKS = ["torch", "tensorflow"]
-DISTILLBENCH = Path(sys.executable).with_name("distillbench")
 
 
 def split(x, y, task, n_classes, n_train, n_val):
@@ -44,21 +40,7 @@ def cli_demo(tmp_path_factory):
     """`distillbench demo --config seed --rows 600` started with this module's first test, so that it
     runs beside the in-process tests (it loads both frameworks and trains six models). Output goes to
     files: no pipe can fill up."""
-    folder = tmp_path_factory.mktemp("cli_demo")
-    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
-        proc = subprocess.Popen([str(DISTILLBENCH), "demo", "--config", "seed", "--rows", "600"],
-                                stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    yield proc, folder
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-def finished(background) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of a command started by a fixture above."""
-    proc, folder = background
-    returncode = proc.wait(timeout=300)
-    return returncode, (folder / "stdout").read_text(), (folder / "stderr").read_text()
+    yield from background_command(tmp_path_factory.mktemp("cli_demo"), "demo", "--config", "seed", "--rows", "600")
 
 
 # --- determinism ---------------------------------------------------------------------------------
