@@ -15,8 +15,6 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from distillbench.benchmarks import metrics, timing
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine

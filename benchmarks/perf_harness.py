@@ -230,7 +230,7 @@ def main(argv=None) -> int:
             print(f"(b) harness overhead from the manifest: {100 * run['harness_overhead']:.1f}% "
                   f"(wall_seconds {run['wall_seconds']:.1f}, measured_seconds {run['measured_seconds']:.1f}; "
                   f"target < 10%)")
-            print(f"    student_kd p50 latency in the run, median over jobs: "
+            print("    student_kd p50 latency in the run, median over jobs: "
                   + ", ".join(f"{fw} {v:.1f} us" for fw, v in run["student_kd_p50_us_median"].items() if v is not None))
         print(f"(c) measurement overhead at batch 1, student of dataset {args.dataset}, {args.rounds} rounds "
               f"(medians over rounds):", flush=True)
