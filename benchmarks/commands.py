@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     run.add_argument("--timing-budget", type=float, default=2.0, metavar="S",
                      help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
                           "throughput gets half (default 2)")
+    run.add_argument("--no-deploy", dest="deploy", action="store_false",
+                     help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default")
     run.add_argument("--fallback-suite", metavar="NAME|FILE",
                      help="run this suite instead (e.g. builtin: datasets bundled with scikit-learn) when openml.org "
                           "cannot be reached and no cache or source holds any of the datasets asked for")
@@ -122,7 +124,7 @@ def _run(args) -> int:
         seeds=list(range(args.seeds)), spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
         device=args.device, cache=args.cache, source=source, job_timeout=args.job_timeout,
-        fresh_process=args.fresh_process, timing_budget=args.timing_budget, fallback=fallback,
+        fresh_process=args.fresh_process, timing_budget=args.timing_budget, deploy=args.deploy, fallback=fallback,
         executor=args.executor, scheduler=args.scheduler, workers=args.workers,
     )
     if args.threads:

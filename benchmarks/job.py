@@ -15,11 +15,13 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from distillbench.benchmarks import metrics, timing
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
-from distillbench.implementations.pipeline import ROLES, Data, Pipeline
+from distillbench.implementations.pipeline import ROLES, Data, Pipeline, Served
 from distillbench.implementations.spec import spec_from_dict
 
 RECORD_KEYS = (
@@ -42,6 +44,7 @@ class Job:
     cache: str | None = None  # OpenML cache folders, as the datasets layer resolves them
     source: str | None = None
     timing_budget: float = 2.0  # seconds of latency calls per model; throughput gets half
+    deploy: bool = True  # also measure each model in its deployment formats (``Backend.deployments``)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -78,26 +81,28 @@ def _train(fit_role):
     }
 
 
-def _quality(pipeline: Pipeline, data, model) -> dict:
-    out = pipeline.outputs(model, data.x_test)
+def _quality(data, outputs) -> dict:
     if data.task == "classification":
-        return metrics.classification_metrics(data.y_test, softmax(out))
-    return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(out))
+        return metrics.classification_metrics(data.y_test, softmax(outputs))
+    return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(outputs[:, 0]))
 
 
-def _measure(backend, pipeline, data, model, budget_s: float) -> dict:
-    fn, path = backend.serving_fn(model)
-    kernels = backend.get_weights(model)[0::2]
-    return {
-        "metrics": _quality(pipeline, data, model),
-        **timing.percentiles(timing.latency_samples_us(fn, data.x_test, budget_s)),
-        "throughput_rows_per_s": timing.throughput_rows_per_s(fn, data.x_test, budget_s / 2),
+def _measure(served: Served, data, budget_s: float) -> tuple[dict, np.ndarray]:
+    """Test quality, latency, throughput and size of a served model; and its test outputs."""
+    start = time.perf_counter()
+    outputs = served.fn(np.ascontiguousarray(data.x_test, dtype=np.float32))
+    measured = {
+        "metrics": _quality(data, outputs),
+        **timing.percentiles(timing.latency_samples_us(served.fn, data.x_test, budget_s)),
+        "throughput_rows_per_s": timing.throughput_rows_per_s(served.fn, data.x_test, budget_s / 2),
         "throughput_batch": timing.THROUGHPUT_BATCH,
-        "call_path": path,
-        "n_params": backend.n_params(model),
-        "model_bytes": backend.serialized_size(model),
-        "macs_per_row": int(sum(k.size for k in kernels)),
+        "call_path": served.path,
+        "n_params": served.n_params,
+        "model_bytes": served.model_bytes,
+        "macs_per_row": served.macs_per_row,
     }
+    measured["measure_seconds"] = time.perf_counter() - start
+    return measured, outputs
 
 
 def _derive(records: dict[str, dict], metric: str) -> None:
@@ -108,6 +113,35 @@ def _derive(records: dict[str, dict], metric: str) -> None:
         student["speedup"] = metrics.ratio(teacher["latency_p50_us"], student["latency_p50_us"])
         student["compression"] = metrics.ratio(teacher["n_params"], student["n_params"])
     kd["kd_gain"] = metrics.kd_gain(kd["metrics"][metric], scratch["metrics"][metric], metric)
+
+
+def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict) -> dict[str, dict]:
+    """Records of the model converted to each deployment format (role ``<role>_<format>``), each
+    checked against the framework's own outputs. A format that fails is a failed record of its
+    own: the job's other results stand."""
+    metric = metrics.PRIMARY[data.task]
+    out = {}
+    for fmt, convert in pipeline.deployments(model).items():
+        name = f"{role}_{fmt}"
+        record = _base(job, data) | {"role": name, "model_role": role, "format": fmt, "status": "ok"}
+        try:
+            start = time.perf_counter()
+            served = convert()
+            record["convert_seconds"] = time.perf_counter() - start
+            measured, converted = _measure(served, data, job.timing_budget)
+            record.update(measured, max_abs_diff=float(np.max(np.abs(converted - outputs))),
+                          retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
+                          speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]))
+            if data.task == "classification":  # share of test rows whose predicted class is unchanged
+                record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
+        except Exception as exc:  # noqa: BLE001
+            record.update(status="failed", error=_reason(exc))
+        out[name] = record
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
 
 
 def _base(job: Job, data) -> dict:
@@ -146,17 +180,19 @@ def run_job(job: Job) -> list[dict]:
         records["student_kd"].update(cost)
         models["student_scratch"], cost = _train(pipeline.fit_student_scratch)
         records["student_scratch"].update(cost)
+        outputs = {}
         for role in ROLES:  # timed only now: no training runs while a timing is taken
-            measure_start = time.perf_counter()
-            records[role].update(_measure(backend, pipeline, data, models[role], job.timing_budget))
-            records[role]["measure_seconds"] = time.perf_counter() - measure_start
+            measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget)
+            records[role].update(measured)
         _derive(records, metrics.PRIMARY[data.task])
+        if job.deploy:
+            for role in ROLES:
+                records.update(_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"]))
         for record in records.values():
             record.update(framework_version=backend.version, started=started, finished=time.time())
         return list(records.values())
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never raised
-        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-        return failed_records(job, reason, started, data, traceback.format_exc(limit=-3))
+        return failed_records(job, _reason(exc), started, data, traceback.format_exc(limit=-3))
 
 
 def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:

@@ -24,7 +24,6 @@ from distillbench.benchmarks.results import MANIFEST, RECORDS, RunFolder, latest
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import UserError
-from distillbench.implementations.pipeline import ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
@@ -46,6 +45,7 @@ class RunOptions:
     job_timeout: float = 3600.0
     fresh_process: bool = False
     timing_budget: float = 2.0
+    deploy: bool = True  # also measure every model in its deployment formats (ONNX, int8)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (commands.py)
     executor: str = "local"  # local | dask (executors.py)
@@ -158,14 +158,15 @@ def run(options: RunOptions) -> Path:
     folder.truncate_partial_line()
     done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest_records(read_records(out)) if r["status"] == "ok"}
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
-                options.device, options.cache, options.source, options.timing_budget)
+                options.device, options.cache, options.source, options.timing_budget, options.deploy)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
         "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
         "frameworks": options.frameworks, "threads": executor.threads, "device": options.device,
-        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget, "worker": executor.description,
+        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
+        "deploy": options.deploy, "worker": executor.description,
         "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
         "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
         "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
@@ -209,5 +210,5 @@ def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
     latest = latest_records(records)
     manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
                     harness_overhead=None if wall <= 0 else max(0.0, 1.0 - measured / wall))
-    manifest["jobs"].update(ok=sum(r["status"] == "ok" for r in latest) // len(ROLES),
-                            failed=sum(r["status"] == "failed" for r in latest) // len(ROLES))
+    status = {(r["dataset_id"], r["seed"], r["framework"]): r["status"] for r in latest if r["role"] == "teacher"}
+    manifest["jobs"].update(ok=sum(s == "ok" for s in status.values()), failed=sum(s == "failed" for s in status.values()))

@@ -11,6 +11,7 @@ Weights cross the boundary as a list of float32 arrays ``[W0, b0, W1, b1, ...]``
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,19 @@ def batch_order(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[np.
     return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
 
 
+@dataclass(frozen=True)
+class Served:
+    """A trained model ready for prediction as a serving system calls it: ``fn`` takes float32 rows
+    (n, features) and returns raw outputs, logits (n, C) or values (n, 1). Every quality number and
+    every inference timing goes through ``fn``; ``path`` says what it calls."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    path: str
+    n_params: int | None
+    model_bytes: int  # the serialised model, in its own format
+    macs_per_row: int | None = None  # multiply-accumulates per row of the dense layers
+
+
 class Backend(abc.ABC):
     """One framework's side of the pipeline. Models are the framework's own objects."""
 
@@ -126,6 +140,16 @@ class Backend(abc.ABC):
 
     def n_params(self, model) -> int:
         return int(sum(w.size for w in self.get_weights(model)))
+
+    def serve(self, model) -> Served:
+        fn, path = self.serving_fn(model)
+        kernels = self.get_weights(model)[0::2]
+        return Served(fn, path, self.n_params(model), self.serialized_size(model), int(sum(k.size for k in kernels)))
+
+    def deployments(self, model, x_calibration: np.ndarray) -> dict[str, Callable[[], Served]]:
+        """Per deployment format this backend offers (e.g. "onnx", "int8"), a function converting
+        the model to it. ``x_calibration`` are training rows, for converters that calibrate."""
+        return {}
 
 
 def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
@@ -201,6 +225,12 @@ class Pipeline:
     def fit_student_scratch(self):
         model = self.new_model("student_scratch")
         return model, self._fit(model, LossSpec(self.data.task))
+
+    def serve(self, model) -> Served:
+        return self.backend.serve(model)
+
+    def deployments(self, model) -> dict[str, Callable[[], Served]]:
+        return self.backend.deployments(model, self.data.x_train)
 
     def outputs(self, model, x: np.ndarray) -> np.ndarray:
         """Logits (n, C) for classification, values (n,) for regression."""
