@@ -259,13 +259,28 @@ def _record_machine_differences(baseline: list[dict], candidate: list[dict]) -> 
     return [f"the jobs ran on {len(b)} machine(s) vs {len(c)}: {'; '.join(sorted(b ^ c))[:300]}"]
 
 
+def _full_config(config: dict | None) -> dict:
+    """A run's config as the current code reads it: fields added since (e.g. ``teacher.kind``) hold
+    their defaults, so that a field added later does not read as a change of the pipeline."""
+    from distillbench.implementations.spec import spec_from_dict
+
+    try:
+        return spec_from_dict(config or {}).to_dict()
+    except Exception:  # noqa: BLE001 - a config this code cannot read is compared as written
+        return config or {}
+
+
 def _run_notes(baseline: dict, candidate: dict) -> list[str]:
     notes = []
-    if baseline.get("config") != candidate.get("config"):
-        changed = _dict_diff(baseline.get("config") or {}, candidate.get("config") or {})
+    config_b, config_c = _full_config(baseline.get("config")), _full_config(candidate.get("config"))
+    if config_b != config_c:
+        changed = _dict_diff(config_b, config_c)
         notes.append("the pipeline configs differ: " + ("; ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")))
     if baseline.get("suite") != candidate.get("suite"):
         notes.append(f"the suites differ: {baseline.get('suite')} vs {candidate.get('suite')}")
+    if baseline.get("deploy", False) != candidate.get("deploy", False):
+        notes.append("only the " + ("baseline" if baseline.get("deploy") else "candidate") + " measured the deployment "
+                     "formats (ONNX, int8; --no-deploy turns them off): their roles are compared only where both have them")
     if baseline.get("timing_budget_s") != candidate.get("timing_budget_s"):
         notes.append(f"the timing budgets differ: {baseline.get('timing_budget_s')} s vs {candidate.get('timing_budget_s')} s")
     for which, manifest in (("baseline", baseline), ("candidate", candidate)):
@@ -390,14 +405,17 @@ def _metric_names(records: list[dict]) -> list[str]:
 
 
 def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]:
-    base = {(r["dataset_id"], r["seed"], r["framework"], r["role"]): r for r in baseline}
-    cand = {(r["dataset_id"], r["seed"], r["framework"], r["role"]): r for r in candidate}
+    base = {(r["dataset_id"], r["seed"], framework_label(r), r["role"]): r for r in baseline}
+    cand = {(r["dataset_id"], r["seed"], framework_label(r), r["role"]): r for r in candidate}
     per_job: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     errors, names = {}, {}
+    candidate_deploys = any(r.get("format") for r in candidate)
     for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2], _role_index(k[3]))):
         b, c = base.get(key), cand.get(key)
         b_ok = b is not None and b.get("status") == "ok"
         c_ok = c is not None and c.get("status") == "ok"
+        if c is None and b is not None and b.get("format") and not candidate_deploys:
+            continue  # a deployment format of a baseline run with them, the candidate ran with --no-deploy
         if c is None and b is not None:
             status = "missing"
         elif c is not None and not c_ok:
@@ -456,6 +474,13 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
                mean_b, mean_c, mean_c - mean_b, 0.0, basis, None, verdict)
 
 
+def framework_label(record: dict) -> str:
+    """The framework, and the configuration of a sweep: "torch (temperature=2, alpha=0.3)". Runs are
+    compared configuration to configuration; records of a run without a sweep are keyed as before."""
+    variant = record.get("variant")
+    return record["framework"] if variant is None else f"{record['framework']} ({variant})"
+
+
 def _role_index(role: str) -> int:
     return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
 
@@ -472,7 +497,7 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     for records, cells in ((records_b, cells_b), (records_c, cells_c)):
         for r in records:
             if r.get("status") == "ok":
-                cells[(r["dataset_id"], r["framework"], r["role"])].append(r)
+                cells[(r["dataset_id"], framework_label(r), r["role"])].append(r)
                 names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
 
     rows, one_seed = [], False

@@ -195,3 +195,148 @@ def cd_figure(names: list[str], mean_ranks: list[float], cd: float) -> Figure:
         ax.text(x_end + (-0.05 if left else 0.05), y, f"{names[order[pos]]} ({rank:.2f})",
                 ha="right" if left else "left", va="center", parse_math=False)
     return fig
+
+
+# ---------------------------------------------------------------- sweeps
+
+FRAMEWORK_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of the points (cost, quality) no other point beats: one with a cost as low or lower
+    and a quality as good or better, one of them strictly. Ordered by cost."""
+    sign = 1.0 if higher_is_better else -1.0
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if sign * points[i][1] > best:
+            front.append(i)
+            best = sign * points[i][1]
+    return front
+
+
+def _panels(n: int, width: float = 3.8, height: float = 3.0):
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.5), layout="constrained")
+    return fig, list(fig.subplots(nrows, ncols, squeeze=False).flat)
+
+
+def pareto_figure(points: list[dict], frameworks: list[str], xlabel: str) -> Figure:
+    """Quality of the distilled student (filled; the scratch student of the same configuration
+    hollow) against the student's size, one panel per dataset, one colour per framework; each
+    framework's Pareto front over the distilled students is the line. ``points``: dataset_id, label,
+    metric, higher_is_better, framework, number (of the configuration), x, kd, kd_half, scratch."""
+    datasets = list(dict.fromkeys((p["dataset_id"], p["label"], p["metric"], p["higher_is_better"]) for p in points))
+    fig, axes = _panels(len(datasets))
+    for (dataset_id, label, metric, higher), ax in zip(datasets, axes):
+        mine = [p for p in points if p["dataset_id"] == dataset_id]
+        for framework, color, marker in zip(frameworks, FRAMEWORK_COLORS, MARKERS):
+            ps = [p for p in mine if p["framework"] == framework and p["kd"] is not None]
+            if not ps:
+                continue
+            ax.errorbar([p["x"] for p in ps], [p["kd"] for p in ps], yerr=[p["kd_half"] or 0.0 for p in ps],
+                        fmt=marker, color=color, capsize=2, ms=5, label=f"{framework} distilled")
+            scratch = [p for p in ps if p["scratch"] is not None]
+            ax.plot([p["x"] for p in scratch], [p["scratch"] for p in scratch], marker, mfc="none", color=color,
+                    alpha=0.6, ms=5, label=f"{framework} scratch")
+            front = [ps[i] for i in pareto_front([(p["x"], p["kd"]) for p in ps], higher)]
+            ax.step([p["x"] for p in front], [p["kd"] for p in front], where="post", color=color, lw=1.2,
+                    label=f"{framework} Pareto front")
+            ax.plot([p["x"] for p in front], [p["kd"] for p in front], "o", ms=10, mfc="none", mec=color, mew=1.2)
+            at = {}  # configurations at the same point share one label ("1,2")
+            for p in ps:
+                at.setdefault((p["x"], p["kd"]), []).append(str(p["number"]))
+            for (x, y), numbers in at.items():
+                ax.annotate(",".join(numbers), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        xs = [p["x"] for p in mine if p["x"]]
+        if xs and max(xs) >= 10 * min(xs):  # sizes spanning a decade or more: log scale
+            _log(ax, "x", xs)
+        ax.set_title(label, parse_math=False)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.legend(fontsize=6)
+    for ax in axes[len(datasets):]:
+        ax.set_axis_off()
+    return fig
+
+
+def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
+    """Training time against training rows on log-log axes, one panel per dataset, one line per
+    framework (line style) and role (colour): the points and the least-squares line of log(time)
+    on log(rows), its slope in the legend. ``fits``: dataset_id, label, framework, role, rows,
+    seconds, slope, intercept."""
+    datasets = list(dict.fromkeys((f["dataset_id"], f["label"]) for f in fits))
+    styles = dict(zip(frameworks, ("-", "--", ":", "-.")))
+    fig, axes = _panels(len(datasets), 4.2, 3.2)
+    for (dataset_id, label), ax in zip(datasets, axes):
+        xs, ys = [], []
+        for f in (f for f in fits if f["dataset_id"] == dataset_id):
+            color = ROLE_COLORS.get(f["role"], "#777777")
+            ax.plot(f["rows"], f["seconds"], MARKERS[frameworks.index(f["framework"]) % len(MARKERS)], color=color,
+                    alpha=0.7, ms=4)
+            if f["slope"] is not None:
+                lo, hi = min(f["rows"]), max(f["rows"])
+                ax.plot([lo, hi], [math.exp(f["intercept"]) * lo ** f["slope"], math.exp(f["intercept"]) * hi ** f["slope"]],
+                        styles.get(f["framework"], "-"), color=color, lw=1.2,
+                        label=f"{f['framework']} {f['role']}: slope {f['slope']:.2f}")
+            xs += f["rows"]
+            ys += f["seconds"]
+        _log(ax, "x", xs)
+        _log(ax, "y", ys)
+        ax.set_title(label, parse_math=False)
+        ax.set_xlabel("training rows")
+        ax.set_ylabel("training time (s)")
+        ax.legend(fontsize=6)
+    for ax in axes[len(datasets):]:
+        ax.set_axis_off()
+    return fig
+
+
+FORMAT_MARKERS = {"float32": "o", "onnx": "s", "int8": "^"}
+
+
+def _bytes_label(value: float, _=None) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
+
+
+def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[str]) -> Figure:
+    """Deployment formats: per framework, p50 latency at batch 1 and size in bytes (log x) vs quality
+    as % of the float32 teacher's (the teacher in float32 sits at 100), one point per dataset, model
+    and format (colour: model role; marker: format), a line joining one model's formats."""
+    fig = Figure(figsize=(8, 1.0 + 2.8 * len(frameworks)), layout="constrained")
+    axes = fig.subplots(len(frameworks), 2, squeeze=False)
+    for i, framework in enumerate(frameworks):
+        es = [e for e in entries if e["framework"] == framework]
+        for j, (key, label) in enumerate((("latency_p50_us", "p50 latency per row, batch 1 (us)"),
+                                          ("bytes", "model size (bytes)"))):
+            ax = axes[i][j]
+            groups = {}
+            for e in es:
+                # The float32 teacher's retention is 100 by definition (its record has none).
+                y = 100.0 if e["role"] == "teacher" and e["format"] == "float32" else e["retention"].mean
+                if y is None or not e[key]:
+                    continue
+                groups.setdefault((e["dataset_id"], e["role"]), []).append((formats.index(e["format"])
+                                                                            if e["format"] in formats else len(formats),
+                                                                            e[key], y, e["format"]))
+            for (_, role), points in groups.items():
+                points.sort()
+                color = ROLE_COLORS.get(role, "#999999")
+                ax.plot([p[1] for p in points], [p[2] for p in points], "-", color=color, alpha=0.3, lw=0.8)
+                for _, x, y, fmt in points:
+                    ax.plot(x, y, FORMAT_MARKERS.get(fmt, "x"), color=color, alpha=0.8, ms=5)
+            _log(ax, "x", [e[key] for e in es])
+            if key == "bytes":
+                ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
+            ax.set_xlabel(label)
+            if j == 0:
+                ax.set_ylabel(f"{framework}\n% of float32 teacher quality")
+    handles = ([Line2D([], [], color=ROLE_COLORS[r], marker="o", ls="") for r in ROLES]
+               + [Line2D([], [], color="black", marker=FORMAT_MARKERS.get(f, "x"), ls="") for f in formats])
+    fig.legend(handles, [*ROLES, *formats], loc="outside upper center", ncol=len(ROLES) + len(formats), frameon=False)
+    return fig

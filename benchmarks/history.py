@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.compare import ROLE_ORDER, load_run
+from distillbench.benchmarks.compare import ROLE_ORDER, framework_label, load_run
 from distillbench.benchmarks.results import MANIFEST, RECORDS
 from distillbench.errors import UserError
 
@@ -83,7 +83,7 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
             for wanted in metrics:
                 metric, value = _value(r, wanted)
                 if value is not None:
-                    groups[(r["dataset_id"], r["framework"], r["role"], wanted, metric)].append(value)
+                    groups[(r["dataset_id"], framework_label(r), r["role"], wanted, metric)].append(value)
         for (dataset_id, framework, role, wanted, metric), values in sorted(
                 groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _role(kv[0][2]), metrics.index(kv[0][3]))):
             rows.append({
@@ -95,6 +95,9 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
                 "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values),
             })
     return rows
+
+
+DEPLOY_MARKERS = {"onnx": "s", "int8": "^"}
 
 
 def _role(role: str) -> int:
@@ -146,8 +149,10 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 x = [datetime.fromtimestamp(p["started"] or 0) for p in points]
                 y = [p["mean"] for p in points]
                 err = [p["sd"] or 0.0 for p in points]
-                ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, linewidth=1,
-                            linestyle=styles.get(framework, ":"), color=colours.get(role, "tab:gray"),
+                # A deployment format (role "<role>_<format>"): its model's colour, a marker of its own.
+                model_role, _, fmt = role.rpartition("_") if role.endswith(tuple("_" + f for f in DEPLOY_MARKERS)) else (role, "", "")
+                ax.errorbar(x, y, yerr=err, marker=DEPLOY_MARKERS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
+                            linestyle=styles.get(framework, ":"), color=colours.get(model_role, "tab:gray"),
                             label=f"{framework} {role}")
             if not ax.has_data():  # e.g. accuracy of a regression dataset
                 ax.set_visible(False)

@@ -8,6 +8,8 @@ a caller never loses the run to one job.
 
 from __future__ import annotations
 
+import copy
+import json
 import resource
 import socket
 import time
@@ -21,8 +23,9 @@ from distillbench.benchmarks import metrics, timing
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
+from distillbench.implementations.deploy import check_tolerance
 from distillbench.implementations.pipeline import ROLES, Data, Pipeline, Served
-from distillbench.implementations.spec import spec_from_dict
+from distillbench.implementations.spec import Variant, spec_from_dict
 
 RECORD_KEYS = (
     "run_id", "dataset_id", "dataset_name", "task", "framework", "seed", "role", "status", "error",
@@ -78,6 +81,8 @@ def _train(fit_role):
     return model, {
         "train_seconds": wall, "train_cpu_seconds": cpu, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
         "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(),
+        # An ensemble teacher (epochs above: summed over its members): each member's own.
+        **({"members": [{"epochs": m.epochs, "best_epoch": m.best_epoch} for m in fit.members]} if fit.members else {}),
     }
 
 
@@ -128,8 +133,12 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
             start = time.perf_counter()
             served = convert()
             record["convert_seconds"] = time.perf_counter() - start
+            # Checked before anything is measured: a model off by more than its tolerance is a failed
+            # record with the reason, never a quality or a timing.
+            check_tolerance(served, served.fn(np.ascontiguousarray(data.x_test, dtype=np.float32)), outputs)
             measured, converted = _measure(served, data, job.timing_budget)
-            record.update(measured, max_abs_diff=float(np.max(np.abs(converted - outputs))),
+            record.update(measured, max_abs_diff=check_tolerance(served, converted, outputs), tolerance=served.tolerance,
+                          agreement=None,
                           retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
                           speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]))
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
@@ -155,8 +164,80 @@ def _base(job: Job, data) -> dict:
     return base
 
 
+def _teacher_key(spec) -> str:
+    """What the teacher depends on: the whole spec but the student, the distillation and the name."""
+    data = spec.to_dict()
+    for section in ("name", "student", "distill", "sweep"):
+        data.pop(section, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def _scratch_key(spec) -> str:
+    """What the scratch student (and its teacher, for its derived numbers) depends on: all but the distillation."""
+    data = spec.to_dict()
+    for section in ("name", "distill", "sweep"):
+        data.pop(section, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
+    """What a record of a sweep's configuration carries; nothing without a sweep (records as before)."""
+    if variant.label is None:
+        return {}
+    return {"variant": variant.label, "variant_params": variant.params, "train_rows": train_rows}
+
+
+def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: dict) -> list[dict]:
+    """The records of one configuration. A model this job already trained for an earlier
+    configuration with the same settings (``shared``: the teacher per teacher setting, the scratch
+    student per everything but the distillation) is reused, with the numbers measured then
+    (``reused: true``, ``reused_from``)."""
+    pipeline = Pipeline(backend, variant.spec, full, job.seed)
+    keys = {"teacher": _teacher_key(variant.spec), "student_kd": None, "student_scratch": _scratch_key(variant.spec)}
+    records, models, outputs, deployed = dict.fromkeys(ROLES), {}, {}, {}
+    reused = {role for role, key in keys.items() if key in shared}
+    for role in reused:
+        models[role], outputs[role] = shared[keys[role]]["model"], shared[keys[role]]["outputs"]
+        records[role] = copy.deepcopy(shared[keys[role]]["record"]) | {"reused": True, "reused_from": shared[keys[role]]["label"]}
+        deployed[role] = copy.deepcopy(shared[keys[role]]["deployed"])
+        for record in deployed[role].values():
+            record.update(reused=True, reused_from=shared[keys[role]]["label"])
+    trained = [role for role in ROLES if role not in reused]
+    for role in trained:
+        records[role] = _base(job, data) | {"role": role, "status": "ok"}
+    if "teacher" in trained:
+        models["teacher"], cost = _train(pipeline.fit_teacher)
+        records["teacher"].update(cost)
+    compress_start = time.perf_counter()
+    compressor, t_train, t_val = pipeline.compress(models["teacher"])
+    records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start, compressor=asdict(compressor))
+    models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val))
+    records["student_kd"].update(cost)
+    if "student_scratch" in trained:
+        models["student_scratch"], cost = _train(pipeline.fit_student_scratch)
+        records["student_scratch"].update(cost)
+    for role in trained:  # timed only now: no training runs while a timing is taken
+        measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget)
+        records[role].update(measured)
+    _derive(records, metrics.PRIMARY[data.task])
+    for role in trained:
+        deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"])
+                          if job.deploy else {})
+        if keys[role] is not None:
+            shared[keys[role]] = {"model": models[role], "outputs": outputs[role], "record": copy.deepcopy(records[role]),
+                                  "deployed": copy.deepcopy(deployed[role]), "label": variant.label}
+    out = [records[role] for role in ROLES] + [r for role in ROLES for r in deployed[role].values()]
+    if variant.label is not None:
+        records["student_kd"]["teacher_reused"] = "teacher" in reused
+        for record in out:
+            record.update(_variant_fields(variant, len(pipeline.data.x_train)))
+    return out
+
+
 def run_job(job: Job) -> list[dict]:
-    """The records of one job, one per role, ``status`` ok or failed (with ``error``)."""
+    """The records of one job: per configuration of the config (one without a sweep), one per role
+    (and per deployment format), ``status`` ok or failed (with ``error``). A sweep's configuration
+    that fails is recorded as failed and the job's other configurations go on."""
     from distillbench.datasets.prepare import get_prepared
     from distillbench.datasets.sources import OpenMLCache
     from distillbench.implementations.frameworks import get_backend
@@ -167,35 +248,39 @@ def run_job(job: Job) -> list[dict]:
         data = get_prepared(job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source))
         backend = get_backend(job.framework)
         backend.configure(job.seed, job.threads, job.device)
-        pipeline = Pipeline(backend, spec_from_dict(job.config),
-                            Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val), job.seed)
-        records = {role: _base(job, data) | {"role": role, "status": "ok"} for role in ROLES}
-        models = {}
-        models["teacher"], cost = _train(pipeline.fit_teacher)
-        records["teacher"].update(cost)
-        compress_start = time.perf_counter()
-        compressor, t_train, t_val = pipeline.compress(models["teacher"])
-        records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start, compressor=asdict(compressor))
-        models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val))
-        records["student_kd"].update(cost)
-        models["student_scratch"], cost = _train(pipeline.fit_student_scratch)
-        records["student_scratch"].update(cost)
-        outputs = {}
-        for role in ROLES:  # timed only now: no training runs while a timing is taken
-            measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget)
-            records[role].update(measured)
-        _derive(records, metrics.PRIMARY[data.task])
-        if job.deploy:
-            for role in ROLES:
-                records.update(_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"]))
-        for record in records.values():
+        variants = spec_from_dict(job.config).variants()
+        full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val)
+        out = []
+        # One teacher setting at a time, in the order of their first configuration: its teacher is
+        # trained once, and each setting starts from the seed's fresh random state, as it would alone.
+        for n, key in enumerate(dict.fromkeys(_teacher_key(v.spec) for v in variants)):
+            if n:
+                backend.configure(job.seed, job.threads, job.device)
+            shared = {}
+            for variant in (v for v in variants if _teacher_key(v.spec) == key):
+                try:
+                    out += _run_variant(job, data, full, backend, variant, shared)
+                except Exception as exc:  # noqa: BLE001 - one configuration of a sweep: the others go on
+                    if variant.label is None:
+                        raise
+                    out += _failed(job, variant, _reason(exc), started, data, traceback.format_exc(limit=-3))
+        for record in out:
             record.update(framework_version=backend.version, started=started, finished=time.time())
-        return list(records.values())
+        return out
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never raised
         return failed_records(job, _reason(exc), started, data, traceback.format_exc(limit=-3))
 
 
-def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
-    """A failed job: one record per role, ``status: failed`` and the reason."""
+def _failed(job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
     return [_base(job, data) | {"role": role, "status": "failed", "error": reason, "traceback": detail,
-                                "started": started, "finished": time.time()} for role in ROLES]
+                                "started": started, "finished": time.time()} | _variant_fields(variant, None)
+            for role in ROLES]
+
+
+def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
+    """A failed job: one record per role (per configuration of a sweep), ``status: failed`` and the reason."""
+    try:
+        variants = spec_from_dict(job.config).variants()
+    except Exception:  # noqa: BLE001 - the config itself is what failed
+        variants = [Variant(None, {}, None)]
+    return [record for variant in variants for record in _failed(job, variant, reason, started, data, detail)]

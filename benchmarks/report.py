@@ -23,14 +23,21 @@ import numpy as np
 
 from distillbench.benchmarks import figures, stats
 from distillbench.benchmarks.metrics import HIGHER_IS_BETTER
+from distillbench.benchmarks.metrics import ratio as _ratio
+from distillbench.benchmarks.metrics import retention as _retention
 from distillbench.benchmarks.results import latest_records, read_manifest, read_records
 from distillbench.benchmarks.stats import Estimate
 from distillbench.implementations.pipeline import ROLES
 
 STUDENTS = ("student_kd", "student_scratch")
 MIN_CD_DATASETS = 5
-FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference")
-TABLE_NAMES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed")
+FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment")
+TABLE_NAMES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed",
+               "deployment", "deployment_summary", "deployment_failed")
+FORMATS = ("float32", "onnx", "int8")  # the float model (its role's own record), then its deployment formats
+# Only in the report of a sweep (its Sweep section).
+SWEEP_FIGURE_NAMES = ("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scaling")
+SWEEP_TABLE_NAMES = ("sweep", "sweep_scaling")
 
 
 # ---------------------------------------------------------------- blocks
@@ -78,7 +85,7 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
     for r in records:
         if r["status"] == "ok":
             ok[(r["dataset_id"], r["framework"], r["role"])][r["seed"]] = r
-        else:
+        elif not r.get("format"):  # a deployment format that failed fails its own record, not the job
             failed[(r["dataset_id"], r["framework"])].add(r["seed"])
     entries = []
     for dataset_id in datasets:
@@ -186,6 +193,16 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if minutes < 1 else f"{int(minutes)} min {seconds:.0f} s"
 
 
+def _teacher_text(teacher: dict) -> str:
+    """The teacher of a config in a few words, by its kind (a config from before kinds: an MLP)."""
+    kind = teacher.get("kind", "mlp")
+    if kind == "hist_gradient_boosting":
+        return (f"gradient-boosted trees (scikit-learn, max_iter {teacher.get('max_iter')}, learning_rate "
+                f"{teacher.get('learning_rate')}, max_leaf_nodes {teacher.get('max_leaf_nodes')})")
+    mlp = f"{teacher.get('widths')} {teacher.get('activation')} dropout {teacher.get('dropout')}"
+    return {"residual_mlp": f"residual MLP {mlp}", "ensemble": f"ensemble of {teacher.get('members')} MLPs {mlp}"}.get(kind, mlp)
+
+
 def run_table(manifest: dict) -> Table:
     env = manifest.get("environment", {})
     git, mach, packages = env.get("git", {}), env.get("machine", {}), env.get("packages", {})
@@ -213,12 +230,14 @@ def run_table(manifest: dict) -> Table:
         ("versions", f"Python {env.get('python', '?')}; " + ", ".join(f"{k} {v}" for k, v in packages.items())),
         ("frameworks", ", ".join(manifest.get("frameworks", []))),
         ("seeds", ", ".join(map(str, manifest.get("seeds", [])))),
-        ("config", f"{config.get('name', '?')}: teacher {teacher.get('widths')} {teacher.get('activation')} "
-                   f"dropout {teacher.get('dropout')}; student {student.get('widths')} {student.get('activation')}; "
+        ("config", f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; student {student.get('widths')} {student.get('activation')}; "
                    f"alpha {distill.get('alpha')}, T {distill.get('temperature')}, compressors "
                    f"{distill.get('classification_compressor')}/{distill.get('regression_compressor')}; "
                    f"{training.get('epochs')} epochs, batch {training.get('batch_size')}, "
                    f"lr {training.get('learning_rate')}, patience {training.get('patience')}"),
+        *([("sweep", f"{len(manifest['variants'])} configurations per job: " + "; ".join(
+            f"{path} = {config['sweep'][path]}" for path in manifest.get("sweep_keys") or config.get("sweep") or {}))]
+          if manifest.get("variants") and config.get("sweep") else []),
         ("jobs", f"{jobs.get('planned')} planned, {jobs.get('ok')} ok, {jobs.get('failed')} failed, "
                  f"{jobs.get('skipped_as_done', 0)} done by an earlier session"),
         ("timing", f"budget {manifest.get('timing_budget_s')} s per model, job time limit {manifest.get('job_timeout_s')} s"),
@@ -252,10 +271,15 @@ def datasets_table(manifest: dict) -> Table:
 def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) -> Table:
     """Every failed job with its reason (the seeds failing for one reason on one row), and every
     planned job with no record (a run cut short)."""
-    reasons = {}
+    reasons, per_variant = {}, defaultdict(dict)
     for r in records:
-        if r["status"] != "ok":
+        if r["status"] != "ok" and not r.get("format"):  # failed deployment formats: the Deployment section
             reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"
+            per_variant[(r["dataset_id"], r["seed"], r["framework"])][r.get("variant")] = reasons[(r["dataset_id"], r["seed"], r["framework"])]
+    for key, why in per_variant.items():  # a sweep: say which configurations failed, unless all did for one reason
+        configurations = len(manifest.get("variants") or [None])
+        if len(set(why.values())) > 1 or (None not in why and len(why) < configurations):
+            reasons[key] = "; ".join(f"{variant}: {error}" for variant, error in why.items())
     recorded = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
     for d in manifest.get("datasets", []):
         for seed in manifest.get("seeds", []):
@@ -272,7 +296,10 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
 def build(run_dir: Path) -> tuple[str, list]:
     """The report's title and blocks: ("h2", text), ("p", text), Table, Figure."""
     manifest = read_manifest(run_dir)
-    records = latest_records(read_records(run_dir))
+    all_records = latest_records(read_records(run_dir))
+    variants = sweep_variants(all_records, manifest)
+    # A sweep: the sections before "Sweep" show its first configuration, the Sweep section all of them.
+    records = [r for r in all_records if r.get("variant") == variants[0]["label"]]
     entries = summarize(records, manifest)
     _, frameworks = _order(records, manifest)
     frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
@@ -280,6 +307,10 @@ def build(run_dir: Path) -> tuple[str, list]:
     mixed, machines = machine_kinds(records, manifest)
     blocks = [("h2", "Run"), run_table(manifest), *([("p", machines)] if machines else []),
               ("h2", "Datasets"), datasets_table(manifest)]
+    if variants[0]["label"] is not None:
+        blocks.append(("p", f"This run is a sweep of {len(variants)} configurations per job. The sections up to "
+                            f"Sweep show its first configuration ({variants[0]['label']}); the Sweep section "
+                            "compares them all."))
 
     blocks += [("h2", "Results per dataset and framework"), (
         "p", "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
@@ -351,10 +382,280 @@ def build(run_dir: Path) -> tuple[str, list]:
                            caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
                                    "and p99 (crosses)")]
 
-    failed = failed_table(records, manifest, labels)
+    blocks += deployment_blocks(records, manifest, frameworks, mixed)
+
+    if variants[0]["label"] is not None:
+        blocks += sweep_blocks(all_records, manifest, variants, frameworks or _order(all_records, manifest)[1])
+
+    failed = failed_table(all_records, manifest, labels)
     blocks += [("h2", "Failed jobs")]
     blocks.append(failed if failed.rows else ("p", "None: every planned job finished ok."))
     return f"distillbench report: {manifest['run_id']}", blocks
+
+
+# ---------------------------------------------------------------- deployment formats
+
+def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
+    """Per (dataset, framework, model role, format), ``float32`` being the role's own record: its ok
+    seeds' numbers (quality mean ± CI, retention vs the float teacher, medians of size, p50 latency
+    and throughput; the largest max |diff| and lowest agreement vs the float model over seeds), and
+    per dataset the same model's float32 numbers for the ratios. Only models that have a deployment
+    record (a run with --no-deploy has none)."""
+    labels = _labels(records, manifest)
+    datasets, frameworks = _order(records, manifest)
+    deployed = [r for r in records if r.get("format")]
+    models = {(r["dataset_id"], r["framework"], r["model_role"]) for r in deployed}
+    cells = defaultdict(list)  # (dataset, framework, model role, format) -> records
+    for r in records:
+        if r.get("format"):
+            cells[(r["dataset_id"], r["framework"], r["model_role"], r["format"])].append(r)
+        elif (r["dataset_id"], r["framework"], r["role"]) in models:
+            cells[(r["dataset_id"], r["framework"], r["role"], "float32")].append(r)
+    formats = list(FORMATS) + sorted({r["format"] for r in deployed} - set(FORMATS))
+    roles = list(ROLES) + sorted({r["model_role"] for r in deployed} - set(ROLES))
+    entries = []
+    for dataset_id in datasets:
+        for framework in frameworks:
+            for role in roles:
+                if (dataset_id, framework, role) not in models:
+                    continue
+                floats = {r["seed"]: r for r in cells[(dataset_id, framework, role, "float32")] if r["status"] == "ok"}
+                for fmt in formats:
+                    rs = cells.get((dataset_id, framework, role, fmt))
+                    if not rs:
+                        continue
+                    ok = [r for r in rs if r["status"] == "ok"]
+                    metric = next((r["primary_metric"] for r in rs if r.get("primary_metric")), None)
+
+                    def values(key, records=ok):
+                        return [r.get(key) for r in records if r.get(key) is not None]
+
+                    # Against the same model in float32, seed by seed: quality kept (%), size, speed.
+                    pairs = [(r, floats[r["seed"]]) for r in ok if r["seed"] in floats]
+                    entries.append({
+                        "dataset_id": dataset_id, "label": labels.get(dataset_id, str(dataset_id)),
+                        "framework": framework, "role": role, "format": fmt, "metric": metric,
+                        "quality": stats.mean_ci([r["metrics"].get(metric) for r in ok]),
+                        "retention": stats.mean_ci(values("retention")),
+                        "vs_float": stats.mean_ci([_retention(r["metrics"][metric], f["metrics"][metric], metric)
+                                                   for r, f in pairs if r["metrics"].get(metric) is not None
+                                                   and f["metrics"].get(metric) is not None]),
+                        "max_abs_diff": max(values("max_abs_diff"), default=None),
+                        "agreement": min(values("agreement"), default=None),
+                        "bytes": None if (size := stats.median(values("model_bytes"))) is None else round(size),
+                        "size_ratio": stats.median([_ratio(r.get("model_bytes"), f.get("model_bytes")) for r, f in pairs]),
+                        "latency_p50_us": stats.median(values("latency_p50_us")),
+                        "latency_p99_us": stats.median(values("latency_p99_us")),
+                        "speedup": stats.median([_ratio(f.get("latency_p50_us"), r.get("latency_p50_us")) for r, f in pairs]),
+                        "throughput": stats.median(values("throughput_rows_per_s")),
+                        "throughput_ratio": stats.median([_ratio(r.get("throughput_rows_per_s"),
+                                                                f.get("throughput_rows_per_s")) for r, f in pairs]),
+                        "convert_seconds": stats.median(values("convert_seconds")),
+                        "tolerance": next(iter(values("tolerance")), None),
+                        "seeds": f"{len(ok)}/{len(rs)}",
+                        "failed": [r for r in rs if r["status"] != "ok"],
+                    })
+    return entries
+
+
+def deployment_blocks(records: list[dict], manifest: dict, frameworks: list[str], mixed: bool) -> list:
+    """The Deployment section: every model in float32 (the framework's own serving path), exported to
+    ONNX (onnxruntime) and quantised to int8, side by side; a summary over datasets; failed formats."""
+    from distillbench.implementations.deploy import ONNX_TOLERANCE
+
+    blocks = [("h2", "Deployment"), (
+        "p", "Each trained model as it would be deployed: float32 is the framework's own serving path (the numbers "
+             "of the sections above); onnx is the model exported to ONNX and run by onnxruntime (torch.onnx / tf2onnx), "
+             f"which must reproduce the framework's outputs within {ONNX_TOLERANCE:g} x max(1, max |output|) on the "
+             "test split, or its record fails; int8 is post-training quantisation (PyTorch: dynamic quantisation of the "
+             "linear layers; TensorFlow: a full-integer TFLite model calibrated on training rows), whose error is what "
+             "it costs. Quality: mean ± 95% CI over seeds; retention: % of the float32 teacher's quality; vs float32: "
+             "% of the same model's float32 quality (mean over seeds); max |diff|: largest absolute difference of the "
+             "outputs (logits or standardised values) from float32 over seeds; agreement: lowest share of test rows "
+             "with the same predicted class; bytes: the serialised model (state_dict, .keras, .onnx, .tflite); "
+             "latency: median over seeds of the p50 at batch 1; throughput at batch 4096.")]
+    entries = deployment_entries(records, manifest)
+    if not entries:
+        return blocks + [("p", "No deployment formats in this run (it ran with --no-deploy, or no job finished).")]
+    blocks.append(Table("deployment", [
+        "dataset", "framework", "model", "format", "metric", "quality", "retention %", "vs float32 %", "max |diff|",
+        "agreement %", "bytes", "p50 us", "p99 us", "rows/s", "convert s", "seeds"],
+        [[e["label"], e["framework"], e["role"], e["format"], e["metric"], e["quality"], e["retention"], e["vs_float"],
+          e["max_abs_diff"], None if e["agreement"] is None else 100 * e["agreement"], e["bytes"], e["latency_p50_us"],
+          e["latency_p99_us"], e["throughput"], e["convert_seconds"], e["seeds"]] for e in entries]))
+    summary = []
+    for framework in frameworks:
+        for role in dict.fromkeys(e["role"] for e in entries):
+            for fmt in dict.fromkeys(e["format"] for e in entries):
+                es = [e for e in entries if (e["framework"], e["role"], e["format"]) == (framework, role, fmt)]
+                if not es or fmt == "float32":
+                    continue
+                diffs = [e["max_abs_diff"] for e in es if e["max_abs_diff"] is not None]
+                agreements = [e["agreement"] for e in es if e["agreement"] is not None]
+                summary.append([framework, role, fmt, len([e for e in es if e["quality"].mean is not None]),
+                                stats.median([e["retention"].mean for e in es]), stats.median([e["vs_float"].mean for e in es]),
+                                max(diffs, default=None), None if not agreements else 100 * min(agreements),
+                                stats.median([e["size_ratio"] for e in es]), stats.median([e["speedup"] for e in es]),
+                                stats.median([e["throughput_ratio"] for e in es]),
+                                sum(len(e["failed"]) for e in es)])
+    blocks += [("p", "Over datasets, per framework, model and format: medians of the per-dataset numbers, against the "
+                     "same model in float32 (size: bytes / float32 bytes; p50 speed-up: float32 p50 / format p50; "
+                     "throughput: format / float32); the largest max |diff| and the lowest agreement of any dataset."),
+               Table("deployment_summary", ["framework", "model", "format", "datasets", "median retention %",
+                                            "median vs float32 %", "max |diff|", "min agreement %", "size vs float32",
+                                            "p50 speed-up vs float32", "throughput vs float32", "failed records"],
+                     summary)]
+    if not mixed:
+        points = [e for e in entries if e["latency_p50_us"] and e["bytes"] and e["quality"].mean is not None]
+        if points:
+            blocks.append(_figure("deployment", figures.deployment_figure, points, frameworks, list(FORMATS),
+                                  caption="Each model in each format: p50 latency at batch 1 (left) and size in bytes "
+                                          "(right) vs quality as % of the float32 teacher's, one point per dataset "
+                                          "(mean over seeds), lines joining a model's formats"))
+    failed = defaultdict(list)
+    for e in entries:
+        for r in e["failed"]:
+            failed[(e["label"], e["framework"], r["role"], r.get("error") or "failed (no reason recorded)")].append(r["seed"])
+    if failed:
+        blocks.append(Table("deployment_failed", ["dataset", "framework", "role", "seeds", "reason"],
+                            [[label, f, role, ", ".join(map(str, sorted(seeds))), why]
+                             for (label, f, role, why), seeds in failed.items()]))
+    else:
+        blocks.append(("p", "Every deployment format of every model converted, and every ONNX model matched its framework."))
+    return blocks
+
+
+# ---------------------------------------------------------------- sweeps
+
+def sweep_variants(records: list[dict], manifest: dict) -> list[dict]:
+    """The configurations of the run in the sweep's order ({"label", "params"}); one with label None
+    when the run has no sweep."""
+    variants = list(manifest.get("variants") or [])
+    known = {v["label"] for v in variants}
+    for r in records:
+        if r.get("variant") is not None and r["variant"] not in known:
+            variants.append({"label": r["variant"], "params": r.get("variant_params") or {}})
+            known.add(r["variant"])
+    return variants or [{"label": None, "params": {}}]
+
+
+def sweep_entries(records: list[dict], manifest: dict, variants: list[dict]) -> list[dict]:
+    """The report's summary entries (``summarize``) per configuration, with the configuration's number
+    (1-based, the sweep's order), label, and the students' sizes and training rows; ordered by
+    dataset, framework, configuration."""
+    out = []
+    for number, variant in enumerate(variants, 1):
+        for e in summarize([r for r in records if r.get("variant") == variant["label"]], manifest):
+            kd = list(e["by_seed"]["student_kd"].values())
+            e.update(number=number, variant=variant["label"], params=variant["params"],
+                     student_bytes=next((r.get("model_bytes") for r in kd), None),
+                     student_params=next((r.get("n_params") for r in kd), None),
+                     train_rows=stats.median([r.get("train_rows") for r in kd]))
+            out.append(e)
+    datasets, frameworks = _order(records, manifest)
+    return sorted(out, key=lambda e: (datasets.index(e["dataset_id"]), frameworks.index(e["framework"]), e["number"]))
+
+
+def _front_members(entries: list[dict], key: str) -> set[tuple]:
+    """(dataset, framework, number) of the configurations on the Pareto front of quality vs ``key``."""
+    members = set()
+    for dataset_id, framework in dict.fromkeys((e["dataset_id"], e["framework"]) for e in entries):
+        es = [e for e in entries if (e["dataset_id"], e["framework"]) == (dataset_id, framework)
+              and e[key] is not None and e["quality"]["student_kd"].mean is not None]
+        front = figures.pareto_front([(e[key], e["quality"]["student_kd"].mean) for e in es], es[0]["higher_is_better"]) if es else []
+        members |= {(dataset_id, framework, es[i]["number"]) for i in front}
+    return members
+
+
+def scaling_fits(records: list[dict], labels: dict[int, str], frameworks: list[str]) -> list[dict]:
+    """Per (dataset, framework, role): the (training rows, training seconds) of every ok model trained
+    (reused models counted once) and the least-squares fit of log(seconds) on log(rows): slope,
+    intercept and R^2 (None with fewer than two distinct row counts)."""
+    points = defaultdict(list)
+    for r in records:
+        if (r["status"] == "ok" and r["role"] in ROLES and not r.get("reused")
+                and r.get("train_rows") and r.get("train_seconds")):
+            points[(r["dataset_id"], r["framework"], r["role"])].append((r["train_rows"], r["train_seconds"]))
+    fits = []
+    for (dataset_id, framework, role), ps in sorted(points.items(), key=lambda kv: (
+            kv[0][0], frameworks.index(kv[0][1]) if kv[0][1] in frameworks else len(frameworks), ROLES.index(kv[0][2]))):
+        x, y = np.log([p[0] for p in ps]), np.log([p[1] for p in ps])
+        slope = intercept = r2 = None
+        if len(set(x)) >= 2:
+            slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+            residual = y - (slope * x + intercept)
+            total = float(np.sum((y - y.mean()) ** 2))
+            r2 = 1.0 - float(np.sum(residual ** 2)) / total if total > 0 else None
+        fits.append({"dataset_id": dataset_id, "label": labels.get(dataset_id, str(dataset_id)), "framework": framework,
+                     "role": role, "rows": [p[0] for p in ps], "seconds": [p[1] for p in ps],
+                     "slope": slope, "intercept": intercept, "r2": r2})
+    return fits
+
+
+def sweep_blocks(records: list[dict], manifest: dict, variants: list[dict], frameworks: list[str]) -> list:
+    """The Sweep section: every configuration per dataset and framework, the Pareto fronts of quality
+    against student size, and, when the training rows vary, training time against rows."""
+    labels = _labels(records, manifest)
+    entries = sweep_entries(records, manifest, variants)
+    swept = manifest.get("sweep_keys") or list(dict.fromkeys(k for v in variants for k in v["params"]))
+    blocks = [("h2", "Sweep"), (
+        "p", f"{len(variants)} configurations per job, the Cartesian product of {', '.join(swept)} (numbered in the "
+             "sweep's order): " + "; ".join(f"{i}: {v['label']}" for i, v in enumerate(variants, 1)) + ". Quality is "
+             "the primary metric, mean ± 95% CI over seeds; sizes and latency are the distilled student's; 'front' "
+             "says whether the configuration's distilled student is on its framework's Pareto front of quality vs "
+             "parameters / vs bytes. A model trained once for several configurations (the teacher per teacher "
+             "setting, the scratch student per everything but the distillation) is reused with its numbers.")]
+    if not entries:
+        return blocks + [("p", "No configuration finished: there is nothing to compare (see Failed jobs).")]
+    on_params, on_bytes = _front_members(entries, "student_params"), _front_members(entries, "student_bytes")
+
+    def front(e):
+        key = (e["dataset_id"], e["framework"], e["number"])
+        return "/".join("yes" if key in members else "no" for members in (on_params, on_bytes))
+
+    blocks.append(Table("sweep", [
+        "dataset", "framework", "#", "configuration", "metric", "teacher", "student_kd", "student_scratch", "KD gain %",
+        "student params", "student bytes", "student p50 us", "kd train s", "scratch train s", "train rows",
+        "front params/bytes", "seeds"],
+        [[e["label"], e["framework"], e["number"], e["variant"], e["metric"], *(e["quality"][r] for r in ROLES),
+          e["kd_gain"], e["student_params"], e["student_bytes"], e["latency_p50_us"]["student_kd"],
+          e["train_seconds"]["student_kd"], e["train_seconds"]["student_scratch"], e["train_rows"], front(e), e["seeds"]]
+         for e in entries]))
+    for key, name, what in (("student_params", "sweep_pareto_params", "parameters"),
+                            ("student_bytes", "sweep_pareto_bytes", "size in bytes")):
+        points = [{"dataset_id": e["dataset_id"], "label": e["label"], "metric": e["metric"],
+                   "higher_is_better": e["higher_is_better"], "framework": e["framework"], "number": e["number"],
+                   "x": e[key], "kd": e["quality"]["student_kd"].mean, "kd_half": e["quality"]["student_kd"].half,
+                   "scratch": e["quality"]["student_scratch"].mean}
+                  for e in entries if e[key] is not None and e["quality"]["student_kd"].mean is not None]
+        if points:
+            blocks.append(_figure(name, figures.pareto_figure, points, frameworks, f"student {what}",
+                                  caption=f"Quality of the distilled student (filled, mean and 95% CI over seeds; the "
+                                          f"scratch student hollow) vs the student's {what}, per configuration (the "
+                                          f"numbers); the line is each framework's Pareto front"))
+        else:
+            blocks.append(("p", f"No figure of quality vs student {what}: no configuration has both recorded."))
+
+    blocks.append(("p", "Training time vs training rows (training.train_fraction): per dataset, framework and role, "
+                        "the least-squares slope of log(training time) on log(rows) over the configurations and seeds "
+                        "(1 = time grows in proportion to the rows; early stopping makes the epochs vary too, and the first model "
+                        "a worker trains also pays the framework's warm-up, which weighs on tiny runs)."))
+    if "training.train_fraction" not in swept:
+        return blocks + [("p", "No training-time scaling figure: this sweep does not vary training.train_fraction.")]
+    fits = scaling_fits(records, labels, frameworks)
+    fitted = [f for f in fits if f["slope"] is not None]
+    if not fitted:
+        return blocks + [("p", "No training-time scaling figure: no dataset, framework and role has ok models "
+                               "trained on two or more distinct numbers of rows.")]
+    blocks.append(Table("sweep_scaling", ["dataset", "framework", "role", "points", "rows min", "rows max",
+                                          "slope log(time)/log(rows)", "R^2"],
+                        [[f["label"], f["framework"], f["role"], len(f["rows"]), min(f["rows"]), max(f["rows"]),
+                          f["slope"], f["r2"]] for f in fits]))
+    slopes = "; ".join(f"{f['label']} {f['framework']} {f['role']} {f['slope']:.2f}" for f in fitted)
+    blocks.append(_figure("sweep_scaling", figures.scaling_figure, fits, frameworks,
+                          caption=f"Training time vs training rows, log-log, with the least-squares line per framework "
+                                  f"and role (slopes: {slopes})"))
+    return blocks
 
 
 def _figure(name: str, draw, *args, caption: str) -> Figure:
@@ -528,10 +829,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out else Path("reports") / read_manifest(run_dir)["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    for name in FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report
+    for name in FIGURE_NAMES + SWEEP_FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report
         for suffix in (".png", ".svg"):
             (out / "figures" / (name + suffix)).unlink(missing_ok=True)
-    for name in TABLE_NAMES:
+    for name in TABLE_NAMES + SWEEP_TABLE_NAMES:
         for suffix in (".csv", ".tex"):
             (out / "tables" / (name + suffix)).unlink(missing_ok=True)
     for block in blocks:

@@ -44,11 +44,11 @@ def read_records(run_dir: Path) -> list[dict]:
 
 
 def latest_records(records: list[dict]) -> list[dict]:
-    """One record per (dataset, seed, framework, role): the last written (a resumed run re-runs
-    failed jobs and appends their new records)."""
+    """One record per (dataset, seed, framework, configuration of a sweep, role): the last written (a
+    resumed run re-runs failed jobs and appends their new records)."""
     latest = {}
     for record in records:
-        latest[(record["dataset_id"], record["seed"], record["framework"], record["role"])] = record
+        latest[(record["dataset_id"], record["seed"], record["framework"], record.get("variant"), record["role"])] = record
     return list(latest.values())
 
 

@@ -156,7 +156,10 @@ def run(options: RunOptions) -> Path:
         folder.close()
         raise
     folder.truncate_partial_line()
-    done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest_records(read_records(out)) if r["status"] == "ok"}
+    latest = latest_records(read_records(out))
+    unfinished = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest  # e.g. one configuration of a sweep failed
+                  if r["status"] != "ok" and r["role"] in ("teacher", "student_kd", "student_scratch")}
+    done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest if r["status"] == "ok"} - unfinished
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
                 options.device, options.cache, options.source, options.timing_budget, options.deploy)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
@@ -171,6 +174,9 @@ def run(options: RunOptions) -> Path:
         "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
         "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
     }
+    if options.spec.sweep:  # the configurations each job runs, in the sweep's order
+        manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
+        manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
     folder.write_manifest(manifest)
     print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
 
@@ -206,9 +212,13 @@ def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
     outside measured training and inference (worker start-up, data loading, bookkeeping)."""
     records = [r for r in read_records(out) if r.get("run_id") == manifest["run_id"]]
     this_session = [r for r in records if r.get("started", 0) >= manifest["started"]]
-    measured = sum(r.get(k) or 0.0 for r in this_session for k in MEASURED_KEYS)
+    measured = sum(r.get(k) or 0.0 for r in this_session if not r.get("reused") for k in MEASURED_KEYS)
     latest = latest_records(records)
     manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
                     harness_overhead=None if wall <= 0 else max(0.0, 1.0 - measured / wall))
-    status = {(r["dataset_id"], r["seed"], r["framework"]): r["status"] for r in latest if r["role"] == "teacher"}
+    status = {}  # a job of a sweep failed when any of its configurations did
+    for r in latest:
+        if r["role"] == "teacher":
+            key = (r["dataset_id"], r["seed"], r["framework"])
+            status[key] = "failed" if "failed" in (status.get(key), r["status"]) else r["status"]
     manifest["jobs"].update(ok=sum(s == "ok" for s in status.values()), failed=sum(s == "failed" for s in status.values()))

@@ -16,10 +16,12 @@ def _mean(values: list) -> float | None:
 def summary_rows(records: list[dict]) -> list[dict]:
     """Means over seeds of the primary metric per role, and of the students' derived numbers."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    variants = list(dict.fromkeys(r.get("variant") for r in records))  # a sweep's configurations, in run order
     for r in records:
-        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"])].append(r)
+        framework = r["framework"] if r.get("variant") is None else f"{r['framework']} ({r['variant']})"
+        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework)].append(r)
     rows = []
-    for (dataset, framework), group in sorted(groups.items()):
+    for (dataset, _, _, framework), group in sorted(groups.items()):
         ok = [r for r in group if r["status"] == "ok"]
         metric = next((r["primary_metric"] for r in ok), None)
         by_role = {role: [r for r in ok if r["role"] == role] for role in ("teacher", "student_kd", "student_scratch")}
@@ -29,7 +31,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
             "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
             "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
             "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
-            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if r['status'] != 'ok'})}",
+            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if r['status'] != 'ok' and not r.get('format')})}",
         })
     return rows
 

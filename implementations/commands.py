@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -68,10 +69,20 @@ def _seed(text: str) -> int:
     return value
 
 
+def _one_configuration(config, command: str):
+    """The config's spec; a sweep's base configuration (its grids left out), said on stderr."""
+    spec = load_spec(config)
+    if spec.sweep:
+        print(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for `distillbench run`; "
+              f"{command} uses its base configuration", file=sys.stderr)
+        spec = spec.replace(sweep={})
+    return spec
+
+
 def _parity(args) -> int:
     from distillbench.implementations.parity import run_parity
 
-    result = run_parity(load_spec(args.config), task=args.task, steps=args.steps, seed=args.seed)
+    result = run_parity(_one_configuration(args.config, "parity"), task=args.task, steps=args.steps, seed=args.seed)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0 if result["ok"] else 1
@@ -95,7 +106,7 @@ def _demo(args) -> int:
     from distillbench.implementations.parity import synthetic_problem
     from distillbench.implementations.pipeline import Data, Pipeline
 
-    spec = load_spec(args.config)
+    spec = _one_configuration(args.config, "demo")
     task, n_classes, x, y = synthetic_problem(args.task, args.rows, args.features, args.seed)
     cut1, cut2 = int(0.6 * len(x)), int(0.8 * len(x))
     data = Data(task, n_classes, x[:cut1], y[:cut1], x[cut1:cut2], y[cut1:cut2])
@@ -115,6 +126,6 @@ def _demo(args) -> int:
         for role, model, fit in (("teacher", teacher, teacher_fit), ("student_kd", student, student_fit), ("student_scratch", scratch, scratch_fit)):
             pred = pipeline.predict(model, x_test)
             score = np.mean(pred.argmax(1) == y_test) if task == "classification" else np.sqrt(np.mean((pred - y_test) ** 2))
-            print(f"  {role:<16} test {metric} {score:.4f}  params {backend.n_params(model):>7}  "
+            print(f"  {role:<16} test {metric} {score:.4f}  params {pipeline.serve(model).n_params:>7}  "
                   f"epochs {fit.epochs:>3} (best {fit.best_epoch})")
     return 0

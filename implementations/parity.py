@@ -6,6 +6,11 @@ each of N Adam steps, for each role (teacher, distilled student, scratch student
 (regression, binary and multi-class classification). Dropout is switched off here: each framework
 draws its own dropout masks, which no seed can make equal.
 
+The teacher is the spec's: a ``residual_mlp`` teacher is compared with its skip connections; an
+``ensemble`` teacher's forward pass is compared on the combined model of all its members, its steps
+on one member (each member trains alone); a ``hist_gradient_boosting`` teacher is not compared: it
+is one scikit-learn model, the same object for both frameworks.
+
 Tolerances (float32, absolute): forward pass 1e-5; outputs, loss and weights after each step 1e-4.
 """
 
@@ -59,6 +64,10 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     steppers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
     result = {"task": kind, "role": role, "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
+    if role == "teacher" and mlp.kind == "ensemble":
+        members = [initial_weights(mlp, x.shape[1], n_classes or 1, seed, role, k) for k in range(mlp.members)]
+        combined = [b.predict(b.ensemble([b.build(mlp, w) for w in members], task), x) for b in backends]
+        result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
     batches = [rows for epoch in range(1, steps + 1) for rows in batch_order(len(x), spec.training.batch_size, seed, epoch)][:steps]
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
@@ -82,7 +91,8 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
-    cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in ("teacher", "student_kd", "student_scratch")]
+    roles = ("teacher", "student_kd", "student_scratch")[spec.teacher.kind == "hist_gradient_boosting":]
+    cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed,
         "tolerance": {"forward": FORWARD_TOLERANCE, "step": STEP_TOLERANCE},

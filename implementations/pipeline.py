@@ -56,9 +56,14 @@ def distill_loss(task: str, distill: DistillSpec) -> LossSpec:
 
 @dataclass(frozen=True)
 class FitResult:
+    """Of one training. An ensemble teacher: ``epochs`` and ``best_epoch`` are the sums over its
+    members (its training cost in epochs, and the epochs its kept weights embody), ``members`` each
+    member's own; a tree teacher: boosting iterations instead of epochs."""
+
     epochs: int  # epochs run (early stopping may end before the budget)
     best_epoch: int  # 1-based epoch whose weights were restored
     best_val_loss: float
+    members: tuple["FitResult", ...] = ()
 
 
 def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -72,14 +77,29 @@ def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generato
     return weights
 
 
-def initial_weights(spec: MLPSpec, n_in: int, n_out: int, seed: int, role: str) -> list[np.ndarray]:
-    return glorot_uniform(spec, n_in, n_out, np.random.default_rng([seed, _INIT_STREAM[role]]))
+def initial_weights(spec: MLPSpec, n_in: int, n_out: int, seed: int, role: str, member: int = 0) -> list[np.ndarray]:
+    """``member`` k > 0: the k-th extra member of an ensemble teacher, from a stream of its own
+    (member 0 starts where a single MLP teacher does)."""
+    stream = [seed, _INIT_STREAM[role]] + ([member] if member else [])
+    return glorot_uniform(spec, n_in, n_out, np.random.default_rng(stream))
 
 
-def batch_order(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The row indices of each mini-batch of one epoch: a permutation drawn from (seed, epoch)."""
-    order = np.random.default_rng([seed, 1000 + epoch]).permutation(n_rows)
+def batch_order(n_rows: int, batch_size: int, seed: int, epoch: int, member: int = 0) -> list[np.ndarray]:
+    """The row indices of each mini-batch of one epoch: a permutation drawn from (seed, epoch), and
+    for an ensemble teacher's member k > 0 from (seed, epoch, k)."""
+    order = np.random.default_rng([seed, 1000 + epoch] + ([member] if member else [])).permutation(n_rows)
     return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+
+
+def train_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """The training rows used at ``training.train_fraction``: the first ``round(fraction * n)`` of a
+    permutation drawn from the seed (at least one row), in their original order. Plain numpy, so
+    both frameworks train on the same rows; the subsets of one seed are nested (a smaller fraction's
+    rows are all in a larger one's), as a scaling study wants."""
+    if fraction >= 1.0:
+        return np.arange(n_rows)
+    keep = max(1, min(n_rows, int(round(fraction * n_rows))))
+    return np.sort(np.random.default_rng([seed, 2000]).permutation(n_rows)[:keep])
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,10 @@ class Served:
     n_params: int | None
     model_bytes: int  # the serialised model, in its own format
     macs_per_row: int | None = None  # multiply-accumulates per row of the dense layers
+    # For a converted model (a deployment format): the largest difference from the framework's own
+    # outputs that still counts as the same model, relative to max(1, max |output|) (see
+    # ``deploy.check_tolerance``); None where the difference is the point (int8) or for the original.
+    tolerance: float | None = None
 
 
 class Backend(abc.ABC):
@@ -151,17 +175,34 @@ class Backend(abc.ABC):
         the model to it. ``x_calibration`` are training rows, for converters that calibrate."""
         return {}
 
+    def ensemble(self, members: list, task: str):
+        """One model of this framework computing the ensemble of these trained models: log of the
+        mean of their softmax (classification; logits again), the mean of their outputs
+        (regression). Its weights are the members' weights, member after member."""
+        raise NotImplementedError(f"{self.name}: no ensemble teacher")
+
+
+class NeutralModel(abc.ABC):
+    """A trained model outside any framework (the tree teacher): the pipeline serves it itself."""
+
+    @abc.abstractmethod
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs: logits (n, C) or values (n, 1), float32."""
+
+    @abc.abstractmethod
+    def serve(self) -> Served: ...
+
 
 def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
         train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-        val: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> FitResult:
+        val: tuple[np.ndarray, np.ndarray, np.ndarray | None], member: int = 0) -> FitResult:
     """Mini-batch Adam for at most ``training.epochs`` epochs; stops after ``patience`` epochs
-    without a lower validation loss and restores the best weights."""
+    without a lower validation loss and restores the best weights. ``member``: see ``batch_order``."""
     x, y, t = train
     step = backend.trainer(model, loss, training)
     best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
     for epoch in range(1, training.epochs + 1):
-        for rows in batch_order(len(x), training.batch_size, seed, epoch):
+        for rows in batch_order(len(x), training.batch_size, seed, epoch, member):
             step(x[rows], y[rows], None if t is None else t[rows])
         val_loss = backend.loss(model, loss, *val)
         if not np.isfinite(val_loss):
@@ -190,6 +231,10 @@ class Data:
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
+    def subset(self, rows: np.ndarray) -> "Data":
+        """These training rows only (validation unchanged)."""
+        return Data(self.task, self.n_classes, self.x_train[rows], self.y_train[rows], self.x_val, self.y_val)
+
 
 class Pipeline:
     """Teacher -> compressor -> student, and the scratch-student baseline, in one framework."""
@@ -197,20 +242,46 @@ class Pipeline:
     def __init__(self, backend: Backend, spec: PipelineSpec, data: Data, seed: int):
         if data.task == "classification" and data.n_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got {data.n_classes}")
+        if spec.training.train_fraction < 1.0:  # a scaling study: a seeded share of the training rows
+            data = data.subset(train_rows(len(data.x_train), spec.training.train_fraction, seed))
         self.backend, self.spec, self.data, self.seed = backend, spec, data, seed
 
     def new_model(self, role: str):
         mlp = self.spec.teacher if role == "teacher" else self.spec.student
         return self.backend.build(mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role))
 
-    def _fit(self, model, loss: LossSpec, t_train=None, t_val=None) -> FitResult:
+    def _fit(self, model, loss: LossSpec, t_train=None, t_val=None, member: int = 0) -> FitResult:
         d = self.data
         return fit(self.backend, model, loss, self.spec.training, self.seed,
-                   (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val))
+                   (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val), member)
 
     def fit_teacher(self):
+        """The teacher of ``spec.teacher.kind``: a framework model, or for ``hist_gradient_boosting``
+        a ``NeutralModel`` (the same in every framework)."""
+        kind = self.spec.teacher.kind
+        if kind == "hist_gradient_boosting":
+            from distillbench.implementations import trees
+
+            return trees.fit_teacher(self.spec.teacher, self.spec.training, self.data, self.seed,
+                                     getattr(self.backend, "threads", None))
+        if kind == "ensemble":
+            return self._fit_ensemble()
         model = self.new_model("teacher")
         return model, self._fit(model, LossSpec(self.data.task))
+
+    def _fit_ensemble(self):
+        """Each member trained alone by the shared fit loop, with its own initial weights and batch
+        order (member 0 is the single MLP teacher), then combined into one model."""
+        d, mlp, loss = self.data, self.spec.teacher, LossSpec(self.data.task)
+        members, fits = [], []
+        for k in range(mlp.members):
+            model = self.backend.build(mlp, initial_weights(mlp, d.x_train.shape[1], d.n_outputs, self.seed, "teacher", k))
+            fits.append(self._fit(model, loss, member=k))
+            members.append(model)
+        model = self.backend.ensemble(members, d.task)
+        val_loss = self.backend.loss(model, loss, d.x_val, d.y_val, None)
+        return model, FitResult(epochs=sum(f.epochs for f in fits), best_epoch=sum(f.best_epoch for f in fits),
+                                best_val_loss=float(val_loss), members=tuple(fits))
 
     def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
         """Fit the compressor on the training split; the student's targets for train and val."""
@@ -227,14 +298,19 @@ class Pipeline:
         return model, self._fit(model, LossSpec(self.data.task))
 
     def serve(self, model) -> Served:
-        return self.backend.serve(model)
+        return model.serve() if isinstance(model, NeutralModel) else self.backend.serve(model)
 
     def deployments(self, model) -> dict[str, Callable[[], Served]]:
+        if isinstance(model, NeutralModel):  # a tree teacher has no ONNX/int8 conversion here
+            return {}
         return self.backend.deployments(model, self.data.x_train)
 
     def outputs(self, model, x: np.ndarray) -> np.ndarray:
         """Logits (n, C) for classification, values (n,) for regression."""
-        out = self.backend.predict(model, x)
+        if isinstance(model, NeutralModel):
+            out = model.outputs(np.ascontiguousarray(x, dtype=np.float32))
+        else:
+            out = self.backend.predict(model, x)
         return out if self.data.task == "classification" else out[:, 0]
 
     def predict(self, model, x: np.ndarray) -> np.ndarray:

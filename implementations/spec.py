@@ -8,6 +8,7 @@ message naming the field (e.g. ``student.widths[0]: must be a positive integer, 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from distillbench.errors import UserError
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 CLASSIFICATION_COMPRESSORS = ("temperature", "topk", "quantize")
 REGRESSION_COMPRESSORS = ("identity", "affine", "quantize")
+TEACHER_KINDS = ("mlp", "residual_mlp", "ensemble", "hist_gradient_boosting")
 
 
 class ConfigError(UserError):
@@ -45,12 +47,67 @@ class MLPSpec:
             raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout!r}")
 
 
+@dataclass(frozen=True)
+class TeacherSpec(MLPSpec):
+    """Stage 1. ``kind``:
+
+    - ``mlp``: the MLP above;
+    - ``residual_mlp``: the MLP with an identity skip, ``h + dropout(act(h W + b))``, around every
+      hidden layer after the first whose width equals the previous one (widths [256, 256, 256]: 2 skips);
+    - ``ensemble``: ``members`` MLPs of these widths, each from its own initial weights and batch
+      order, served as one model: log of the mean of the members' softmax (classification), the
+      mean of their outputs (regression);
+    - ``hist_gradient_boosting``: scikit-learn's HistGradientBoostingClassifier/Regressor with
+      ``max_iter``, ``learning_rate`` and ``max_leaf_nodes`` (scikit-learn's defaults), early
+      stopping on the validation split with ``training.patience``; framework-independent, so both
+      frameworks distil the same teacher.
+
+    ``members`` is used by ``ensemble`` only, the three tree settings by ``hist_gradient_boosting``
+    only: set with another kind they are refused (``teacher.learning_rate`` is not the MLP's
+    ``training.learning_rate``)."""
+
+    kind: str = "mlp"
+    members: int = 5
+    max_iter: int = 100
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.kind not in TEACHER_KINDS:
+            raise ConfigError(f"{where}.kind: unknown teacher kind {self.kind!r} (known: {', '.join(TEACHER_KINDS)})")
+        if not isinstance(self.members, int) or isinstance(self.members, bool) or self.members < 2:
+            raise ConfigError(f"{where}.members: must be an integer >= 2, got {self.members!r}")
+        if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
+            raise ConfigError(f"{where}.max_iter: must be a positive integer, got {self.max_iter!r}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(f"{where}.learning_rate: must be > 0 and finite, got {self.learning_rate!r}")
+        if not isinstance(self.max_leaf_nodes, int) or isinstance(self.max_leaf_nodes, bool) or self.max_leaf_nodes < 2:
+            raise ConfigError(f"{where}.max_leaf_nodes: must be an integer >= 2, got {self.max_leaf_nodes!r}")
+        used_by = {"members": "ensemble", "max_iter": "hist_gradient_boosting",
+                   "learning_rate": "hist_gradient_boosting", "max_leaf_nodes": "hist_gradient_boosting"}
+        for name, kind in used_by.items():
+            default = next(f.default for f in dataclasses.fields(TeacherSpec) if f.name == name)
+            if self.kind != kind and getattr(self, name) != default:
+                raise ConfigError(f"{where}.{name}: used only by kind = {kind!r}, not {self.kind!r}")
+        if self.kind == "residual_mlp" and not any(residual_skips(self)):
+            raise ConfigError(f"{where}.widths: kind 'residual_mlp' needs two consecutive hidden layers of one width "
+                              f"(a skip connection), got {self.widths!r}")
+
+
+def residual_skips(spec: MLPSpec) -> list[bool]:
+    """Per hidden layer, whether it has an identity skip connection: only in a ``residual_mlp``
+    teacher, every hidden layer after the first whose width equals the previous layer's."""
+    residual = getattr(spec, "kind", "mlp") == "residual_mlp"
+    return [residual and i > 0 and width == spec.widths[i - 1] for i, width in enumerate(spec.widths)]
+
+
 def _default_student() -> MLPSpec:
     return MLPSpec(widths=[32], dropout=0.0)
 
 
-def _default_teacher() -> MLPSpec:
-    return MLPSpec(widths=[256, 256, 128], dropout=0.1)
+def _default_teacher() -> TeacherSpec:
+    return TeacherSpec(widths=[256, 256, 128], dropout=0.1)
 
 
 @dataclass(frozen=True)
@@ -105,6 +162,7 @@ class TrainingSpec:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     patience: int = 10
+    train_fraction: float = 1.0  # share of the training rows used: a seeded subset (pipeline.train_rows)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -118,6 +176,8 @@ class TrainingSpec:
                 raise ConfigError(f"training.{name}: must be in [0, 1), got {getattr(self, name)!r}")
         if not 0 < self.epsilon < math.inf:
             raise ConfigError(f"training.epsilon: must be > 0 and finite, got {self.epsilon!r}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"training.train_fraction: must be in (0, 1], got {self.train_fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -125,10 +185,17 @@ class PipelineSpec:
     """Teacher (stage 1), compressor and student loss (stage 2 and 3), training settings."""
 
     name: str = "default"
-    teacher: MLPSpec = field(default_factory=_default_teacher)
+    teacher: TeacherSpec = field(default_factory=_default_teacher)
     student: MLPSpec = field(default_factory=_default_student)
     distill: DistillSpec = field(default_factory=DistillSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    # A grid of configurations: dotted field path ("distill.temperature") -> the values to try, in the
+    # file's order. Empty: one configuration, this spec. See ``variants()``.
+    sweep: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if type(self.teacher) is MLPSpec:  # a plain MLP given as the teacher: kind "mlp"
+            object.__setattr__(self, "teacher", TeacherSpec(**dataclasses.asdict(self.teacher)))
 
     def validate(self) -> "PipelineSpec":
         self.teacher.validate("teacher")
@@ -138,7 +205,24 @@ class PipelineSpec:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not data["sweep"]:  # a config without a sweep reads as it did before sweeps existed
+            del data["sweep"]
+        return data
+
+    def variants(self) -> list["Variant"]:
+        """The configurations of the sweep: the Cartesian product of its grids, the first key varying
+        slowest (the file's order). Without a sweep, one variant: label None, params {}, this spec."""
+        if not self.sweep:
+            return [Variant(None, {}, self)]
+        base = dataclasses.replace(self, sweep={})
+        short = _short_names(list(self.sweep))
+        out = []
+        for values in itertools.product(*self.sweep.values()):
+            params = dict(zip(self.sweep, values))
+            label = ", ".join(f"{short[path]}={_label_value(value)}" for path, value in params.items())
+            out.append(Variant(label, params, _with_value(base, params)))
+        return out
 
     def replace(self, **sections: Any) -> "PipelineSpec":
         """A copy with some sections replaced, e.g. ``spec.replace(training=...)``."""
@@ -172,8 +256,103 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def spec_from_dict(data: dict[str, Any]) -> PipelineSpec:
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of a sweep: a short readable label ("temperature=2, alpha=0.3"; None
+    without a sweep), the swept values by dotted path, and the full spec."""
+
+    label: str | None
+    params: dict[str, Any]
+    spec: PipelineSpec
+
+
+MAX_VARIANTS = 256
+
+
+def _sections(spec: PipelineSpec) -> list[str]:
+    """The sections a sweep may change: every table of the spec (teacher, student, distill, training...)."""
+    return [f.name for f in dataclasses.fields(spec) if dataclasses.is_dataclass(getattr(spec, f.name))]
+
+
+def _short_names(paths: list[str]) -> dict[str, str]:
+    """The field name alone ("temperature"), or the whole path where two paths share a field name."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return {p: (n if last.count(n) == 1 else p) for p, n in zip(paths, last)}
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_label_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _with_value(spec: PipelineSpec, params: dict[str, Any]) -> PipelineSpec:
+    """``spec`` with these dotted paths set (types checked and the whole spec validated)."""
+    data = spec.to_dict()
+    for path, value in params.items():
+        section, name = path.split(".")
+        data[section][name] = value
     return _build(PipelineSpec, data, "").validate()
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"distill": {"alpha": [..]}}`` (TOML's unquoted dotted keys) as ``{"distill.alpha": [..]}``."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _parse_sweep(base: PipelineSpec, table: Any) -> dict[str, list]:
+    """Check a [sweep] table against the spec: known paths, non-empty lists of distinct values, every
+    value valid for its field; errors name the key and the value's index."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {table!r}")
+    sweep = _flatten(table)
+    for path, values in sweep.items():
+        where = f"sweep.{path!r}".replace("'", '"')
+        section, _, name = path.partition(".")
+        sections = _sections(base)
+        known = {f.name for f in dataclasses.fields(getattr(base, section))} if section in sections else set()
+        if section not in sections or name not in known:
+            fields = ", ".join(f"{s}.{f.name}" for s in sections for f in dataclasses.fields(getattr(base, s)))
+            raise ConfigError(f"{where}: unknown field (known: {fields})")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: must be a non-empty list of values, got {values!r}")
+        checked = []
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                raise ConfigError(f"{where}[{i}]: {value!r} is listed twice")
+            try:
+                built = _with_value(base, {path: value})
+            except ConfigError as exc:
+                message = str(exc).removeprefix(f"{path}: ")
+                raise ConfigError(f"{where}[{i}]: {message}") from None
+            checked.append(getattr(getattr(built, section), name))  # as the spec holds it (e.g. 2 -> 2.0)
+        sweep[path] = checked
+    count = math.prod(len(v) for v in sweep.values())
+    if count > MAX_VARIANTS:
+        raise ConfigError(f"sweep: {count} configurations, more than the {MAX_VARIANTS} allowed")
+    return sweep
+
+
+def spec_from_dict(data: dict[str, Any]) -> PipelineSpec:
+    data = dict(data)
+    sweep = data.pop("sweep", None)
+    spec = _build(PipelineSpec, data, "").validate()
+    if sweep:
+        spec = dataclasses.replace(spec, sweep=_parse_sweep(spec, sweep))
+        spec.variants()  # every grid point, as a whole spec
+    elif sweep is not None and sweep != {}:
+        raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {sweep!r}")
+    return spec
 
 
 def presets() -> list[str]:

@@ -10,8 +10,14 @@ ReLU units, late training). ``TextbookAdam`` makes the Keras update the torch on
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
+import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -21,8 +27,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from distillbench.implementations.pipeline import Backend, LossSpec  # noqa: E402
-from distillbench.implementations.spec import MLPSpec, TrainingSpec  # noqa: E402
+from distillbench.implementations import deploy  # noqa: E402
+from distillbench.implementations.pipeline import Backend, LossSpec, Served  # noqa: E402
+from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
 
 
 def loss_fn(spec: LossSpec):
@@ -61,9 +68,35 @@ class TextbookAdam(keras.optimizers.Adam):
         self.assign_sub(variable, step_size * m / denom)
 
 
+@keras.saving.register_keras_serializable(package="distillbench")
+class EnsembleMean(keras.layers.Layer):
+    """The members' outputs (a list) as one: log of the mean of their softmax (classification), or
+    their mean (regression)."""
+
+    def __init__(self, classification: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.classification = classification
+
+    def call(self, outputs):
+        out = keras.ops.stack(outputs, axis=0)
+        if self.classification:
+            return keras.ops.logsumexp(keras.ops.log_softmax(out, axis=-1), axis=0) - math.log(len(outputs))
+        return keras.ops.mean(out, axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "classification": self.classification}
+
+
+def _with_forward(model: keras.Model, n_in: int) -> keras.Model:
+    # One trace for every batch size: no retracing between single rows and large batches.
+    model.forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, n_in], tf.float32)])
+    return model
+
+
 class TensorFlowBackend(Backend):
     name = "tensorflow"
     version = tf.__version__
+    threads: int | None = None
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
         if device == "gpu" and not tf.config.list_physical_devices("GPU"):
@@ -76,11 +109,23 @@ class TensorFlowBackend(Backend):
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TF already ran an op in this process: the first job's settings stay
             pass
+        self.threads = threads  # also the deployment runtimes' (onnxruntime, the TFLite interpreter)
         keras.backend.clear_session()  # a worker runs several jobs: start each from a clean state
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> keras.Model:
+        skips = residual_skips(spec)
+        if any(skips):  # a functional model: Dense -> Dropout -> Add(skip) per hidden layer
+            x = inputs = keras.Input(shape=(weights[0].shape[0],))
+            for width, skip in zip(spec.widths, skips):
+                h = keras.layers.Dense(width, activation=spec.activation)(x)
+                if spec.dropout:
+                    h = keras.layers.Dropout(spec.dropout)(h)
+                x = keras.layers.Add()([x, h]) if skip else h
+            model = keras.Model(inputs, keras.layers.Dense(weights[-1].shape[0])(x))
+            model.set_weights(weights)
+            return _with_forward(model, weights[0].shape[0])
         layers: list = [keras.Input(shape=(weights[0].shape[0],))]
         for width in spec.widths:
             layers.append(keras.layers.Dense(width, activation=spec.activation))
@@ -89,10 +134,12 @@ class TensorFlowBackend(Backend):
         layers.append(keras.layers.Dense(weights[-1].shape[0]))
         model = keras.Sequential(layers)
         model.set_weights(weights)
-        # One trace for every batch size: no retracing between single rows and large batches.
-        model.forward = tf.function(lambda x: model(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, weights[0].shape[0]], tf.float32)])
-        return model
+        return _with_forward(model, weights[0].shape[0])
+
+    def ensemble(self, members: list, task: str) -> keras.Model:
+        inputs = keras.Input(shape=(members[0].input_shape[-1],))
+        model = keras.Model(inputs, EnsembleMean(task == "classification")([member(inputs) for member in members]))
+        return _with_forward(model, members[0].input_shape[-1])
 
     def serialized_size(self, model) -> int:
         with tempfile.TemporaryDirectory() as folder:
@@ -125,3 +172,50 @@ class TensorFlowBackend(Backend):
 
     def serving_fn(self, model):
         return (lambda x: model.forward(x).numpy()), "tf.function(model(x, training=False)), not Model.predict"
+
+    def deployments(self, model, x_calibration: np.ndarray) -> dict:
+        """ONNX converted by tf2onnx from the model's serving ``tf.function`` (batch dimension None),
+        served by onnxruntime; and int8 by the TFLite converter, full-integer quantisation (int8
+        weights per channel, int8 activations calibrated on training rows; float32 in and out),
+        served by the TFLite interpreter."""
+        forward = getattr(model, "forward", None)
+        if not isinstance(forward, tf.types.experimental.PolymorphicFunction):  # not a model of this backend
+            return {}
+        float_served = functools.cache(lambda: self.serve(model))
+        calibration = deploy.calibration_rows(x_calibration)
+
+        def onnx() -> Served:
+            import tf2onnx
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                proto, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature)
+            reference = float_served()
+            return deploy.onnx_served(proto.SerializeToString(), self.threads,
+                                      f"tf2onnx {tf2onnx.__version__} from the model's tf.function (TF {tf.__version__})",
+                                      reference.n_params, reference.macs_per_row)
+
+        def int8() -> Served:
+            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+            # Frozen first: the converter's calibration cannot read the variables of a captured Keras model.
+            absl, absl_level = logging.getLogger("absl"), logging.getLogger("absl").level
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                absl.setLevel(logging.ERROR)  # the converter warns of its deprecated path for frozen functions
+                try:
+                    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+                    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+                    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                    converter.representative_dataset = lambda: (
+                        [calibration[i : i + 32]] for i in range(0, len(calibration), 32))
+                    flatbuffer = converter.convert()
+                finally:
+                    absl.setLevel(absl_level)
+            reference = float_served()
+            return deploy.tflite_served(flatbuffer, self.threads,
+                                        f"full-integer int8 by tf.lite.TFLiteConverter (int8 weights per channel, "
+                                        f"activations calibrated on {len(calibration)} training rows, float32 in/out)",
+                                        reference.n_params, reference.macs_per_row)
+
+        return {"onnx": onnx, "int8": int8}

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import io
+import logging
+import math
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from distillbench.implementations.pipeline import Backend, LossSpec
-from distillbench.implementations.spec import MLPSpec, TrainingSpec
+from distillbench.implementations import deploy
+from distillbench.implementations.pipeline import Backend, LossSpec, Served
+from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
@@ -34,10 +41,44 @@ def loss_fn(spec: LossSpec):
     return classification
 
 
+class ResidualMLP(nn.Module):
+    """An MLP whose hidden layer i computes ``h + dropout(act(h W + b))`` where ``skips[i]``, else
+    ``dropout(act(h W + b))``; the output layer is linear."""
+
+    def __init__(self, sizes: list[int], spec: MLPSpec, skips: list[bool]):
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.act = _ACTIVATIONS[spec.activation]()
+        self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.skips = list(skips)
+
+    def forward(self, x):
+        for linear, skip in zip(self.linears[:-1], self.skips):
+            h = self.drop(self.act(linear(x)))
+            x = x + h if skip else h
+        return self.linears[-1](x)
+
+
+class Ensemble(nn.Module):
+    """Trained members as one model: log of the mean of their softmax, or the mean of their outputs."""
+
+    def __init__(self, members: list[nn.Module], task: str):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.classification = task == "classification"
+
+    def forward(self, x):
+        out = torch.stack([member(x) for member in self.members])
+        if self.classification:
+            return torch.logsumexp(F.log_softmax(out, dim=-1), dim=0) - math.log(len(self.members))
+        return out.mean(dim=0)
+
+
 class TorchBackend(Backend):
     name = "torch"
     version = torch.__version__
     device = torch.device("cpu")
+    threads: int | None = None
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
         if device == "gpu":
@@ -46,10 +87,16 @@ class TorchBackend(Backend):
             self.device = torch.device("cuda")
         if threads:
             torch.set_num_threads(threads)
+        self.threads = threads  # also the deployment runtimes' (onnxruntime)
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
 
-    def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Sequential:
+    def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
+        skips = residual_skips(spec)
+        if any(skips):
+            model = ResidualMLP([weights[0].shape[0], *(b.shape[0] for b in weights[1::2])], spec, skips).to(self.device)
+            self.set_weights(model, weights)
+            return model
         layers: list[nn.Module] = []
         for i, kernel in enumerate(weights[0::2]):
             layers.append(nn.Linear(*kernel.shape))
@@ -61,9 +108,12 @@ class TorchBackend(Backend):
         self.set_weights(model, weights)
         return model
 
+    def ensemble(self, members: list, task: str) -> nn.Module:
+        return Ensemble(members, task).to(self.device)
+
     @staticmethod
-    def _linears(model: nn.Sequential) -> list[nn.Linear]:
-        return [m for m in model if isinstance(m, nn.Linear)]
+    def _linears(model: nn.Module) -> list[nn.Linear]:
+        return [m for m in model.modules() if isinstance(m, nn.Linear)]  # in registration order
 
     def get_weights(self, model) -> list[np.ndarray]:
         out = []
@@ -111,3 +161,58 @@ class TorchBackend(Backend):
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         return buffer.getbuffer().nbytes
+
+    def deployments(self, model, x_calibration: np.ndarray) -> dict:
+        """ONNX exported by torch.onnx (the torch.export-based exporter) with a dynamic batch
+        dimension, served by onnxruntime; and int8 by dynamic quantisation of every nn.Linear
+        (int8 weights per tensor, activations quantised per call), served by torch on CPU."""
+        if not isinstance(model, nn.Module):  # a model outside torch (e.g. a tree teacher)
+            return {}
+        float_served = functools.cache(lambda: self.serve(model))
+        example = torch.from_numpy(deploy.calibration_rows(x_calibration)[:2])
+
+        def cpu_copy() -> nn.Module:
+            return copy.deepcopy(model).cpu().eval()
+
+        def onnx() -> Served:
+            with warnings.catch_warnings(), _quiet_onnx_exporter():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(cpu_copy(), (example,), dynamo=True, verbose=False,
+                                            input_names=["x"], output_names=["y"],
+                                            dynamic_shapes=({0: torch.export.Dim("batch")},))
+            reference = float_served()
+            return deploy.onnx_served(program.model_proto.SerializeToString(), self.threads,
+                                      f"torch.onnx.export (dynamo) from torch {torch.__version__}",
+                                      reference.n_params, reference.macs_per_row)
+
+        def int8() -> Served:
+            with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao, not yet gone
+                warnings.simplefilter("ignore")
+                quantized = torch.ao.quantization.quantize_dynamic(cpu_copy(), {nn.Linear}, dtype=torch.qint8)
+            buffer = io.BytesIO()
+            torch.save(quantized.state_dict(), buffer)
+
+            def call(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return quantized(torch.from_numpy(x)).numpy()
+            reference = float_served()
+            return Served(call, f"torch {torch.__version__} dynamic int8 quantisation "
+                                f"(torch.ao.quantization.quantize_dynamic of nn.Linear: int8 weights per tensor, "
+                                f"activations quantised per call, {torch.backends.quantized.engine} engine) "
+                                f"on cpu under torch.inference_mode()",
+                          reference.n_params, buffer.getbuffer().nbytes, reference.macs_per_row, tolerance=None)
+
+        return {"onnx": onnx, "int8": int8}
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter():
+    """torch.onnx's exporter prints its progress and logs warnings about torchvision: hide them."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)

@@ -182,7 +182,7 @@ def fallback_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     result = subprocess.run(
         [sys.executable, "-m", "distillbench.cli", "run", "--suite", "smoke", "--fallback-suite", "builtin",
          "--cache", str(tmp / "cache"), "--config", str(tmp / "tiny.toml"), "--frameworks", "torch", "--seeds", "1",
-         "--timing-budget", "0.05", "--out", str(out)],
+         "--timing-budget", "0.05", "--no-deploy", "--out", str(out)],
         cwd=tmp, capture_output=True, text=True, env=env, timeout=600,
     )
     return result, out

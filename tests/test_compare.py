@@ -471,7 +471,7 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
     procs = {}
     for name in ("first", "second"):
         args = [sys.executable, "-m", "distillbench.cli", "run", "--suite", "smoke", "--frameworks", "torch",
-                "--seeds", "2", "--timing-budget", "0.05", "--threads", "1", "--config", str(config),
+                "--seeds", "2", "--timing-budget", "0.05", "--threads", "1", "--config", str(config), "--no-deploy",
                 "--openml-source", str(openml_source), "--cache", str(folder / f"cache-{name}"),
                 "--out", str(folder / name)]
         procs[name] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -68,9 +68,10 @@ def clean_env() -> dict[str, str]:
 
 def run_args(data, *args: str) -> list[str]:
     """`distillbench run ARGS` on the test data, with the tiny config and timing budget (later
-    options of the same name override these)."""
+    options of the same name override these), without the deployment formats (tests/test_deploy.py
+    runs them): one record per role of ROLES."""
     return [*cli(), "run", "--openml-source", str(data.source), "--cache", str(data.cache),
-            "--config", str(data.config), "--timing-budget", "0.05", "--seeds", "1", *args]
+            "--config", str(data.config), "--timing-budget", "0.05", "--seeds", "1", "--no-deploy", *args]
 
 
 def distillbench_run(data, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

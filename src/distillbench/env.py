@@ -12,7 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("distillbench", "torch", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "openml",
-            "scikit-learn", "scipy", "matplotlib", "pyarrow", "dask", "distributed")
+            "scikit-learn", "scipy", "matplotlib", "pyarrow", "dask", "distributed",
+            "onnx", "onnxruntime", "onnxscript", "tf2onnx")
 _REPO = Path(__file__).resolve().parents[2]  # src/distillbench/env.py -> the checkout
 
 

@@ -1,0 +1,99 @@
+"""The gradient-boosted tree teacher (``teacher.kind = "hist_gradient_boosting"``).
+
+scikit-learn's HistGradientBoostingClassifier/Regressor, fitted in numpy outside any framework: both
+frameworks get the same teacher (same seed, same data, same trees), so their students differ only by
+the framework. Early stopping watches our own validation split (``fit(X_val=, y_val=)``) with
+``training.patience`` iterations of patience; like the MLPs' early stopping, the iterations after
+the best are dropped (scikit-learn keeps them: the model is refitted with ``max_iter`` = the best
+count, which grows the same first trees).
+
+Outputs are raw scores, as the compressors expect: classification logits (n, C) in label order
+0..C-1 (binary: ``[0, s]`` with ``s`` the log-odds of class 1, so that their softmax is
+``predict_proba``); regression values (n, 1) on the standardised target.
+
+Threads: scikit-learn's OpenMP threads are held to the job's thread count (``--threads``, as both
+frameworks are) while the trees are fitted and called; a ``threadpoolctl`` limit costs ~20 us a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import pickle
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import ThreadpoolController
+
+from distillbench.implementations.pipeline import Data, FitResult, NeutralModel, Served
+from distillbench.implementations.spec import TeacherSpec, TrainingSpec
+
+# The logit of a class absent from the training split (probability 0 after a softmax).
+ABSENT_CLASS_LOGIT = np.float32(-1e4)
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _threads(threads: int | None):
+    """At most ``threads`` OpenMP threads inside (no limit for None)."""
+    return _controller().limit(limits=threads, user_api="openmp") if threads else contextlib.nullcontext()
+
+
+class TreeTeacher(NeutralModel):
+    def __init__(self, estimator, n_classes: int, threads: int | None = None):
+        self.estimator, self.n_classes, self.threads = estimator, n_classes, threads
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        with _threads(self.threads):
+            if not self.n_classes:
+                return self.estimator.predict(x).astype(np.float32)[:, None]
+            raw = self.estimator.decision_function(x)
+        if raw.ndim == 1:  # two classes: the log-odds of the second
+            raw = np.column_stack([np.zeros_like(raw), raw])
+        out = np.full((len(x), self.n_classes), ABSENT_CLASS_LOGIT, dtype=np.float32)
+        out[:, self.estimator.classes_.astype(np.int64)] = raw
+        return out
+
+    @property
+    def n_nodes(self) -> int:
+        """Nodes of all trees (scikit-learn keeps them in the private ``_predictors``)."""
+        return int(sum(len(tree.nodes) for iteration in self.estimator._predictors for tree in iteration))
+
+    def serve(self) -> Served:
+        # n_params: tree nodes (each holds a feature, a threshold and a value), so that a compression
+        # ratio can be given at all; not comparable with a network's weights. No multiply-adds.
+        method = "decision_function" if self.n_classes else "predict"
+        return Served(self.outputs, f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
+                                    "on numpy (framework-independent)",
+                      n_params=self.n_nodes, model_bytes=len(pickle.dumps(self.estimator)), macs_per_row=None)
+
+
+def _val_loss(teacher: TreeTeacher, data: Data) -> float:
+    """The loss the MLP teachers are early-stopped on: cross-entropy of the logits, or MSE."""
+    out = teacher.outputs(data.x_val).astype(np.float64)
+    if not data.n_classes:
+        return float(np.mean((out[:, 0] - data.y_val) ** 2))
+    shifted = out - out.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(out)), data.y_val]))
+
+
+def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int,
+                threads: int | None = None) -> tuple[TreeTeacher, FitResult]:
+    cls = HistGradientBoostingClassifier if data.task == "classification" else HistGradientBoostingRegressor
+    settings = dict(learning_rate=spec.learning_rate, max_leaf_nodes=spec.max_leaf_nodes, random_state=seed)
+    with _threads(threads):
+        estimator = cls(max_iter=spec.max_iter, early_stopping=True, scoring="loss",
+                        n_iter_no_change=max(1, training.patience), **settings)
+        estimator.fit(data.x_train, data.y_train, X_val=data.x_val, y_val=data.y_val)
+        iterations = estimator.n_iter_
+        # validation_score_[k]: minus the validation loss after k iterations (k = 0: before any tree).
+        best = max(1, int(np.argmax(estimator.validation_score_)))
+        if best < iterations:
+            estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
+    teacher = TreeTeacher(estimator, data.n_classes, threads)
+    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data))
