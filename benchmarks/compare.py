@@ -42,7 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillbench.benchmarks.results import MANIFEST, RECORDS, latest_records, read_manifest, read_records
+from distillbench.benchmarks.results import MANIFEST, RECORDS, framework_label, latest_records, read_manifest, read_records
 from distillbench.errors import UserError
 
 ROLE_ORDER = ("teacher", "student_kd", "student_scratch")
@@ -474,15 +474,12 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
                mean_b, mean_c, mean_c - mean_b, 0.0, basis, None, verdict)
 
 
-def framework_label(record: dict) -> str:
-    """The framework, and the configuration of a sweep: "torch (temperature=2, alpha=0.3)". Runs are
-    compared configuration to configuration; records of a run without a sweep are keyed as before."""
-    variant = record.get("variant")
-    return record["framework"] if variant is None else f"{record['framework']} ({variant})"
-
-
-def _role_index(role: str) -> int:
-    return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+def _role_index(role: str) -> tuple[int, str]:
+    """Sort key: the roles in pipeline order, each model's deployment formats after the float ones."""
+    for i, base in enumerate(ROLE_ORDER):
+        if role == base or role.startswith(base + "_"):
+            return (i, role)
+    return (len(ROLE_ORDER), role)
 
 
 def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds | None = None) -> Comparison:

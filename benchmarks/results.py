@@ -52,6 +52,13 @@ def latest_records(records: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
+def framework_label(record: dict) -> str:
+    """The framework, and the configuration of a sweep: "torch (temperature=2, alpha=0.3)". Runs are
+    compared configuration to configuration; records of a run without a sweep are keyed as before."""
+    variant = record.get("variant")
+    return record["framework"] if variant is None else f"{record['framework']} ({variant})"
+
+
 def read_manifest(run_dir: Path) -> dict:
     path = Path(run_dir) / MANIFEST
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from distillbench.benchmarks.results import framework_label
+
 COLUMNS = ("dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention %", "kd gain %", "speed-up", "ok/failed")
 
 
@@ -18,8 +20,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     variants = list(dict.fromkeys(r.get("variant") for r in records))  # a sweep's configurations, in run order
     for r in records:
-        framework = r["framework"] if r.get("variant") is None else f"{r['framework']} ({r['variant']})"
-        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework)].append(r)
+        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework_label(r))].append(r)
     rows = []
     for (dataset, _, _, framework), group in sorted(groups.items()):
         ok = [r for r in group if r["status"] == "ok"]
