@@ -92,11 +92,15 @@ def _quality(data, outputs) -> dict:
     return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(outputs[:, 0]))
 
 
-def _measure(served: Served, data, budget_s: float) -> tuple[dict, np.ndarray]:
-    """Test quality, latency, throughput and size of a served model; and its test outputs."""
+def _measure(served: Served, data, budget_s: float, reference: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Test quality, latency, throughput and size of a served model; and its test outputs. With
+    ``reference`` (a converted model: the framework's own outputs), the outputs are checked against it
+    before anything is timed (``deploy.check_tolerance``): beyond the model's tolerance this raises,
+    so such a model never gets a quality or a timing; ``max_abs_diff`` records the difference."""
     start = time.perf_counter()
     outputs = served.fn(np.ascontiguousarray(data.x_test, dtype=np.float32))
-    measured = {
+    checked = {} if reference is None else {"max_abs_diff": check_tolerance(served, outputs, reference)}
+    measured = checked | {
         "metrics": _quality(data, outputs),
         **timing.percentiles(timing.latency_samples_us(served.fn, data.x_test, budget_s)),
         "throughput_rows_per_s": timing.throughput_rows_per_s(served.fn, data.x_test, budget_s / 2),
@@ -133,12 +137,8 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
             start = time.perf_counter()
             served = convert()
             record["convert_seconds"] = time.perf_counter() - start
-            # Checked before anything is measured: a model off by more than its tolerance is a failed
-            # record with the reason, never a quality or a timing.
-            check_tolerance(served, served.fn(np.ascontiguousarray(data.x_test, dtype=np.float32)), outputs)
-            measured, converted = _measure(served, data, job.timing_budget)
-            record.update(measured, max_abs_diff=check_tolerance(served, converted, outputs), tolerance=served.tolerance,
-                          agreement=None,
+            measured, converted = _measure(served, data, job.timing_budget, reference=outputs)
+            record.update(measured, tolerance=served.tolerance, agreement=None,
                           retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
                           speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]))
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
@@ -164,20 +164,22 @@ def _base(job: Job, data) -> dict:
     return base
 
 
-def _teacher_key(spec) -> str:
-    """What the teacher depends on: the whole spec but the student, the distillation and the name."""
+def _settings_key(spec, ignored: tuple[str, ...]) -> str:
+    """The spec but its name, its sweep and the ``ignored`` sections: what a model depends on."""
     data = spec.to_dict()
-    for section in ("name", "student", "distill", "sweep"):
+    for section in ("name", "sweep", *ignored):
         data.pop(section, None)
     return json.dumps(data, sort_keys=True)
+
+
+def _teacher_key(spec) -> str:
+    """What the teacher depends on: all but the student and the distillation."""
+    return _settings_key(spec, ("student", "distill"))
 
 
 def _scratch_key(spec) -> str:
     """What the scratch student (and its teacher, for its derived numbers) depends on: all but the distillation."""
-    data = spec.to_dict()
-    for section in ("name", "distill", "sweep"):
-        data.pop(section, None)
-    return json.dumps(data, sort_keys=True)
+    return _settings_key(spec, ("distill",))
 
 
 def _variant_fields(variant: Variant, train_rows: int | None) -> dict:

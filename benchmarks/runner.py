@@ -158,7 +158,7 @@ def run(options: RunOptions) -> Path:
     folder.truncate_partial_line()
     latest = latest_records(read_records(out))
     unfinished = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest  # e.g. one configuration of a sweep failed
-                  if r["status"] != "ok" and r["role"] in ("teacher", "student_kd", "student_scratch")}
+                  if r["status"] != "ok" and not r.get("format")}
     done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest if r["status"] == "ok"} - unfinished
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
                 options.device, options.cache, options.source, options.timing_budget, options.deploy)

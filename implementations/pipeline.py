@@ -165,10 +165,12 @@ class Backend(abc.ABC):
     def n_params(self, model) -> int:
         return int(sum(w.size for w in self.get_weights(model)))
 
+    def macs_per_row(self, model) -> int:
+        return int(sum(k.size for k in self.get_weights(model)[0::2]))
+
     def serve(self, model) -> Served:
         fn, path = self.serving_fn(model)
-        kernels = self.get_weights(model)[0::2]
-        return Served(fn, path, self.n_params(model), self.serialized_size(model), int(sum(k.size for k in kernels)))
+        return Served(fn, path, self.n_params(model), self.serialized_size(model), self.macs_per_row(model))
 
     def deployments(self, model, x_calibration: np.ndarray) -> dict[str, Callable[[], Served]]:
         """Per deployment format this backend offers (e.g. "onnx", "int8"), a function converting

@@ -11,7 +11,6 @@ ReLU units, late training). ``TextbookAdam`` makes the Keras update the torch on
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import math
@@ -181,7 +180,6 @@ class TensorFlowBackend(Backend):
         forward = getattr(model, "forward", None)
         if not isinstance(forward, tf.types.experimental.PolymorphicFunction):  # not a model of this backend
             return {}
-        float_served = functools.cache(lambda: self.serve(model))
         calibration = deploy.calibration_rows(x_calibration)
 
         def onnx() -> Served:
@@ -189,10 +187,9 @@ class TensorFlowBackend(Backend):
 
             with contextlib.redirect_stdout(io.StringIO()):
                 proto, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature)
-            reference = float_served()
             return deploy.onnx_served(proto.SerializeToString(), self.threads,
                                       f"tf2onnx {tf2onnx.__version__} from the model's tf.function (TF {tf.__version__})",
-                                      reference.n_params, reference.macs_per_row)
+                                      self.n_params(model), self.macs_per_row(model))
 
         def int8() -> Served:
             from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -212,10 +209,9 @@ class TensorFlowBackend(Backend):
                     flatbuffer = converter.convert()
                 finally:
                     absl.setLevel(absl_level)
-            reference = float_served()
             return deploy.tflite_served(flatbuffer, self.threads,
                                         f"full-integer int8 by tf.lite.TFLiteConverter (int8 weights per channel, "
                                         f"activations calibrated on {len(calibration)} training rows, float32 in/out)",
-                                        reference.n_params, reference.macs_per_row)
+                                        self.n_params(model), self.macs_per_row(model))
 
         return {"onnx": onnx, "int8": int8}

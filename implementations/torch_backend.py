@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import io
 import logging
 import math
@@ -168,7 +167,6 @@ class TorchBackend(Backend):
         (int8 weights per tensor, activations quantised per call), served by torch on CPU."""
         if not isinstance(model, nn.Module):  # a model outside torch (e.g. a tree teacher)
             return {}
-        float_served = functools.cache(lambda: self.serve(model))
         example = torch.from_numpy(deploy.calibration_rows(x_calibration)[:2])
 
         def cpu_copy() -> nn.Module:
@@ -180,10 +178,9 @@ class TorchBackend(Backend):
                 program = torch.onnx.export(cpu_copy(), (example,), dynamo=True, verbose=False,
                                             input_names=["x"], output_names=["y"],
                                             dynamic_shapes=({0: torch.export.Dim("batch")},))
-            reference = float_served()
             return deploy.onnx_served(program.model_proto.SerializeToString(), self.threads,
                                       f"torch.onnx.export (dynamo) from torch {torch.__version__}",
-                                      reference.n_params, reference.macs_per_row)
+                                      self.n_params(model), self.macs_per_row(model))
 
         def int8() -> Served:
             with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao, not yet gone
@@ -195,12 +192,11 @@ class TorchBackend(Backend):
             def call(x: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():
                     return quantized(torch.from_numpy(x)).numpy()
-            reference = float_served()
             return Served(call, f"torch {torch.__version__} dynamic int8 quantisation "
                                 f"(torch.ao.quantization.quantize_dynamic of nn.Linear: int8 weights per tensor, "
                                 f"activations quantised per call, {torch.backends.quantized.engine} engine) "
                                 f"on cpu under torch.inference_mode()",
-                          reference.n_params, buffer.getbuffer().nbytes, reference.macs_per_row, tolerance=None)
+                          self.n_params(model), buffer.getbuffer().nbytes, self.macs_per_row(model), tolerance=None)
 
         return {"onnx": onnx, "int8": int8}
 
