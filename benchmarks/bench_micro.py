@@ -91,7 +91,7 @@ def test_forward(benchmark, backend, data, role, batch) -> None:
 def test_train_step(benchmark, backend, data, role) -> None:
     model = _model(backend, role)
     loss = LossSpec("classification") if role == "teacher" else distill_loss("classification", SPEC.distill)
-    step = backend.trainer(model, loss, SPEC.training)
+    step = backend.trainer(model, loss, SPEC.training).step
     rows = SPEC.training.batch_size
     x, y = np.ascontiguousarray(data["x"][:rows]), np.ascontiguousarray(data["y"][:rows])
     t = None if role == "teacher" else np.ascontiguousarray(data["t"][:rows])

@@ -61,7 +61,7 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     else:
         t, loss = None, LossSpec(task)
     models = [b.build(mlp, weights) for b in backends]
-    steppers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
+    trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
     result = {"task": kind, "role": role, "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
     if role == "teacher" and mlp.kind == "ensemble":
@@ -72,8 +72,8 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
         losses = [b.loss(m, loss, *batch) for b, m in zip(backends, models)]
-        for step in steppers:
-            step(*batch)
+        for trainer in trainers:
+            trainer.step(*batch)
         result["steps"].append({
             "step": k,
             "loss": abs(losses[0] - losses[1]),

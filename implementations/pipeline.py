@@ -119,6 +119,26 @@ class Served:
     tolerance: float | None = None
 
 
+class Trainer(abc.ABC):
+    """One model's optimiser, as the shared loop drives it. A backend implements ``step``; it may
+    override ``run`` with a faster way through a whole list of batches (e.g. one compiled call)."""
+
+    path: str = ""  # the training call path, as the records show it
+
+    @abc.abstractmethod
+    def step(self, x: np.ndarray, y: np.ndarray, t: np.ndarray | None) -> None:
+        """One Adam step on a mini-batch (``t``: the compressed teacher targets, or None)."""
+
+    @abc.abstractmethod
+    def set_learning_rate(self, value: float) -> None:
+        """The learning rate of the steps from now on (a schedule's doing)."""
+
+    def run(self, x: np.ndarray, y: np.ndarray, t: np.ndarray | None, batches: list[np.ndarray]) -> None:
+        """One step per batch of row indices, in order."""
+        for rows in batches:
+            self.step(x[rows], y[rows], None if t is None else t[rows])
+
+
 class Backend(abc.ABC):
     """One framework's side of the pipeline. Models are the framework's own objects."""
 
@@ -141,8 +161,8 @@ class Backend(abc.ABC):
     def set_weights(self, model, weights: list[np.ndarray]) -> None: ...
 
     @abc.abstractmethod
-    def trainer(self, model, loss: LossSpec, training: TrainingSpec):
-        """A callable ``step(x, y, t)`` doing one Adam step on a mini-batch (``t`` may be None)."""
+    def trainer(self, model, loss: LossSpec, training: TrainingSpec) -> Trainer:
+        """The model's Adam optimiser with torch's update rule, as a ``Trainer``."""
 
     @abc.abstractmethod
     def loss(self, model, loss: LossSpec, x: np.ndarray, y: np.ndarray, t: np.ndarray | None) -> float:
@@ -201,11 +221,10 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
     """Mini-batch Adam for at most ``training.epochs`` epochs; stops after ``patience`` epochs
     without a lower validation loss and restores the best weights. ``member``: see ``batch_order``."""
     x, y, t = train
-    step = backend.trainer(model, loss, training)
+    trainer = backend.trainer(model, loss, training)
     best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
     for epoch in range(1, training.epochs + 1):
-        for rows in batch_order(len(x), training.batch_size, seed, epoch, member):
-            step(x[rows], y[rows], None if t is None else t[rows])
+        trainer.run(x, y, t, batch_order(len(x), training.batch_size, seed, epoch, member))
         val_loss = backend.loss(model, loss, *val)
         if not np.isfinite(val_loss):
             raise TrainingDiverged(f"validation loss is {val_loss} at epoch {epoch}")

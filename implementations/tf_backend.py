@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from distillbench.implementations import deploy  # noqa: E402
-from distillbench.implementations.pipeline import Backend, LossSpec, Served  # noqa: E402
+from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer  # noqa: E402
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
 
 
@@ -164,7 +164,7 @@ class TensorFlowBackend(Backend):
             with tf.GradientTape() as tape:
                 value = objective(model(x, training=True), y, t)
             optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
-        return step
+        return _TFTrainer(step, optimizer)
 
     def loss(self, model, loss: LossSpec, x, y, t) -> float:
         return float(loss_fn(loss)(model.forward(x), y, t))
@@ -215,3 +215,16 @@ class TensorFlowBackend(Backend):
                                         self.n_params(model), self.macs_per_row(model))
 
         return {"onnx": onnx, "int8": int8}
+
+
+class _TFTrainer(Trainer):
+    path = "tf.function: one traced GradientTape step of TextbookAdam per batch"
+
+    def __init__(self, step, optimizer):
+        self._step, self.optimizer = step, optimizer
+
+    def step(self, x, y, t) -> None:
+        self._step(x, y, t)
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)

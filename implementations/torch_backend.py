@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from distillbench.implementations import deploy
-from distillbench.implementations.pipeline import Backend, LossSpec, Served
+from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
@@ -134,14 +134,7 @@ class TorchBackend(Backend):
             model.parameters(), lr=training.learning_rate, betas=(training.beta_1, training.beta_2),
             eps=training.epsilon, weight_decay=0.0, amsgrad=False,
         )
-        objective = loss_fn(loss)
-
-        def step(x, y, t):
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            objective(model(self._tensor(x)), self._tensor(y), self._tensor(t)).backward()
-            optimizer.step()
-        return step
+        return _TorchTrainer(model, optimizer, loss_fn(loss), self._tensor)
 
     def loss(self, model, loss: LossSpec, x, y, t) -> float:
         model.eval()
@@ -212,3 +205,20 @@ def _quiet_onnx_exporter():
             yield
     finally:
         logger.setLevel(level)
+
+
+class _TorchTrainer(Trainer):
+    path = "torch eager: model.train(), one optimizer.step() of torch.optim.Adam per batch"
+
+    def __init__(self, model, optimizer, objective, tensor):
+        self.model, self.optimizer, self.objective, self.tensor = model, optimizer, objective, tensor
+
+    def step(self, x, y, t) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.objective(self.model(self.tensor(x)), self.tensor(y), self.tensor(t)).backward()
+        self.optimizer.step()
+
+    def set_learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
