@@ -22,7 +22,7 @@ from conftest import PROXY_VARIABLES
 import sklearn
 from sklearn import datasets as skdatasets
 
-from distillbench.benchmarks.commands import _fallback
+from distillbench.benchmarks.running.commands import _fallback
 from distillbench.datasets.builtin import (
     BUILTINS,
     BUNDLED,

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from distillbench.benchmarks import metrics
-from distillbench.benchmarks.job import RECORD_KEYS
-from distillbench.benchmarks.results import RECORDS, RunFolder, read_records
+from distillbench.benchmarks.running import metrics
+from distillbench.benchmarks.running.job import RECORD_KEYS
+from distillbench.benchmarks.store.run_folder import RECORDS, RunFolder, read_records
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.errors import UserError
 from distillbench.implementations.pipeline import ROLES

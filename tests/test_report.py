@@ -23,7 +23,7 @@ import pytest
 from matplotlib import image
 from scipy import stats as sp
 
-from distillbench.benchmarks.report import write_report
+from distillbench.benchmarks.reporting.report import write_report
 
 RUN_SMALL = Path(__file__).parent / "data" / "run_small"
 XSS = "<script>alert(1)</script>"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from distillbench.benchmarks import stats
+from distillbench.benchmarks.reporting import stats
 
 SAMPLE = [0.81, 0.79, 0.85, 0.80, 0.83]
 

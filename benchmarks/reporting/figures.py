@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from distillbench.benchmarks.stats import cliques
+from distillbench.benchmarks.reporting.stats import cliques
 from distillbench.implementations.pipeline import ROLES
 
 ROLE_COLORS = {"teacher": "#555555", "student_kd": "#1f77b4", "student_scratch": "#ff7f0e"}

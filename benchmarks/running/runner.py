@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillbench.benchmarks.executors import make_executor, worker_env
-from distillbench.benchmarks.job import Job, failed_records
-from distillbench.benchmarks.results import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
+from distillbench.benchmarks.running.executors import make_executor, worker_env
+from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import UserError

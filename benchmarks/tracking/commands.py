@@ -43,9 +43,9 @@ Exit status: 0 no regression that --fail-on counts, 1 regression, 2 usage error.
 
 
 def register(subparsers) -> None:
-    from distillbench.benchmarks.compare import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K, DEFAULT_TIMING_THRESHOLD,
+    from distillbench.benchmarks.tracking.compare import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K, DEFAULT_TIMING_THRESHOLD,
                                                  FAIL_ON)
-    from distillbench.benchmarks.history import DEFAULT_METRICS, KNOWN_METRICS
+    from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, KNOWN_METRICS
 
     compare = subparsers.add_parser("compare", help="compare a run with a baseline run; exit 1 on a regression",
                                     description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +99,7 @@ def register(subparsers) -> None:
 
 
 def _compare(args) -> int:
-    from distillbench.benchmarks.compare import DEFAULT_FLOORS, Thresholds, compare_runs, format_comparison, parse_floor, resolve_run
+    from distillbench.benchmarks.tracking.compare import DEFAULT_FLOORS, Thresholds, compare_runs, format_comparison, parse_floor, resolve_run
 
     if not args.k >= 0 or not args.timing_threshold >= 0 or not 0 < args.alpha < 1:
         raise UserError("--k and --timing-threshold must be non-negative, --alpha in (0, 1)")
@@ -127,7 +127,7 @@ def _compare(args) -> int:
 def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool = False,
                     baselines: Path = BASELINES) -> Path:
     """Copy a run into ``baselines/<name>/``, replacing any previous one as a whole."""
-    from distillbench.benchmarks.results import MANIFEST, RECORDS, latest_records, read_manifest, read_records
+    from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, latest_records, read_manifest, read_records
 
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file() or not (run_dir / RECORDS).is_file():
@@ -192,7 +192,7 @@ def _baseline_update(args) -> int:
 
 
 def _history(args) -> int:
-    from distillbench.benchmarks.history import DEFAULT_METRICS, write_history
+    from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, write_history
 
     csv_path, png_path, rows = write_history([Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS),
                                              Path(args.out))

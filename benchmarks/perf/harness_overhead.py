@@ -1,6 +1,6 @@
 """Performance of the harness itself (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf_harness --openml-source DIR [--suite quick] [--seeds 3]
+    python -m distillbench.benchmarks.perf.harness_overhead --openml-source DIR [--suite quick] [--seeds 3]
 
 Measures and prints:
 
@@ -97,7 +97,7 @@ def bare_loop_us(fn, x, n: int):
     """Per-call wall time (us) of ``fn(row)`` over n single rows: nothing but the clock around each call."""
     import numpy as np
 
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
 
     rows = timing.single_rows(x, n)
     for row in rows[: timing.WARMUP_CALLS]:
@@ -113,7 +113,7 @@ def bare_loop_us(fn, x, n: int):
 
 def amortised_us(fn, x, n: int) -> float:
     """Mean wall time (us) per call of an untimed loop of n single-row calls."""
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
 
     rows = timing.single_rows(x, n)
     for row in rows[: timing.WARMUP_CALLS]:
@@ -128,7 +128,7 @@ def latency_worker(framework: str, args) -> dict:
     """Train the scratch student of the config on the dataset (seed 0), then time its serving call."""
     import numpy as np
 
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
     from distillbench.datasets.prepare import get_prepared
     from distillbench.datasets.sources import OpenMLCache
     from distillbench.implementations.frameworks import get_backend
@@ -166,7 +166,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}  # as the harness's workers
     for framework in FRAMEWORKS:
         out = tmp / f"latency-{framework}.json"
-        command = [sys.executable, "-m", "distillbench.benchmarks.perf_harness", "--latency-worker", framework,
+        command = [sys.executable, "-m", "distillbench.benchmarks.perf.harness_overhead", "--latency-worker", framework,
                    "--result", str(out), "--dataset", str(args.dataset), "--rounds", str(args.rounds),
                    "--timing-budget", str(args.timing_budget), *_data_options(args)]
         if args.config:
@@ -184,7 +184,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf_harness",
+    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.harness_overhead",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="quick", help="suite to run (default quick)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")

@@ -82,9 +82,9 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from distillbench.benchmarks.results import latest_records, read_records
-    from distillbench.benchmarks.runner import RunOptions, default_run_id, run
-    from distillbench.benchmarks.summary import format_table, summary_rows
+    from distillbench.benchmarks.store.run_folder import latest_records, read_records
+    from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
+    from distillbench.benchmarks.reporting.summary import format_table, summary_rows
     from distillbench.datasets.suites import SuiteEntry, load_suite
     from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
@@ -179,7 +179,7 @@ def _report(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else newest_run()
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
-    from distillbench.benchmarks.report import write_report  # scipy and matplotlib: only once there is work
+    from distillbench.benchmarks.reporting.report import write_report  # scipy and matplotlib: only once there is work
 
     out = write_report(run_dir, Path(args.out) if args.out else None)
     print(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)", file=sys.stderr)

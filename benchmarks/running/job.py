@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distillbench.benchmarks import metrics, timing
+from distillbench.benchmarks.running import metrics, timing
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax

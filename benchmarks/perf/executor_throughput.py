@@ -1,6 +1,6 @@
 """Throughput of the executors (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf_dask --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
+    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
 
 Runs the same sweep of jobs (a suite, both frameworks, several seeds, a small training-dominated
 config, the smallest timing budget) as real ``distillbench run`` subprocesses, four ways:
@@ -107,7 +107,7 @@ def summarize(results: list[dict]) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf_dask", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.executor_throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openml-source", default=os.environ.get("DISTILLBENCH_OPENML_SOURCE"), metavar="DIR")
     parser.add_argument("--cache", metavar="DIR", help="writable OpenML cache (default: a temporary folder)")

@@ -42,7 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillbench.benchmarks.results import MANIFEST, RECORDS, framework_label, latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, framework_label, latest_records, read_manifest, read_records
 from distillbench.errors import UserError
 
 ROLE_ORDER = ("teacher", "student_kd", "student_scratch")
@@ -77,7 +77,7 @@ IMPROVED, UNCHANGED, REGRESSED = "improved", "unchanged", "regressed"
 def quality_directions() -> dict[str, bool]:
     """Whether higher is better, per quality metric. Imported on use: ``metrics`` loads scikit-learn,
     which every `distillbench` command would otherwise pay for when the CLI registers its commands."""
-    from distillbench.benchmarks.metrics import HIGHER_IS_BETTER
+    from distillbench.benchmarks.running.metrics import HIGHER_IS_BETTER
 
     return {**HIGHER_IS_BETTER, **dict.fromkeys(DERIVED_QUALITY, True)}
 

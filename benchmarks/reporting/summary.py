@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from distillbench.benchmarks.results import framework_label
+from distillbench.benchmarks.store.run_folder import framework_label
 
 COLUMNS = ("dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention %", "kd gain %", "speed-up", "ok/failed")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from distillbench.benchmarks import figures, stats
-from distillbench.benchmarks.metrics import HIGHER_IS_BETTER
-from distillbench.benchmarks.metrics import ratio as _ratio
-from distillbench.benchmarks.metrics import retention as _retention
-from distillbench.benchmarks.results import latest_records, read_manifest, read_records
-from distillbench.benchmarks.stats import Estimate
+from distillbench.benchmarks.reporting import figures, stats
+from distillbench.benchmarks.running.metrics import HIGHER_IS_BETTER
+from distillbench.benchmarks.running.metrics import ratio as _ratio
+from distillbench.benchmarks.running.metrics import retention as _retention
+from distillbench.benchmarks.store.run_folder import latest_records, read_manifest, read_records
+from distillbench.benchmarks.reporting.stats import Estimate
 from distillbench.implementations.pipeline import ROLES
 
 STUDENTS = ("student_kd", "student_scratch")
