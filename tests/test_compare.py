@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from distillbench.benchmarks.tracking.compare import (IMPROVED, REGRESSED, UNCHANGED, Thresholds, compare_runs,
-                                             format_comparison, machine_differences)
 from distillbench.benchmarks.running.job import RECORD_KEYS
 from distillbench.benchmarks.store.run_folder import RunFolder, read_records
-from distillbench.benchmarks.tracking.commands import update_baseline
+from distillbench.benchmarks.tracking.baseline import update_baseline
+from distillbench.benchmarks.tracking.compare import compare_runs
+from distillbench.benchmarks.tracking.comparison_text import format_comparison
+from distillbench.benchmarks.tracking.run_differences import machine_differences
+from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, Thresholds
 from distillbench.cli import main
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.env import environment

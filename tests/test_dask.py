@@ -92,7 +92,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert run.manifest["executor"] == {"name": "local", "concurrency": 2}
     assert "2 jobs at once" in run.manifest["worker"] and run.manifest["worker_env"]["OMP_NUM_THREADS"] == "1"
     # Two runs whose jobs were timed under different concurrency: their timings are not comparable.
-    from distillbench.benchmarks.tracking.compare import machine_differences
+    from distillbench.benchmarks.tracking.run_differences import machine_differences
 
     assert any("concurrency" in d for d in machine_differences(local_run.manifest, run.manifest))
 
@@ -169,8 +169,8 @@ def test_scheduler_needs_the_dask_executor(data, tmp_path) -> None:
 def test_timings_are_put_side_by_side_only_from_one_kind_of_machine(local_run) -> None:
     """A run whose jobs ran on two kinds of machine (as on a mixed Dask cluster): the report says so and
     keeps its timing comparisons within one kind; compare makes timing advisory."""
-    from distillbench.benchmarks.tracking.compare import job_machine_differences
-    from distillbench.benchmarks.reporting.report import machine_kinds
+    from distillbench.benchmarks.reporting.aggregate import machine_kinds
+    from distillbench.benchmarks.tracking.run_differences import job_machine_differences
 
     same = local_run.records
     other = [{**r, "machine": {**r["machine"], "cpu": "Another CPU"}} if r["framework"] == "tensorflow" else r for r in same]

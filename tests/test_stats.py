@@ -1,4 +1,4 @@
-"""The report's statistics (benchmarks/stats.py) against scipy and published tables, on fixed inputs."""
+"""The report's statistics (benchmarks/reporting/stats.py) against scipy and published tables, on fixed inputs."""
 
 from __future__ import annotations
 

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from distillbench.benchmarks.tracking.compare import compare_runs, format_comparison
 from distillbench.benchmarks.reporting.figures import pareto_front
 from distillbench.benchmarks.reporting.report import SWEEP_FIGURE_NAMES, write_report
 from distillbench.benchmarks.store.run_folder import latest_records, read_records
+from distillbench.benchmarks.tracking.compare import compare_runs
+from distillbench.benchmarks.tracking.comparison_text import format_comparison
 from distillbench.implementations.pipeline import ROLES, Data, Pipeline, train_rows
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 

@@ -11,7 +11,7 @@ pipeline makes (``pipeline.initial_weights``), on synthetic classification data.
 the test run (``testpaths = tests``); run them with
 
     python -m distillbench.benchmarks.perf.micro            # saves the run, compares with the last saved one
-    pytest benchmarks/bench_micro.py [pytest-benchmark options]
+    pytest benchmarks/perf/bench_micro.py [pytest-benchmark options]
 
 Both frameworks run in this one process; each gets all cores (``DISTILLBENCH_MICRO_THREADS`` to
 change that) and is seeded and made deterministic by its backend's ``configure``. As in the

@@ -66,7 +66,7 @@ def measure_run(args, out: Path) -> dict:
         code = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
     if code != 0:
-        sys.exit(f"perf_harness: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
+        sys.exit(f"harness_overhead: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
     students = {fw: [r["latency_p50_us"] for r in records
@@ -175,7 +175,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
             command += ["--threads", str(args.threads)]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            sys.exit(f"perf_harness: the {framework} latency measurement failed:\n{done.stderr[-3000:]}")
+            sys.exit(f"harness_overhead: the {framework} latency measurement failed:\n{done.stderr[-3000:]}")
         results.append(json.loads(out.read_text()))
     return results
 
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         Path(args.result).write_text(json.dumps(latency_worker(args.latency_worker, args)))
         return 0
     if args.seeds < 1 or args.rounds < 1 or args.timing_budget <= 0:
-        sys.exit("perf_harness: --seeds and --rounds must be at least 1, --timing-budget positive")
+        sys.exit("harness_overhead: --seeds and --rounds must be at least 1, --timing-budget positive")
     from distillbench.datasets.suites import load_suite
 
     if args.dataset is None:

@@ -1,6 +1,6 @@
 """The figures of a report, drawn with matplotlib's Agg canvas (no display, no pyplot state).
 
-Each ``*_figure`` function takes the report's summary entries (see ``report.summarize``) and returns
+Each ``*_figure`` function takes the report's summary entries (see ``aggregate.summarize``) and returns
 a matplotlib Figure; ``render`` draws one as PNG and SVG bytes. Text from datasets is drawn as
 plain text (``parse_math=False``: a ``$`` in a name is not mathtext).
 """

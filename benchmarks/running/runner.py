@@ -47,7 +47,7 @@ class RunOptions:
     timing_budget: float = 2.0
     deploy: bool = True  # also measure every model in its deployment formats (ONNX, int8)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
-    fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (commands.py)
+    fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (fallback.py)
     executor: str = "local"  # local | dask (executors.py)
     scheduler: str | None = None  # dask: a scheduler's address; None: a LocalCluster for the run
     workers: int | None = None  # jobs at once (local, default 1) or LocalCluster workers (default: cores)

@@ -69,6 +69,14 @@ def read_manifest(run_dir: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
+def newest_run(results: Path = Path("results")) -> Path:
+    """The run folder under ``results`` whose manifest was written last."""
+    runs = sorted((p for p in results.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UserError(f"no run folder under {results}/: run `distillbench run` first, or name RUN_DIR")
+    return runs[-1].parent
+
+
 class RunFolder:
     """Exclusive writer of one run folder (the lock is released when the process ends, however)."""
 

@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.tracking.compare import ROLE_ORDER, load_run
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, framework_label
+from distillbench.benchmarks.tracking.compare import ROLE_ORDER, load_run
 from distillbench.errors import UserError
 
 PRIMARY = "primary"  # the record's own primary metric: accuracy (classification) or rmse (regression)

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "distillbench.implementations.commands",
     "distillbench.datasets.commands",
     "distillbench.benchmarks.running.commands",
+    "distillbench.benchmarks.reporting.commands",
     "distillbench.benchmarks.tracking.commands",
     "distillbench.env",
 ]
