@@ -3,7 +3,6 @@ between them, the regressions first, then every row."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from distillbench.benchmarks.store.metric_registry import BY_NAME
 from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
 from distillbench.implementations.roles import ROLES
+from distillbench.text import markdown_table, text_table, utc_time
 
 
 
@@ -54,17 +54,7 @@ def row_cells(row: Row) -> list[str]:
 
 
 def _table(header: tuple, rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _when(timestamp) -> str:
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+    return markdown_table(header, rows) if markdown else text_table(header, rows)
 
 
 def _run_line(label: str, path: Path, manifest: dict) -> str:
@@ -73,7 +63,7 @@ def _run_line(label: str, path: Path, manifest: dict) -> str:
     machine = env.get("machine") or {}
     commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
     return (f"{label}: {path} (run {manifest.get('run_id')}, suite {manifest.get('suite') or 'custom'}, "
-            f"seeds {manifest.get('seeds')}, commit {commit}, {_when(manifest.get('started'))}; "
+            f"seeds {manifest.get('seeds')}, commit {commit}, {utc_time(manifest.get('started'))}; "
             f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {manifest.get('threads')} threads)")
 
 
