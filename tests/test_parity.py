@@ -21,7 +21,7 @@ ROLES = ("teacher", "student_kd", "student_scratch")
 KINDS = ("regression", "binary", "multiclass")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)
