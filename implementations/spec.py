@@ -14,18 +14,13 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distillbench.errors import UserError
+from distillbench.implementations.compressors import COMPRESSORS, compressor_fields
+from distillbench.implementations.registry import ConfigError, with_fields
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
-CLASSIFICATION_COMPRESSORS = ("temperature", "topk", "quantize")
-REGRESSION_COMPRESSORS = ("identity", "affine", "quantize")
 TEACHER_KINDS = ("mlp", "residual_mlp", "ensemble", "hist_gradient_boosting")
-
-
-class ConfigError(UserError):
-    """A config value or file that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,10 @@ def _default_teacher() -> TeacherSpec:
 
 
 @dataclass(frozen=True)
+@with_fields(compressor_fields())
 class DistillSpec:
-    """Stage 2 (compressor) and the student's loss.
+    """Stage 2 (compressor) and the student's loss; then the fields that the compressors declare
+    (``compressors.py``: ``topk``, ``bits``).
 
     Classification: ``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(q || softmax(s / T))`` where ``q`` is
     the compressed teacher distribution at temperature T. The T^2 factor (Hinton et al. 2015) keeps
@@ -126,28 +123,20 @@ class DistillSpec:
     t_squared: bool = True
     classification_compressor: str = "temperature"
     regression_compressor: str = "affine"
-    topk: int = 3
-    bits: int = 4
+
+    if TYPE_CHECKING:  # the fields declared by the compressors
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha!r}")
         if not 0 < self.temperature < math.inf:
             raise ConfigError(f"distill.temperature: must be > 0 and finite, got {self.temperature!r}")
-        if self.classification_compressor not in CLASSIFICATION_COMPRESSORS:
-            raise ConfigError(
-                f"distill.classification_compressor: unknown compressor {self.classification_compressor!r}"
-                f" (known: {', '.join(CLASSIFICATION_COMPRESSORS)})"
-            )
-        if self.regression_compressor not in REGRESSION_COMPRESSORS:
-            raise ConfigError(
-                f"distill.regression_compressor: unknown compressor {self.regression_compressor!r}"
-                f" (known: {', '.join(REGRESSION_COMPRESSORS)})"
-            )
-        if not isinstance(self.topk, int) or self.topk < 1:
-            raise ConfigError(f"distill.topk: must be an integer >= 1, got {self.topk!r}")
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
-            raise ConfigError(f"distill.bits: must be an integer in [1, 16], got {self.bits!r}")
+        COMPRESSORS["classification"].known(self.classification_compressor, "distill.classification_compressor")
+        COMPRESSORS["regression"].known(self.regression_compressor, "distill.regression_compressor")
+        for name, declared in compressor_fields().items():
+            declared.check(f"distill.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
