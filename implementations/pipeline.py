@@ -18,6 +18,7 @@ import numpy as np
 
 from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
+from distillbench.implementations.teachers import TEACHER_KINDS
 
 # Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
 # one stream: the distilled and the scratch student start from the same weights and see the same
@@ -276,32 +277,9 @@ class Pipeline:
                    (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val), member)
 
     def fit_teacher(self):
-        """The teacher of ``spec.teacher.kind``: a framework model, or for ``hist_gradient_boosting``
-        a ``NeutralModel`` (the same in every framework)."""
-        kind = self.spec.teacher.kind
-        if kind == "hist_gradient_boosting":
-            from distillbench.implementations import trees
-
-            return trees.fit_teacher(self.spec.teacher, self.spec.training, self.data, self.seed,
-                                     getattr(self.backend, "threads", None))
-        if kind == "ensemble":
-            return self._fit_ensemble()
-        model = self.new_model("teacher")
-        return model, self._fit(model, LossSpec(self.data.task))
-
-    def _fit_ensemble(self):
-        """Each member trained alone by the shared fit loop, with its own initial weights and batch
-        order (member 0 is the single MLP teacher), then combined into one model."""
-        d, mlp, loss = self.data, self.spec.teacher, LossSpec(self.data.task)
-        members, fits = [], []
-        for k in range(mlp.members):
-            model = self.backend.build(mlp, initial_weights(mlp, d.x_train.shape[1], d.n_outputs, self.seed, "teacher", k))
-            fits.append(self._fit(model, loss, member=k))
-            members.append(model)
-        model = self.backend.ensemble(members, d.task)
-        val_loss = self.backend.loss(model, loss, d.x_val, d.y_val, None)
-        return model, FitResult(epochs=sum(f.epochs for f in fits), best_epoch=sum(f.best_epoch for f in fits),
-                                best_val_loss=float(val_loss), members=tuple(fits))
+        """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
+        ``NeutralModel`` (the same in every framework)."""
+        return TEACHER_KINDS[self.spec.teacher.kind].fit(self)
 
     def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
         """Fit the compressor on the training split; the student's targets for train and val."""
