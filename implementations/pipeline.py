@@ -32,19 +32,17 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class LossSpec:
-    """What a model is trained on. Classification: ``alpha * CE(y, s) + (1 - alpha) * scale *
-    KL(t || softmax(s / T))`` with ``scale = T^2`` when ``t_squared``; regression: ``alpha *
-    MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is plain supervised training (teacher,
-    scratch student), where ``t`` is not used."""
+    """What a model is trained on: ``alpha * label term + (1 - alpha) * scale * teacher term`` with
+    the teacher term of ``objective`` (``objectives.py``). Classification, ``soft_targets``:
+    ``alpha * CE(y, s) + (1 - alpha) * scale * KL(t || softmax(s / T))`` with ``scale = T^2`` when
+    ``t_squared``; regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is
+    plain supervised training (teacher, scratch student), where ``t`` is not used."""
 
     task: str
     alpha: float = 1.0
     temperature: float = 1.0
     t_squared: bool = True
-
-    @property
-    def kl_scale(self) -> float:
-        return self.temperature**2 if self.t_squared else 1.0
+    objective: str = "soft_targets"
 
 
 def distill_loss(task: str, distill: DistillSpec) -> LossSpec:

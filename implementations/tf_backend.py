@@ -27,27 +27,36 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from distillbench.implementations import deploy  # noqa: E402
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer  # noqa: E402
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
 
 
-def loss_fn(spec: LossSpec):
-    """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    if spec.task == "regression":
-        def regression(out, y, t):
-            s = out[:, 0]
-            loss = spec.alpha * tf.reduce_mean(tf.square(s - y))
-            return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * tf.reduce_mean(tf.square(s - t))
-        return regression
+def _soft_targets(spec: LossSpec):
+    def squared_error(out, t):
+        return tf.square(out[:, 0] - t)
 
-    def classification(out, y, t):
-        loss = spec.alpha * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
-        if spec.alpha == 1.0:
-            return loss
-        log_p = tf.nn.log_softmax(out / spec.temperature, axis=1)
-        kl = tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(t, t) - t * log_p, axis=1))  # xlogy: 0 log 0 = 0
-        return loss + (1.0 - spec.alpha) * spec.kl_scale * kl
-    return classification
+    def kl(out, t):  # xlogy: 0 log 0 = 0
+        return tf.reduce_sum(tf.math.xlogy(t, t) - t * tf.nn.log_softmax(out / spec.temperature, axis=1), axis=1)
+
+    return squared_error if spec.task == "regression" else kl
+
+
+# Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in torch_backend).
+TEACHER_TERMS = {"soft_targets": _soft_targets}
+
+
+def loss_fn(spec: LossSpec):
+    """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
+    teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
+
+    def objective(out, y, t):
+        if spec.task == "regression":
+            loss = spec.alpha * tf.reduce_mean(tf.square(out[:, 0] - y))
+        else:
+            loss = spec.alpha * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * tf.reduce_mean(teacher_term(out, t))
+    return objective
 
 
 class TextbookAdam(keras.optimizers.Adam):

@@ -15,29 +15,38 @@ from torch import nn
 from torch.nn import functional as F
 
 from distillbench.implementations import deploy
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
 
-def loss_fn(spec: LossSpec):
-    """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    if spec.task == "regression":
-        def regression(out, y, t):
-            s = out[:, 0]
-            loss = spec.alpha * torch.mean((s - y) ** 2)
-            return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * torch.mean((s - t) ** 2)
-        return regression
+def _soft_targets(spec: LossSpec):
+    def squared_error(out, t):
+        return (out[:, 0] - t) ** 2
 
-    def classification(out, y, t):
-        loss = spec.alpha * F.cross_entropy(out, y)
-        if spec.alpha == 1.0:
-            return loss
-        log_p = F.log_softmax(out / spec.temperature, dim=1)
-        kl = torch.sum(torch.xlogy(t, t) - t * log_p, dim=1).mean()  # xlogy: 0 log 0 = 0
-        return loss + (1.0 - spec.alpha) * spec.kl_scale * kl
-    return classification
+    def kl(out, t):  # xlogy: 0 log 0 = 0
+        return torch.sum(torch.xlogy(t, t) - t * F.log_softmax(out / spec.temperature, dim=1), dim=1)
+
+    return squared_error if spec.task == "regression" else kl
+
+
+# Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in tf_backend).
+TEACHER_TERMS = {"soft_targets": _soft_targets}
+
+
+def loss_fn(spec: LossSpec):
+    """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
+    teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
+
+    def objective(out, y, t):
+        if spec.task == "regression":
+            loss = spec.alpha * torch.mean((out[:, 0] - y) ** 2)
+        else:
+            loss = spec.alpha * F.cross_entropy(out, y)
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * torch.mean(teacher_term(out, t))
+    return objective
 
 
 class ResidualMLP(nn.Module):
