@@ -45,11 +45,8 @@ def _cell(value) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], markdown: bool = False) -> str:
+def format_table(rows: list[dict]) -> str:
     cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]

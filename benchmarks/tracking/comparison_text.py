@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from distillbench import markdown as md
 from distillbench.benchmarks.tracking.compare import KD_EFFECT, ROLE_ORDER, Comparison, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, TIMING_UNITS, UNCHANGED, sample_sd
 
@@ -53,8 +54,7 @@ def row_cells(row: Row) -> list[str]:
 
 def _table(header: tuple, rows: list[list[str]], markdown: bool) -> str:
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+        return md.table(header, rows)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -89,24 +89,27 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     every row."""
     c, t = comparison, comparison.thresholds
     failing_rows, failing_jobs = c.regressions(fail_on)
-    bullet = "- " if markdown else "  "
+
+    def item(text: str) -> str:  # a bullet; escaped in Markdown: paths, run ids, notes and machines are outside text
+        return "- " + md.escape(text) if markdown else "  " + text
+
     out = []
     out.append("# distillbench compare" if markdown else "distillbench compare")
     out.append("")
-    out.append(bullet + _run_line("baseline", c.baseline_dir, c.baseline_manifest))
-    out.append(bullet + _run_line("candidate", c.candidate_dir, c.candidate_manifest))
+    out.append(item(_run_line("baseline", c.baseline_dir, c.baseline_manifest)))
+    out.append(item(_run_line("candidate", c.candidate_dir, c.candidate_manifest)))
     floors = ", ".join(f"{m} {v}" for m, v in t.floors.items())
-    out.append(bullet + f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} standard "
-               f"errors of the difference over seeds ({'paired by seed where the runs share seeds' if t.paired else 'unpaired'}; "
-               f"floors: {floors}); and when the distilled students equal the scratch students in every seed")
-    out.append(bullet + f"timing: regressed when the ratio of the medians over seeds is beyond x{1 + t.timing_threshold:.2f} "
-               f"and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}")
+    out.append(item(f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} standard "
+                    f"errors of the difference over seeds ({'paired by seed where the runs share seeds' if t.paired else 'unpaired'}; "
+                    f"floors: {floors}); and when the distilled students equal the scratch students in every seed"))
+    out.append(item(f"timing: regressed when the ratio of the medians over seeds is beyond x{1 + t.timing_threshold:.2f} "
+                    f"and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}"))
     if c.machine_differences:
-        out.append(bullet + "MACHINES DIFFER, timing is advisory (shown, never fails): " + "; ".join(c.machine_differences))
+        out.append(item("MACHINES DIFFER, timing is advisory (shown, never fails): " + "; ".join(c.machine_differences)))
     else:
-        out.append(bullet + "same machine, threads and framework versions: timing counts")
+        out.append(item("same machine, threads and framework versions: timing counts"))
     for note in c.notes:
-        out.append(bullet + "note: " + note)
+        out.append(item("note: " + note))
     out.append("")
 
     counts = defaultdict(int)
@@ -118,7 +121,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     status = "FAIL" if failing_rows or failing_jobs else "ok"
     headline = (f"result: {status} (--fail-on {fail_on}): {len(failing_rows)} failing rows, "
                 f"{len(failing_jobs)} missing/failed jobs; {summary}; {len(c.jobs) - len(job_regressions)} new or fixed jobs")
-    out.append(("**" + headline + "**") if markdown else headline)
+    out.append(("**" + md.escape(headline) + "**") if markdown else headline)
     out.append("")
 
     if failing_rows or failing_jobs:
@@ -137,9 +140,10 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
         out.append("")
     out.append("## Every row" if markdown else "EVERY ROW")
     out.append("")
-    out.append("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - baseline "
-               "(quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown factor (timing). "
-               f"{KD_EFFECT}: the largest relative difference between the distilled and the scratch student of a seed.")
+    legend = ("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - baseline "
+              "(quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown factor (timing). "
+              f"{KD_EFFECT}: the largest relative difference between the distilled and the scratch student of a seed.")
+    out.append(md.escape(legend) if markdown else legend)
     out.append("")
     out.append(_table(COLUMNS, [row_cells(r) for r in c.rows], markdown))
     return "\n".join(out) + "\n"
