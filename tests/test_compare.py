@@ -292,6 +292,39 @@ def test_a_failed_job_is_a_regression_with_its_reason(tmp_path) -> None:
     assert all(len(r.candidate) == 2 for r in rows_of(comparison, dataset_id=61, framework="tensorflow"))
 
 
+def test_a_metric_that_becomes_null_or_vanishes_is_a_regression(tmp_path, capsys) -> None:
+    """Ok records whose numbers are gone (NaN written as null, a metric no longer computed) are not
+    dropped from the comparison: each (cell, metric) a number in the baseline is a regression."""
+    candidate = make_records("candidate")
+    edit(candidate, 61, "tensorflow", "student_kd", lambda r: r["metrics"].update(accuracy=None))  # every seed
+    edit(candidate, 531, "torch", "teacher", lambda r: r["metrics"].pop("mae"))  # vanished
+    for r in candidate:
+        if (r["dataset_id"], r["seed"], r["framework"], r["role"]) == (531, 2, "tensorflow", "student_scratch"):
+            r["metrics"]["rmse"] = None  # one seed of three: the other two must not hide it
+    base, cand = pair(tmp_path, candidate)
+    comparison = compare_runs(base, cand)
+    lost = {(r.dataset_id, r.framework, r.role, r.metric, r.lost) for r in comparison.rows if r.lost}
+    assert lost == {(61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)), (531, "torch", "teacher", "mae", (0, 1, 2)),
+                    (531, "tensorflow", "student_scratch", "rmse", (2,))}
+    assert all(r.verdict == REGRESSED and r.fails for r in comparison.rows if r.lost)
+    assert not comparison.jobs  # every record is there and ok: only the rows say what was lost
+    assert comparison.exit_code("quality") == 1 and comparison.exit_code("timing") == 0
+    text = format_comparison(comparison, "quality")
+    assert "3 failing rows" in text and "lost in seed 0, 1, 2" in text and "lost in seed 2" in text
+
+    # a timing number lost fails on timing, even when the machines differ (nothing to be noisy about)
+    timing = edit(make_records("timing"), 61, "torch", "teacher", lambda r: r.update(latency_p50_us=None))
+    manifest = make_manifest("timing", threads=64)
+    comparison = compare_runs(base, write_run(tmp_path / "timing", timing, manifest))
+    assert comparison.timing_advisory
+    assert [(r.metric, r.kind, r.lost) for r in comparison.rows if r.fails] == [("latency_p50_us", "timing", (0, 1, 2))]
+    assert comparison.exit_code("timing") == 1 and comparison.exit_code("quality") == 0
+
+    assert main(["compare", str(base), str(cand), "--fail-on", "quality"]) == 1
+    regressions = capsys.readouterr().out.split("REGRESSIONS")[1].split("EVERY ROW")[0]
+    assert regressions.count("lost in seed") == 3 and regressions.count("REGRESSED") == 3
+
+
 def test_new_jobs_are_reported_and_do_not_fail(tmp_path) -> None:
     candidate = make_records("candidate", seeds=(0, 1, 2, 3))
     comparison = compare_runs(*pair(tmp_path, candidate, candidate_manifest=make_manifest("candidate", seeds=(0, 1, 2, 3))))

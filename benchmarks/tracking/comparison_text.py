@@ -36,7 +36,9 @@ def _spread(values: list[float], center: float, kind: str) -> str:
 
 
 def row_cells(row: Row) -> list[str]:
-    if row.metric == KD_EFFECT:
+    if row.lost:
+        change, threshold = "lost", row.basis
+    elif row.metric == KD_EFFECT:
         change, threshold = f"{row.change:+.4g}", row.basis
     elif row.kind == "quality":
         change = f"{row.change:+.4g}"
