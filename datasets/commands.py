@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from distillbench import validate
 from distillbench.datasets.sources import CACHE_ENV, DEFAULT_CACHE, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import list_suites, load_suite
 from distillbench.errors import UserError
@@ -22,7 +23,7 @@ def cache_options() -> argparse.ArgumentParser:
     """--cache and --openml-source, as a parent parser for every command that reads datasets."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
-        "--cache", metavar="DIR", help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})"
+        "--cache", type=validate.output_folder, metavar="DIR", help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})"
     )
     where.add_argument(
         "--openml-source",
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load an OpenML dataset as the benchmark does and print its name, task, target, rows, "
         "features by type, classes, missing values, data file, source and sha256 checksum.",
     )
-    info.add_argument("dataset_id", type=int, metavar="ID", help="OpenML dataset ID")
+    info.add_argument("dataset_id", type=validate.dataset_id, metavar="ID", help="OpenML dataset ID")
     info.add_argument("--target", help="target column (default: the dataset's default target)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)

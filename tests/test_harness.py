@@ -492,13 +492,13 @@ def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -
 BAD_INPUT = {
     "unknown suite": (["--suite", "no_such_suite"], "unknown suite 'no_such_suite'"),
     "unknown framework": (["--datasets", "61", "--frameworks", "torch,jax"], "unknown framework 'jax'"),
-    "zero seeds": (["--datasets", "61", "--seeds", "0"], "--seeds 0"),
-    "negative seeds": (["--datasets", "61", "--seeds", "-2"], "--seeds -2"),
+    "zero seeds": (["--datasets", "61", "--seeds", "0"], "argument --seeds: expected a number of seeds from 1 to 1000, not '0'"),
+    "negative seeds": (["--datasets", "61", "--seeds", "-2"], "not '-2'"),
     "out under a file": (["--datasets", "61", "--out", "{tmp}/a-file/run"], "cannot be created"),
     "config does not parse": (["--datasets", "61", "--config", "{tmp}/broken.toml"], "not valid TOML"),
     "config names an unknown field": (["--datasets", "61", "--config", "{tmp}/unknown.toml"], "training.epochz: unknown field"),
     "not a dataset ID": (["--datasets", "61,abc"], "--datasets"),
-    "dataset ID 0": (["--datasets", "0"], "0 is not an OpenML dataset ID"),
+    "dataset ID 0": (["--datasets", "0"], "expected an OpenML dataset ID (a whole number of at least 1), not '0'"),
     "dataset listed twice": (["--suite", "{tmp}/twice.toml"], "dataset 61 listed more than once"),
 }
 
@@ -528,7 +528,7 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_results) -> None:
     result, tmp = bad_input_results[case]
-    assert result.returncode != 0, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if "error" in line]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distillbench import validate
 from distillbench.errors import UserError
 
 REPORT_DESCRIPTION = """\
@@ -24,7 +25,8 @@ def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
                                    description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
-    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
+    report.add_argument("--out", type=validate.output_folder, metavar="DIR",
+                        help="report folder (default: reports/<run_id>, the run id a plain folder name)")
     report.set_defaults(func=_report)
 
 

@@ -19,8 +19,9 @@ from distillbench.benchmarks.reporting.deployment import deployment_blocks
 from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
-from distillbench.benchmarks.store.run_folder import latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.run_folder import MANIFEST, latest_records, read_manifest, read_records
 from distillbench.implementations.pipeline import ROLES
+from distillbench.validate import folder_name
 
 MIN_CD_DATASETS = 5
 FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment")
@@ -141,8 +142,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
+    # The manifest is data from outside: its run_id names a folder only when it is a plain name.
+    out = Path(out) if out else Path("reports") / folder_name(read_manifest(run_dir).get("run_id"),
+                                                              f"{Path(run_dir) / MANIFEST}: run_id")
     title, blocks = build(Path(run_dir))
-    out = Path(out) if out else Path("reports") / read_manifest(run_dir)["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for name in FIGURE_NAMES + SWEEP_FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report

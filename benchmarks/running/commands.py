@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from distillbench import validate
 from distillbench.errors import UserError
 
 RUN_DESCRIPTION = """\
@@ -35,16 +37,23 @@ def register(subparsers) -> None:
                                 parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
-    which.add_argument("--datasets", metavar="ID,ID,...", help="OpenML dataset IDs instead of a suite")
-    run.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated, of {', '.join(FRAMEWORKS)} (default: all)")
-    run.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds (splits and initialisations) 0..N-1 per dataset (default 3)")
+    which.add_argument("--datasets", type=validate.comma_list(validate.dataset_id, "dataset"), metavar="ID,ID,...",
+                       help="OpenML dataset IDs instead of a suite")
+    run.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
+                     help=f"comma-separated, each once, of {', '.join(FRAMEWORKS)} (default: all)")
+    run.add_argument("--seeds", type=validate.seed_count, default=3, metavar="N",
+                     help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} (default 3)")
     run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
-    run.add_argument("--out", metavar="DIR", help="run folder (default: results/<run_id>)")
+    run.add_argument("--out", type=validate.output_folder, metavar="DIR",
+                     help="run folder, its name the run id (default: results/<run_id>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping jobs recorded as ok")
-    run.add_argument("--threads", type=int, metavar="N", help="threads for each framework, the same for both (default: all cores)")
+    run.add_argument("--threads", type=validate.positive_int, metavar="N",
+                     help="threads for each framework, the same for both, at most the machine's cores except on a Dask "
+                          "--scheduler (default: all cores)")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
-    run.add_argument("--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is failed (default 3600)")
-    run.add_argument("--timing-budget", type=float, default=2.0, metavar="S",
+    run.add_argument("--job-timeout", type=validate.positive_float, default=3600.0, metavar="S",
+                     help="seconds before a job is failed (default 3600)")
+    run.add_argument("--timing-budget", type=validate.positive_float, default=2.0, metavar="S",
                      help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
                           "throughput gets half (default 2)")
     run.add_argument("--no-deploy", dest="deploy", action="store_false",
@@ -58,9 +67,10 @@ def register(subparsers) -> None:
                      help="local (default): jobs on this machine; dask: jobs on a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="dask: the scheduler's address (e.g. tcp://host:8786); default: a LocalCluster started for the run")
-    run.add_argument("--workers", type=int, metavar="N",
+    run.add_argument("--workers", type=validate.positive_int, metavar="N",
                      help="local: jobs at once, threads divided among them (default 1); dask: LocalCluster worker "
-                          "processes (default: cores), or with --scheduler the workers to wait for before starting")
+                          "processes (default: cores); both at most the machine's cores; or with --scheduler the "
+                          "workers to wait for before starting")
     run.set_defaults(func=_run)
 
 
@@ -70,35 +80,28 @@ def _run(args) -> int:
     from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
     from distillbench.benchmarks.store.run_folder import latest_records, read_records
     from distillbench.datasets.suites import SuiteEntry, load_suite
-    from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
 
-    if args.datasets:
-        try:
-            entries = [SuiteEntry(int(i), None, "") for i in args.datasets.split(",") if i.strip()]
-        except ValueError:
-            raise UserError(f"--datasets {args.datasets!r}: expected comma-separated OpenML IDs") from None
-        suite = None
+    if args.datasets is not None:
+        entries, suite = [SuiteEntry(i, None, "") for i in args.datasets], None
     else:
         suite = load_suite(args.suite or "quick")
         entries = suite.entries
-    if args.seeds <= 0:
-        raise UserError(f"--seeds {args.seeds}: must be at least 1")
-    if args.threads is not None and args.threads <= 0:
-        raise UserError(f"--threads {args.threads}: must be at least 1")
-    if args.timing_budget <= 0 or args.job_timeout <= 0:
-        raise UserError("--timing-budget and --job-timeout must be positive")
-    if args.workers is not None and args.workers <= 0:
-        raise UserError(f"--workers {args.workers}: must be at least 1")
+    cores = os.cpu_count() or 1
+    for option, value in (("--threads", args.threads), ("--workers", args.workers)):
+        # More threads than cores make every timing meaningless (training ran ~125x slower with 1000);
+        # a scheduler's workers are other machines, whose cores this one cannot see.
+        if value is not None and value > cores and not args.scheduler:
+            raise UserError(f"{option} {value}: more than this machine's {cores} cores")
     if args.scheduler and args.executor != "dask":
         raise UserError("--scheduler needs --executor dask")
     if args.resume and not args.out:
         raise UserError("--resume needs --out, the run folder to continue")
-    frameworks, spec = parse_frameworks(args.frameworks), load_spec(args.config)
+    frameworks, spec = args.frameworks, load_spec(args.config)
     source, fallback = args.openml_source, None
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
-        fallback = suite_fallback(entries, suite.name if suite else f"--datasets {args.datasets}", replacement,
+        fallback = suite_fallback(entries, suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}", replacement,
                                   args.cache, args.openml_source)
         if fallback:
             print(f"distillbench: {fallback['message']}", file=sys.stderr, flush=True)

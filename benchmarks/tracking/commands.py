@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distillbench import validate
 from distillbench.benchmarks.tracking.baseline import BASELINES
 from distillbench.errors import UserError
 
@@ -46,8 +47,8 @@ def register(subparsers) -> None:
     compare.add_argument("candidate", metavar="CANDIDATE_RUN", help="the run folder to check")
     compare.add_argument("--fail-on", choices=FAIL_ON, default="all",
                          help="which regressions give exit 1 (default: all; missing or failed jobs count for all but none)")
-    compare.add_argument("--md", metavar="FILE", help="also write the comparison as Markdown to FILE")
-    compare.add_argument("--k", type=float, default=DEFAULT_K, metavar="K",
+    compare.add_argument("--md", type=validate.output_file, metavar="FILE", help="also write the comparison as Markdown to FILE")
+    compare.add_argument("--k", type=validate.nonnegative_float, default=DEFAULT_K, metavar="K",
                          help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})")
     compare.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
                          help="quality: the least change that counts for METRIC, absolute (0.01) or relative to the "
@@ -55,10 +56,10 @@ def register(subparsers) -> None:
                               + ", ".join(f"{m}={v}" for m, v in DEFAULT_FLOORS.items()).replace("%", "%%"))
     compare.add_argument("--unpaired", action="store_true",
                          help="quality: compare the two runs' means with Welch's standard error even where they share seeds")
-    compare.add_argument("--timing-threshold", type=float, default=DEFAULT_TIMING_THRESHOLD, metavar="F",
+    compare.add_argument("--timing-threshold", type=validate.nonnegative_float, default=DEFAULT_TIMING_THRESHOLD, metavar="F",
                          help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
                               f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})")
-    compare.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="P",
+    compare.add_argument("--alpha", type=validate.probability, default=DEFAULT_ALPHA, metavar="P",
                          help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})")
     compare.set_defaults(func=_compare)
 
@@ -73,7 +74,7 @@ def register(subparsers) -> None:
     update.add_argument("run_dir", metavar="RUN_DIR", help="the run to make the baseline")
     update.add_argument("--name", help="the baseline's name (default: the run's suite)")
     update.add_argument("--allow-failed", action="store_true", help="accept a run with failed jobs or one that did not complete")
-    update.add_argument("--baselines", default=str(BASELINES), metavar="DIR", help=f"where baselines live (default {BASELINES})")
+    update.add_argument("--baselines", type=validate.output_folder, default=str(BASELINES), metavar="DIR", help=f"where baselines live (default {BASELINES})")
     update.set_defaults(func=_baseline_update)
 
     history = subparsers.add_parser(
@@ -86,7 +87,7 @@ def register(subparsers) -> None:
     history.add_argument("--metric", action="append", dest="metrics", metavar="NAME", choices=KNOWN_METRICS,
                          help=f"a metric to draw, repeatable: primary (accuracy or rmse, per dataset), a test metric, or a "
                               f"record field such as kd_gain, train_seconds, latency_p50_us (default: {' '.join(DEFAULT_METRICS)})")
-    history.add_argument("--out", default=str(Path("reports") / "history"), metavar="DIR",
+    history.add_argument("--out", type=validate.output_folder, default=str(Path("reports") / "history"), metavar="DIR",
                          help="output folder (default reports/history)")
     history.set_defaults(func=_history)
 
@@ -97,8 +98,6 @@ def _compare(args) -> int:
     from distillbench.benchmarks.tracking.comparison_text import format_comparison
     from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
 
-    if not args.k >= 0 or not args.timing_threshold >= 0 or not 0 < args.alpha < 1:
-        raise UserError("--k and --timing-threshold must be non-negative, --alpha in (0, 1)")
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
     md = Path(args.md) if args.md else None

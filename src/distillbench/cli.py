@@ -21,8 +21,19 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other user error; the
+    subcommands' parsers are of this class too. The values themselves are checked by the ``type=``
+    functions of ``distillbench.validate``."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("distillbench").strip()
+        message = " ".join(message.split())
+        self.exit(2, f"distillbench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distillbench",
         description="Knowledge-distillation benchmarks on tabular data, in PyTorch and TensorFlow/Keras.",
     )
