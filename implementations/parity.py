@@ -72,8 +72,8 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
         losses = [b.loss(m, loss, *batch) for b, m in zip(backends, models)]
-        for trainer in trainers:
-            trainer.step(*batch)
+        for trainer in trainers:  # the call training makes: rows of the whole arrays
+            trainer.run(x, y, t, [rows])
         result["steps"].append({
             "step": k,
             "loss": abs(losses[0] - losses[1]),
