@@ -17,6 +17,27 @@ Data is read from a writable OpenML cache (--cache, ${CACHE_ENV}, default {DEFAU
 Without network access, name a pre-warmed cache as a source (--openml-source, ${SOURCE_ENV}, e.g.
 ../shared/openml-cache): its entries are copied into the writable cache and it is never written to.
 """
+DATASETS_EXAMPLES = """\
+examples:
+  distillbench datasets list  # the shipped suites
+  distillbench datasets list --suite quick --openml-source ../shared/openml-cache  # where its data is
+  distillbench datasets info 61 --json  # one dataset described
+"""
+LIST_EXAMPLES = """\
+examples:
+  distillbench datasets list  # the shipped suites
+  distillbench datasets list --suite quick --openml-source ../shared/openml-cache  # where its data is
+"""
+INFO_EXAMPLES = """\
+examples:
+  distillbench datasets info 61  # iris: rows, features by type, classes, sha256
+  distillbench datasets info 531 --json --openml-source ../shared/openml-cache
+"""
+PREFETCH_EXAMPLES = """\
+examples:
+  distillbench datasets prefetch --suite quick --cache ~/openml-cache  # online; copy the folder to offline machines
+  distillbench datasets prefetch --suite my-suite.toml --cache ~/openml-cache
+"""
 
 
 def cache_options() -> argparse.ArgumentParser:
@@ -36,7 +57,7 @@ def cache_options() -> argparse.ArgumentParser:
 def register(subparsers: argparse._SubParsersAction) -> None:
     where = cache_options()
     parser = subparsers.add_parser(
-        "datasets",
+        "datasets", epilog=DATASETS_EXAMPLES,
         help="list, inspect and prefetch the OpenML datasets of the suites",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     show = actions.add_parser(
-        "list",
+        "list", epilog=LIST_EXAMPLES,
         parents=[where],
         help="list the suites, or the datasets of one suite",
         description="Without --suite, list the shipped suites. With --suite, list its datasets, each with "
@@ -57,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_list)
 
     info = actions.add_parser(
-        "info",
+        "info", epilog=INFO_EXAMPLES,
         parents=[where],
         help="load one dataset and describe it",
         description="Load an OpenML dataset as the benchmark does and print its name, task, target, rows, "
@@ -69,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
     prefetch = actions.add_parser(
-        "prefetch",
+        "prefetch", epilog=PREFETCH_EXAMPLES,
         parents=[where],
         help="download a suite into a cache, for machines that are offline",
         description="Download every dataset of a suite (description, features, qualities, data) into the "

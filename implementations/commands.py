@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 
 import numpy as np
 
@@ -11,10 +11,23 @@ from distillbench import validate
 from distillbench.implementations.frameworks import FRAMEWORKS
 from distillbench.implementations.spec import load_spec, presets
 
+log = logging.getLogger(__name__)
+PARITY_EXAMPLES = """\
+examples:
+  distillbench parity  # both tasks, the default config, 20 Adam steps
+  distillbench parity --config residual --steps 50 --per-step
+  distillbench parity --task classification --json
+"""
+DEMO_EXAMPLES = """\
+examples:
+  distillbench demo --config seed  # the source design's own example
+  distillbench demo --task multiclass --frameworks torch --rows 5000
+"""
+
 
 def register(subparsers) -> None:
     parity = subparsers.add_parser(
-        "parity",
+        "parity", epilog=PARITY_EXAMPLES,
         help="check that the PyTorch and TensorFlow implementations compute the same numbers",
         description=(
             "Load identical initial weights (made once in numpy) into both frameworks, compare the forward "
@@ -35,7 +48,7 @@ def register(subparsers) -> None:
     parity.set_defaults(func=_parity)
 
     demo = subparsers.add_parser(
-        "demo",
+        "demo", epilog=DEMO_EXAMPLES,
         help="train teacher, compressor and students once on synthetic data and print what happened",
         description=(
             "The smallest end-to-end case, on synthetic data (no network): fit the teacher, fit the "
@@ -59,8 +72,8 @@ def _one_configuration(config, command: str):
     """The config's spec; a sweep's base configuration (its grids left out), said on stderr."""
     spec = load_spec(config)
     if spec.sweep:
-        print(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for `distillbench run`; "
-              f"{command} uses its base configuration", file=sys.stderr)
+        log.warning(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for `distillbench run`; "
+                    f"{command} uses its base configuration")
         spec = spec.replace(sweep={})
     return spec
 

@@ -126,3 +126,95 @@ def test_a_suite_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, monke
     assert main(["baseline", "update", str(run), "--baselines", str(tmp_path / "baselines")]) == 2
     assert "suite '../escaped': not a plain folder name" in capsys.readouterr().err
     assert not (tmp_path / "escaped").exists()
+
+
+# ---- conventions: exit statuses, diagnostics, help (issue 16)
+
+
+def test_an_internal_error_exits_3_with_its_traceback(tmp_path, monkeypatch, capsys) -> None:
+    """A bug is not a verdict: compare's 1 means a regression, so a crash must never exit 1."""
+    import distillbench.benchmarks.tracking.compare as compare
+
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(compare, "compare_runs", crash)
+    base = write_run(tmp_path / "base", make_records("base"))
+    assert main(["compare", str(base), str(base)]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err
+    assert err.strip().splitlines()[-1] == "distillbench: internal error (the traceback above); exit 3"
+
+
+def test_verbosity_goes_through_logging(tmp_path, capsys) -> None:
+    """-v adds the debug messages, -q keeps warnings and errors, -qq errors only; on any command and
+    before or after its name. Results (stdout) do not change."""
+    base = write_run(tmp_path / "base", make_records("base"))
+    md = str(tmp_path / "c.md")
+
+    def stderr(*argv):
+        assert main(list(argv)) == 0
+        out, err = capsys.readouterr()
+        assert "result: ok" in out
+        return err.splitlines()
+
+    default = stderr("compare", str(base), str(base), "--md", md)
+    assert default == [f"distillbench compare: note: {base} is compared with itself", f"md: {md}"]
+    assert stderr("compare", str(base), str(base), "--md", md, "-q") == default[:1]  # the warning stays
+    assert stderr("-qq", "compare", str(base), str(base), "--md", md) == []
+    verbose = stderr("compare", "-v", str(base), str(base), "--md", md)
+    assert verbose[0].startswith("distillbench 0.1.0, Python ") and verbose[0].endswith(f"compare -v {base} {base} --md {md}")
+    assert verbose[1:] == default
+
+
+def _parsers(parser, prog=""):
+    """Every parser of the command tree with its command line."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
+def test_every_help_ends_with_real_examples() -> None:
+    """Each command's --help ends with two or three examples, each a command line this parser takes."""
+    import shlex
+
+    from distillbench.cli import build_parser
+
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) >= 13  # distillbench, run, report, compare, baseline (update), history, datasets (3), parity, demo, env
+    for parser in parsers:
+        text = parser.format_help()
+        tail = text[text.rindex("\nexamples:\n") + len("\nexamples:\n"):].rstrip("\n").splitlines()
+        assert 2 <= len(tail) <= 3, (parser.prog, tail)
+        for line in tail:
+            command = shlex.split(line.split("  # ")[0])
+            assert command[0] == "distillbench" and " ".join(command).startswith(parser.prog), (parser.prog, line)
+            build_parser().parse_args(command[1:])  # a usage error would exit
+
+
+def test_tox_runs_its_own_tox_whatever_started_it(tmp_path) -> None:
+    """`tox -e bench` and `-e micro` build the tests environment with `{env_python} -m tox`, their own
+    copy: nothing needs a `tox` on PATH (before, `tox run` failed without one). Checked with tox's
+    own reading of tox.ini, with a PATH that holds no tox."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-m", "tox", "config", "-c", str(root), "--workdir", str(tmp_path),
+                            "-e", "bench,micro", "-k", "deps", "commands_pre", "allowlist_externals"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    sections = shown.stdout.split("[testenv:")[1:]
+    assert len(sections) == 2
+    for section in sections:
+        settings = dict(line.split(" = ", 1) for line in section.splitlines()[1:] if " = " in line)
+        env_dir = tmp_path / section.split("]")[0]
+        assert settings["commands_pre"].startswith(f"{env_dir / 'bin' / 'python'} -m tox run"), settings
+        assert settings["deps"] == "tox==4.67.15"
+        assert "tox" not in settings["allowlist_externals"].replace(str(tmp_path), "")

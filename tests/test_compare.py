@@ -441,6 +441,37 @@ def test_cli_exit_codes(tmp_path, capsys) -> None:
         assert err.startswith("distillbench: error:") and len(err.strip().splitlines()) == 1, err
 
 
+def test_compare_json_gives_every_verdict_for_machines(tmp_path, capsys) -> None:
+    """`compare --json FILE` (or `-` for stdout instead of the text): the result and exit status, and
+    every row and job with its verdict, as strict JSON that agrees with the exit status."""
+    base = write_run(tmp_path / "baseline", make_records("baseline"))
+    candidate = edit(make_records("worse"), 61, "tensorflow", "student_kd",
+                     lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2))
+    candidate = [r for r in candidate if (r["dataset_id"], r["seed"], r["framework"]) != (531, 1, "torch")]
+    worse = write_run(tmp_path / "worse", candidate)
+
+    assert main(["compare", str(base), str(worse), "--fail-on", "quality", "--json", "-"]) == 1
+    out = capsys.readouterr().out
+    verdicts = json.loads(out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert (verdicts["schema"], verdicts["result"], verdicts["exit_code"], verdicts["fail_on"]) == (1, "fail", 1, "quality")
+    assert verdicts["baseline"]["path"] == str(base) and verdicts["candidate"]["run_id"] == "worse"
+    failing = [(r["dataset"], r["framework"], r["role"], r["metric"]) for r in verdicts["rows"] if r["fails"]]
+    assert ("iris", "tensorflow", "student_kd", "accuracy") in failing
+    assert all(r["verdict"] == "regressed" for r in verdicts["rows"] if r["fails"])
+    assert [(j["dataset_id"], j["seed"], j["framework"], j["status"], j["fails"]) for j in verdicts["jobs"]] == [
+        (531, 1, "torch", "missing", True)]
+    assert verdicts["failing"] == {"rows": len(failing), "jobs": 1}
+    assert sum(verdicts["counts"]["quality"].values()) == sum(r["kind"] == "quality" for r in verdicts["rows"])
+    assert verdicts["thresholds"]["k"] == 2.0 and verdicts["thresholds"]["floors"]["accuracy"] == "0.01"
+
+    # to a file, beside the text; --fail-on none: the same rows, nothing fails
+    assert main(["compare", str(base), str(worse), "--fail-on", "none", "--json", str(tmp_path / "v.json")]) == 0
+    assert "result: ok" in capsys.readouterr().out
+    written = json.loads((tmp_path / "v.json").read_text())
+    assert (written["result"], written["exit_code"]) == ("ok", 0) and not any(r["fails"] for r in written["rows"])
+    assert [r["verdict"] for r in written["rows"]] == [r["verdict"] for r in verdicts["rows"]]
+
+
 # ---- baselines
 
 

@@ -463,6 +463,26 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert "failed" in failing_run.result.stderr
 
 
+def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
+    """Without --strict a run with failed jobs exits 0 (they are results: see above); with it, 1, the
+    reason in one last line; a run whose jobs all finished exits 0 either way."""
+    suite = write_suite(tmp_path / "half.toml", '61, { id = 531, target = "no_such_column" }')
+    strict = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
+                              "--strict", cwd=tmp_path)
+    assert strict.returncode == 1, strict.stderr[-3000:]
+    assert "Traceback" not in strict.stderr
+    assert strict.stderr.strip().splitlines()[-1] == (f"distillbench: --strict: 3 of 6 records failed (the reasons: "
+                                                       f"distillbench report {tmp_path / 'run'})")
+    assert len(read_records(tmp_path / "run")) == 6  # the run itself is complete
+    # the same folder resumed: every job that can finish is done, the failed ones are still failed
+    again = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
+                             "--resume", "--strict", "-q", cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("distillbench: --strict: 3 of 6")
+    clean = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--out", str(tmp_path / "ok"),
+                             "--strict", cwd=tmp_path)
+    assert_ok(clean)
+
+
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
     iris = [r for r in failing_run.records if r["dataset_id"] == 61]
     assert [r["role"] for r in iris] == list(ROLES)

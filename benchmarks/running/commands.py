@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
 from distillbench import validate
-from distillbench.errors import UserError
+from distillbench.errors import EXIT_REGRESSION, UserError
+
+log = logging.getLogger(__name__)
 
 RUN_DESCRIPTION = """\
 Run the benchmark: for every (dataset, seed, framework) job, train the teacher, the distilled
@@ -20,10 +22,19 @@ holds the config, seeds, code commit, package versions and machine.
 A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
 recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
 
+Exit status: 0 the run finished (failed jobs recorded), 1 with --strict when any job or deployment
+format failed, 2 usage error, 3 internal error, 130/143 interrupted (Ctrl-C, SIGTERM).
+
 --fallback-suite builtin: when openml.org cannot be reached and neither the cache nor a source
 holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
 scikit-learn, no download), say so, and record it in the manifest ("fallback") and in every
 record ("dataset_source").
+"""
+RUN_EXAMPLES = """\
+examples:
+  distillbench run --suite smoke --seeds 1 --frameworks torch  # the smallest real run: 2 datasets, 1 framework
+  distillbench run --suite quick --seeds 3 --out results/mine  # what CI runs (tox -e bench)
+  distillbench run --suite quick --seeds 3 --out results/mine --resume  # continue it after a kill or Ctrl-C
 """
 
 
@@ -33,7 +44,7 @@ def register(subparsers) -> None:
     from distillbench.implementations.frameworks import FRAMEWORKS
     from distillbench.implementations.spec import presets
 
-    run = subparsers.add_parser("run", help="run the benchmark and write a results folder", description=RUN_DESCRIPTION,
+    run = subparsers.add_parser("run", epilog=RUN_EXAMPLES, help="run the benchmark and write a results folder", description=RUN_DESCRIPTION,
                                 parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
@@ -56,6 +67,8 @@ def register(subparsers) -> None:
     run.add_argument("--timing-budget", type=validate.positive_float, default=2.0, metavar="S",
                      help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
                           "throughput gets half (default 2)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when any job or deployment format failed (default: exit 0, the failures recorded)")
     run.add_argument("--no-deploy", dest="deploy", action="store_false",
                      help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default")
     run.add_argument("--fallback-suite", metavar="NAME|FILE",
@@ -104,7 +117,7 @@ def _run(args) -> int:
         fallback = suite_fallback(entries, suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}", replacement,
                                   args.cache, args.openml_source)
         if fallback:
-            print(f"distillbench: {fallback['message']}", file=sys.stderr, flush=True)
+            log.warning(f"distillbench: {fallback['message']}")
             suite, entries, source = replacement, replacement.entries, fallback["source"]
     suite_name = suite.name if suite else None
     options = RunOptions(
@@ -126,4 +139,7 @@ def _run(args) -> int:
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
     if fallback:
         print(f"note: {fallback['message']}")
+    if args.strict and failed:
+        log.error(f"distillbench: --strict: {failed} of {len(records)} records failed (the reasons: distillbench report {out})")
+        return EXIT_REGRESSION
     return 0

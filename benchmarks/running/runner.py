@@ -12,6 +12,7 @@ at once, ``--executor dask`` runs them on a Dask cluster (the manifest records t
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from distillbench.env import environment
 from distillbench.errors import UserError
 from distillbench.implementations.spec import PipelineSpec
 
+log = logging.getLogger(__name__)
 MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
 
 
@@ -88,17 +90,21 @@ class Progress:
     def _line(self, eta: str, what: str) -> None:
         bar = "#" * int(20 * self.done / max(self.total, 1))
         line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {what}"
-        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        if self.tty and log.isEnabledFor(logging.INFO):  # one line redrawn in place; -q silences it like the rest
+            print("\r" + line.ljust(110), end="", file=sys.stderr, flush=True)
+        elif not self.tty:
+            log.info(line)
 
     def finish(self, job: Job, name: str, status: str, reason: str | None) -> None:
         self.done += 1
         eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
         self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
         if status != "ok":
-            print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
+            self.close()
+            log.warning(f"  failed: {reason}")
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and log.isEnabledFor(logging.INFO):
             print(file=sys.stderr)
 
 
@@ -116,7 +122,7 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
     cache = OpenMLCache.resolve(options.cache, options.source)
     info = {}
     for entry in options.entries:
-        print(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)", file=sys.stderr, flush=True)
+        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)")
         try:
             for seed in options.seeds:
                 prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
@@ -124,9 +130,11 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
                                       "target": prepared.target, "checksum": prepared.checksum, "note": entry.note,
                                       "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
                                       "features": prepared.x_train.shape[1], "notes": prepared.notes}
+            log.debug(f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
+                      f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features")
         except UserError as exc:
             info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
-            print(f"  dataset {entry.dataset_id} fails its jobs: {exc}", file=sys.stderr, flush=True)
+            log.warning(f"  dataset {entry.dataset_id} fails its jobs: {exc}")
     if all("error" in d for d in info.values()):
         raise UserError(next(iter(info.values()))["error"] if len(info) == 1 else
                         f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})")
@@ -178,7 +186,8 @@ def run(options: RunOptions) -> Path:
         manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
         manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
     folder.write_manifest(manifest)
-    print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
+    log.info(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}")
+    log.debug(f"executor: {executor.description}; threads per job {executor.threads}")
 
     progress = Progress(len(todo))
     wall = time.perf_counter()

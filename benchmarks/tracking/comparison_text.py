@@ -1,8 +1,9 @@
 """A comparison (``compare.py``) as text for a terminal or as Markdown: the two runs, what differs
-between them, the regressions first, then every row."""
+between them, the regressions first, then every row; and as JSON for machines (``comparison_json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -149,3 +150,39 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     out.append("")
     out.append(_table(COLUMNS, [row_cells(r) for r in c.rows], markdown))
     return "\n".join(out) + "\n"
+
+
+JSON_SCHEMA = 1  # bumped when a field changes meaning or goes away
+
+
+def comparison_json(comparison: Comparison, fail_on: str) -> dict:
+    """The comparison for machines (`compare --json`): the verdict and exit status under ``fail_on``,
+    the two runs, the thresholds, and every row and job with its own verdict; each row and job says
+    whether it fails the comparison. Every number is finite or null."""
+    c = comparison
+    failing_rows, failing_jobs = c.regressions(fail_on)
+    failing = {id(x) for x in failing_rows + failing_jobs}
+
+    def run(path, manifest):
+        git = (manifest.get("environment") or {}).get("git") or {}
+        return {"path": str(path), "run_id": manifest.get("run_id"), "suite": manifest.get("suite"),
+                "seeds": manifest.get("seeds"), "commit": git.get("commit"), "dirty": git.get("dirty"),
+                "started": manifest.get("started")}
+
+    return {
+        "schema": JSON_SCHEMA,
+        "result": "fail" if failing_rows or failing_jobs else "ok",
+        "exit_code": c.exit_code(fail_on),
+        "fail_on": fail_on,
+        "baseline": run(c.baseline_dir, c.baseline_manifest),
+        "candidate": run(c.candidate_dir, c.candidate_manifest),
+        "thresholds": dataclasses.asdict(c.thresholds),
+        "timing_advisory": c.timing_advisory,
+        "machine_differences": c.machine_differences,
+        "notes": c.notes,
+        "counts": {kind: {verdict: sum(r.kind == kind and r.verdict == verdict for r in c.rows)
+                          for verdict in (REGRESSED, IMPROVED, UNCHANGED)} for kind in ("quality", "timing")},
+        "failing": {"rows": len(failing_rows), "jobs": len(failing_jobs)},
+        "rows": [{**dataclasses.asdict(r), "lost": list(r.lost), "fails": id(r) in failing} for r in c.rows],
+        "jobs": [{**dataclasses.asdict(j), "is_regression": j.is_regression, "fails": id(j) in failing} for j in c.jobs],
+    }

@@ -146,3 +146,8 @@ def output_folder(text: str) -> str:
 def output_file(text: str) -> str:
     """A file the command writes, on the same terms as ``output_folder``."""
     return _written_path(text, "file")
+
+
+def output_file_or_stdout(text: str) -> str:
+    """``-`` (standard output), or a file as ``output_file``."""
+    return text if text == "-" else output_file(text)
