@@ -14,6 +14,7 @@ from distillbench import markdown as md
 from distillbench.benchmarks.reporting.blocks import Figure, Table
 from distillbench.benchmarks.reporting.render import cell, to_markdown
 from distillbench.benchmarks.reporting.report import build
+from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import COLUMNS, JOB_COLUMNS, format_comparison
 from test_compare import edit, make_manifest, make_records, write_run
@@ -95,7 +96,7 @@ def test_report_md_has_the_structure_of_its_blocks_whatever_the_names(tmp_path) 
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["datasets"][-1]["error"] = HOSTILE[-1] + " " + HOSTILE[3]
     (run / "manifest.json").write_text(json.dumps(manifest))
-    title, blocks = build(run)
+    title, blocks = build(read_run(run))
     tokens = flat(to_markdown(title, blocks))
 
     assert not (LIVE - {"heading_open", "link_open", "em_open", "image"}) & {t.type for t in tokens}
