@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from distillbench import __version__
-from distillbench.errors import EXIT_BUG, UserError
+from distillbench.errors import EXIT_BUG, EXIT_USAGE, UserError
 
 LOG = logging.getLogger("distillbench")
 EXAMPLES = """\
@@ -50,7 +50,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         command = self.prog.removeprefix("distillbench").strip()
         message = " ".join(message.split())
-        self.exit(2, f"distillbench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"distillbench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
     def format_help(self) -> str:
         epilog, self.epilog = self.epilog, None
