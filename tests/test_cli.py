@@ -196,6 +196,7 @@ def test_every_help_ends_with_real_examples() -> None:
             build_parser().parse_args(command[1:])  # a usage error would exit
 
 
+@pytest.mark.slow  # a tox process reads tox.ini
 def test_tox_runs_its_own_tox_whatever_started_it(tmp_path) -> None:
     """`tox -e bench` and `-e micro` build the tests environment with `{env_python} -m tox`, their own
     copy: nothing needs a `tox` on PATH (before, `tox run` failed without one). Checked with tox's

@@ -399,6 +399,7 @@ def distillbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
                           cwd=cwd, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path, capsys) -> None:
     base = write_run(tmp_path / "baseline", make_records("baseline"))
     same = write_run(tmp_path / "same", make_records("same"))
@@ -574,6 +575,7 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
     return folder / "first", folder / "second"
 
 
+@pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) -> None:
     first, second = smoke_runs
     md = tmp_path / "compare.md"
@@ -590,6 +592,7 @@ def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) 
     assert "| boston | torch | student_kd | rmse |" in md.read_text()
 
 
+@pytest.mark.slow
 def test_history_of_real_runs(smoke_runs, tmp_path) -> None:
     result = distillbench("history", *map(str, smoke_runs), "--metric", "primary", "--metric", "train_seconds",
                           "--out", str(tmp_path / "history"))

@@ -121,6 +121,7 @@ def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
 # ---- the smoke suite end to end, and the record schema
 
 
+@pytest.mark.slow
 def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     records, manifest = smoke_run.records, smoke_run.manifest
     expected = {(d, 0, f, role) for d in SMOKE for f in ("torch", "tensorflow") for role in ROLES}
@@ -139,6 +140,7 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     assert (smoke_run.out / "records.jsonl").read_text().endswith("\n")
 
 
+@pytest.mark.slow
 def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
     number = (int, float)
     for r in smoke_run.records:
@@ -166,6 +168,7 @@ def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
                                               if d["id"] == r["dataset_id"])
 
 
+@pytest.mark.slow
 def test_quality_metrics_per_task(smoke_run) -> None:
     for r in smoke_run.records:
         m = r["metrics"]
@@ -178,6 +181,7 @@ def test_quality_metrics_per_task(smoke_run) -> None:
             assert m["rmse"] > 0 and 0 < m["mae"] <= m["rmse"] and m["r2"] <= 1
 
 
+@pytest.mark.slow
 def test_latency_percentiles_are_ordered_and_single_rows_skip_model_predict(smoke_run) -> None:
     for r in smoke_run.records:
         assert r["latency_p50_us"] <= r["latency_p90_us"] <= r["latency_p99_us"]
@@ -186,6 +190,7 @@ def test_latency_percentiles_are_ordered_and_single_rows_skip_model_predict(smok
     assert paths["tensorflow"].startswith("tf.function")
 
 
+@pytest.mark.slow
 def test_derived_numbers_per_role(smoke_run) -> None:
     records = by_key(smoke_run.records)
     for (dataset, seed, framework, role), r in records.items():
@@ -204,6 +209,7 @@ def test_derived_numbers_per_role(smoke_run) -> None:
             assert r["kd_gain"] is None
 
 
+@pytest.mark.slow
 def test_sizes_follow_the_architecture(smoke_run) -> None:
     for r in smoke_run.records:
         _, _, features, outputs = SMOKE[r["dataset_id"]]
@@ -214,6 +220,7 @@ def test_sizes_follow_the_architecture(smoke_run) -> None:
         assert r["n_params"] == kernels + sum(sizes[1:])
 
 
+@pytest.mark.slow
 def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     m = smoke_run.manifest
     assert m["schema_version"] == SCHEMA_VERSION
@@ -312,6 +319,7 @@ def test_quality_metric_functions() -> None:
 # ---- results files: partial lines, the lock
 
 
+@pytest.mark.slow
 def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, tmp_path) -> None:
     out = tmp_path / "run"
     shutil.copytree(smoke_run.out, out)
@@ -339,6 +347,7 @@ def test_a_run_folder_has_one_writer(tmp_path) -> None:
     RunFolder(tmp_path).close()  # released with its holder
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_are_refused(data, tmp_path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -384,6 +393,7 @@ def _complete_lines(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None:
     out = tmp_path / "run"
     # Two jobs; a timing budget long enough that the second is still running when the kill lands.
@@ -451,6 +461,7 @@ def failing_run(data, tmp_path_factory) -> SimpleNamespace:
                            manifest=json.loads((out / "manifest.json").read_text()))
 
 
+@pytest.mark.slow
 def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert_ok(failing_run.result)  # failed jobs are results, not errors of the run
     records = {r["dataset_id"]: [] for r in failing_run.records}
@@ -466,6 +477,7 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert "failed" in failing_run.result.stderr
 
 
+@pytest.mark.slow
 def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
     """Without --strict a run with failed jobs exits 0 (they are results: see above); with it, 1, the
     reason in one last line; a run whose jobs all finished exits 0 either way."""
@@ -486,6 +498,7 @@ def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
     assert_ok(clean)
 
 
+@pytest.mark.slow
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
     iris = [r for r in failing_run.records if r["dataset_id"] == 61]
     assert [r["role"] for r in iris] == list(ROLES)
@@ -497,6 +510,7 @@ def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> No
     assert re.search(r"^iris\s+torch\s.*\s0/1\s*$", summary, re.M) and re.search(r"^wine\s+torch\s.*\s1/0\s*$", summary, re.M), summary
 
 
+@pytest.mark.slow
 def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -> None:
     out = tmp_path / "run"
     result = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--job-timeout", "0.01", "--out", str(out),
@@ -548,6 +562,7 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_results) -> None:
     result, tmp = bad_input_results[case]
@@ -564,6 +579,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_result
 # ---- determinism across worker reuse
 
 
+@pytest.mark.slow
 def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke_run, data, tmp_path) -> None:
     """In the smoke run each framework's worker ran iris, then boston; here boston gets new processes."""
     out = tmp_path / "run"

@@ -10,7 +10,6 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from distillbench import markdown as md
 from distillbench.benchmarks.reporting.blocks import Figure, Table
 from distillbench.benchmarks.reporting.render import cell, to_markdown
 from distillbench.benchmarks.reporting.report import build
@@ -18,6 +17,7 @@ from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import COLUMNS, JOB_COLUMNS, format_comparison
 from test_compare import edit, make_manifest, make_records, write_run
+from distillbench.text import markdown_table, md_escape
 from test_report import copy_run
 
 GFM = MarkdownIt("commonmark").enable(["table", "strikethrough"])
@@ -58,13 +58,13 @@ def one_line(text: str) -> str:
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_escaped_text_renders_as_itself_and_nothing_else(text: str) -> None:
-    tokens = flat(md.escape(text))
+    tokens = flat(md_escape(text))
     assert [t.type for t in tokens] == ["paragraph_open", "inline", "text", "paragraph_close"], tokens
     assert tokens[2].content == one_line(text).strip()
 
 
 def test_a_table_keeps_its_rows_and_cells_whatever_they_hold() -> None:
-    tokens = flat(md.table(["name", "note"], [[text, f"x {text} y"] for text in HOSTILE]))
+    tokens = flat(markdown_table(["name", "note"], [[text, f"x {text} y"] for text in HOSTILE]))
     assert not LIVE & {t.type for t in tokens}
     assert sum(t.type == "tr_open" for t in tokens) == len(HOSTILE) + 1
     cells = [rendered(t) for t in tokens if t.type == "inline"]
@@ -88,6 +88,7 @@ def table_cells(tokens: list) -> list[list[str]]:
     return tables
 
 
+@pytest.mark.slow
 def test_report_md_has_the_structure_of_its_blocks_whatever_the_names(tmp_path) -> None:
     """Every dataset renamed to hostile text, and a failed dataset's error too: the report's headings,
     tables (rows and cells), figures and links are those of its blocks, the names are text."""

@@ -175,6 +175,7 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
             assert len(re.findall(r"(?<!\\)\|", header)) == columns
 
 
+@pytest.mark.slow
 def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> None:
     """`distillbench report` with no RUN_DIR: the newest run under results/, into reports/<run_id>/; one
     seed gives no interval, one framework no comparison, two datasets no CD diagram."""
@@ -280,6 +281,7 @@ PAGE_STATE = """Promise.all([...document.images].map(i => i.decode().then(() => 
 ERROR_EVENTS = ("Runtime.exceptionThrown", "Page.javascriptDialogOpening")
 
 
+@pytest.mark.slow
 def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> None:
     binary = shutil.which("chromium")
     if binary is None:

@@ -10,8 +10,8 @@ import html
 import io
 
 from distillbench.benchmarks.reporting.blocks import Figure, Table
-from distillbench import markdown as md
 from distillbench.benchmarks.reporting.stats import Estimate
+from distillbench.text import markdown_table, md_escape
 
 
 def _number(value, digits: int = 4) -> str:
@@ -80,18 +80,18 @@ def table_tex(table: Table) -> str:
 # ---------------------------------------------------------------- Markdown
 
 def to_markdown(title: str, blocks: list) -> str:
-    lines = [f"# {md.escape(title)}", ""]
+    lines = [f"# {md_escape(title)}", ""]
     for block in blocks:
         if isinstance(block, Table):
-            lines += [md.table(block.columns, ([cell(v) for v in row] for row in block.rows)),
+            lines += [markdown_table(block.columns, [[cell(v) for v in row] for row in block.rows]),
                       "", f"_Table: [tables/{block.name}.csv](tables/{block.name}.csv), "
                           f"[tables/{block.name}.tex](tables/{block.name}.tex)_"]
         elif isinstance(block, Figure):
-            lines += [f"![{md.escape(block.caption)}](figures/{block.name}.png)", "",
-                      f"_Figure: {md.escape(block.caption)} ([SVG](figures/{block.name}.svg))._"]
+            lines += [f"![{md_escape(block.caption)}](figures/{block.name}.png)", "",
+                      f"_Figure: {md_escape(block.caption)} ([SVG](figures/{block.name}.svg))._"]
         else:
             kind, text = block
-            lines.append(f"## {md.escape(text)}" if kind == "h2" else md.escape(text))
+            lines.append(f"## {md_escape(text)}" if kind == "h2" else md_escape(text))
         lines.append("")
     return "\n".join(lines)
 

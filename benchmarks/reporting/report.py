@@ -8,7 +8,6 @@ notes and error messages are user-uploaded text.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from distillbench.benchmarks.reporting import figures
@@ -21,6 +20,7 @@ from distillbench.benchmarks.reporting.sections import datasets_table, failed_ta
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
 from distillbench.benchmarks.store.record import is_ok
 from distillbench.benchmarks.store.run_folder import MANIFEST, Run, read_run
+from distillbench.files import write_atomic
 from distillbench.implementations.roles import ROLES, STUDENTS
 from distillbench.validate import folder_name
 
@@ -131,13 +131,6 @@ def build(run: Run) -> tuple[str, list]:
     blocks.append(failed if failed.rows else ("p", "None: every planned job finished ok."))
     return f"distillbench report: {manifest['run_id']}", blocks
 
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``path`` so that a reader sees the old file or the new one, never a part."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(partial, path)
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

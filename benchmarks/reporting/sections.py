@@ -3,15 +3,11 @@ failed (failed)."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.record import is_deployment, is_ok
-
-
-def _when(timestamp: float | None) -> str:
-    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+from distillbench.text import utc_time
 
 
 def _seconds(value: float | None) -> str:
@@ -47,8 +43,8 @@ def run_table(manifest: dict) -> Table:
           if (fallback := manifest.get("fallback")) else []),
         ("status", manifest.get("status")),
         ("command", " ".join(manifest.get("command", []))),
-        ("started", _when(manifest.get("started"))),
-        ("finished", _when(manifest.get("finished"))),
+        ("started", utc_time(manifest.get("started"))),
+        ("finished", utc_time(manifest.get("finished"))),
         ("duration", f"{_seconds(manifest.get('wall_seconds'))} (measured training and inference "
                      f"{_seconds(manifest.get('measured_seconds'))})"),
         ("harness overhead", "-" if overhead is None else f"{100 * overhead:.1f}% of the run's wall time"),

@@ -10,6 +10,7 @@ Schema versions: 1, records and manifests with no ``schema_version`` (before the
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
+import json
 from typing import NotRequired, TypedDict
 
 SCHEMA_VERSION = 2
@@ -108,6 +109,12 @@ def record_key(record: dict) -> tuple:
     """(dataset, seed, framework, configuration of a sweep, role): what a record is the result of;
     a resumed run appends records with the key of an earlier one, which they replace."""
     return (*job_key(record), record.get("variant"), record["role"])
+
+
+def job_machines(records: list[dict]) -> dict[str, dict]:
+    """The kinds of machine the ok records ran on (each record's ``machine``: with ``--executor dask``
+    not necessarily the driver's), keyed by a canonical text of each: the one "same machine?" check."""
+    return {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if is_ok(r) and r.get("machine")}
 
 
 def framework_label(record: dict) -> str:

@@ -122,6 +122,7 @@ def _compare(args) -> int:
     from distillbench.benchmarks.tracking.compare import compare_runs
     from distillbench.benchmarks.tracking.comparison_text import comparison_json, format_comparison
     from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
+    from distillbench.files import write_atomic
 
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
@@ -136,9 +137,7 @@ def _compare(args) -> int:
     as_json = json.dumps(comparison_json(comparison, args.fail_on), indent=1, allow_nan=False) + "\n"
     print(as_json if args.json == "-" else format_comparison(comparison, args.fail_on), end="")
     for option, path in files.items():
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(as_json if option == "--json" else format_comparison(comparison, args.fail_on, markdown=True))
-        partial.replace(path)
+        write_atomic(path, as_json if option == "--json" else format_comparison(comparison, args.fail_on, markdown=True))
         log.info(f"{option.lstrip('-')}: {path}")
     return comparison.exit_code(args.fail_on)
 

@@ -4,15 +4,14 @@ between them, the regressions first, then every row; and as JSON for machines (`
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench import markdown as md
 from distillbench.benchmarks.store.metric_registry import BY_NAME
 from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
 from distillbench.implementations.roles import ROLES
+from distillbench.text import markdown_table, md_escape, text_table, utc_time
 
 
 
@@ -58,16 +57,7 @@ def row_cells(row: Row) -> list[str]:
 
 
 def _table(header: tuple, rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        return md.table(header, rows)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _when(timestamp) -> str:
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+    return markdown_table(header, rows) if markdown else text_table(header, rows)
 
 
 def _run_line(label: str, path: Path, manifest: dict) -> str:
@@ -76,7 +66,7 @@ def _run_line(label: str, path: Path, manifest: dict) -> str:
     machine = env.get("machine") or {}
     commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
     return (f"{label}: {path} (run {manifest.get('run_id')}, suite {manifest.get('suite') or 'custom'}, "
-            f"seeds {manifest.get('seeds')}, commit {commit}, {_when(manifest.get('started'))}; "
+            f"seeds {manifest.get('seeds')}, commit {commit}, {utc_time(manifest.get('started'))}; "
             f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {manifest.get('threads')} threads)")
 
 
@@ -96,7 +86,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     failing_rows, failing_jobs = c.regressions(fail_on)
 
     def item(text: str) -> str:  # a bullet; escaped in Markdown: paths, run ids, notes and machines are outside text
-        return "- " + md.escape(text) if markdown else "  " + text
+        return "- " + md_escape(text) if markdown else "  " + text
 
     out = []
     out.append("# distillbench compare" if markdown else "distillbench compare")
@@ -126,7 +116,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     status = "FAIL" if failing_rows or failing_jobs else "ok"
     headline = (f"result: {status} (--fail-on {fail_on}): {len(failing_rows)} failing rows, "
                 f"{len(failing_jobs)} missing/failed jobs; {summary}; {len(c.jobs) - len(job_regressions)} new or fixed jobs")
-    out.append(("**" + md.escape(headline) + "**") if markdown else headline)
+    out.append(("**" + md_escape(headline) + "**") if markdown else headline)
     out.append("")
 
     if failing_rows or failing_jobs:
@@ -148,7 +138,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     legend = ("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - baseline "
               "(quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown factor (timing). "
               f"{KD_EFFECT}: the largest relative difference between the distilled and the scratch student of a seed.")
-    out.append(md.escape(legend) if markdown else legend)
+    out.append(md_escape(legend) if markdown else legend)
     out.append("")
     out.append(_table(COLUMNS, [row_cells(r) for r in c.rows], markdown))
     return "\n".join(out) + "\n"
