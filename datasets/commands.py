@@ -44,7 +44,10 @@ def cache_options() -> argparse.ArgumentParser:
     """--cache and --openml-source, as a parent parser for every command that reads datasets."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
-        "--cache", type=validate.output_folder, metavar="DIR", help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})"
+        "--cache",
+        type=validate.output_folder,
+        metavar="DIR",
+        help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})",
     )
     where.add_argument(
         "--openml-source",

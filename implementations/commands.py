@@ -61,7 +61,8 @@ def register(subparsers) -> None:
     demo.add_argument("--task", choices=("regression", "binary", "multiclass"), default="regression")
     demo.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
                       help="comma-separated, each once (default: all)")
-    demo.add_argument("--features", type=validate.positive_int, default=100, help="input features (default 100, as in the source)")
+    demo.add_argument("--features", type=validate.positive_int, default=100,
+                      help="input features (default 100, as in the source)")
     demo.add_argument("--rows", type=validate.positive_int, default=2000, help="rows of synthetic data (default 2000)")
     demo.add_argument("--seed", type=validate.seed, default=0, help="seed for weights, data and batches (default 0)")
     demo.set_defaults(func=_demo)
@@ -72,8 +73,8 @@ def _one_configuration(config, command: str):
     """The config's spec; a sweep's base configuration (its grids left out), said on stderr."""
     spec = load_spec(config)
     if spec.sweep:
-        log.warning(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for `distillbench run`; "
-                    f"{command} uses its base configuration")
+        log.warning(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for "
+                    f"`distillbench run`; {command} uses its base configuration")
         spec = spec.replace(sweep={})
     return spec
 

@@ -303,7 +303,8 @@ def test_a_metric_that_becomes_null_or_vanishes_is_a_regression(tmp_path, capsys
     base, cand = pair(tmp_path, candidate)
     comparison = compare_runs(base, cand)
     lost = {(r.dataset_id, r.framework, r.role, r.metric, r.lost) for r in comparison.rows if r.lost}
-    assert lost == {(61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)), (531, "torch", "teacher", "mae", (0, 1, 2)),
+    assert lost == {(61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)),
+                    (531, "torch", "teacher", "mae", (0, 1, 2)),
                     (531, "tensorflow", "student_scratch", "rmse", (2,))}
     assert all(r.verdict == REGRESSED and r.fails for r in comparison.rows if r.lost)
     assert not comparison.jobs  # every record is there and ok: only the rows say what was lost
@@ -453,7 +454,8 @@ def test_compare_json_gives_every_verdict_for_machines(tmp_path, capsys) -> None
     assert main(["compare", str(base), str(worse), "--fail-on", "quality", "--json", "-"]) == 1
     out = capsys.readouterr().out
     verdicts = json.loads(out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
-    assert (verdicts["schema"], verdicts["result"], verdicts["exit_code"], verdicts["fail_on"]) == (1, "fail", 1, "quality")
+    summary = (verdicts["schema"], verdicts["result"], verdicts["exit_code"], verdicts["fail_on"])
+    assert summary == (1, "fail", 1, "quality")
     assert verdicts["baseline"]["path"] == str(base) and verdicts["candidate"]["run_id"] == "worse"
     failing = [(r["dataset"], r["framework"], r["role"], r["metric"]) for r in verdicts["rows"] if r["fails"]]
     assert ("iris", "tensorflow", "student_kd", "accuracy") in failing

@@ -16,8 +16,8 @@ from distillbench.benchmarks.reporting.report import build
 from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import COLUMNS, JOB_COLUMNS, format_comparison
-from test_compare import edit, make_manifest, make_records, write_run
 from distillbench.text import markdown_table, md_escape
+from test_compare import edit, make_manifest, make_records, write_run
 from test_report import copy_run
 
 GFM = MarkdownIt("commonmark").enable(["table", "strikethrough"])
@@ -104,7 +104,8 @@ def test_report_md_has_the_structure_of_its_blocks_whatever_the_names(tmp_path) 
     headings = [rendered(tokens[i + 1]) for i, t in enumerate(tokens) if t.type == "heading_open"]
     assert headings == [title] + [block[1] for block in blocks if isinstance(block, tuple) and block[0] == "h2"]
     tables = [b for b in blocks if isinstance(b, Table)]
-    assert table_cells(tokens) == [[list(t.columns), *([one_line(cell(v)) for v in row] for row in t.rows)] for t in tables]
+    expected = [[list(t.columns), *([one_line(cell(v)) for v in row] for row in t.rows)] for t in tables]
+    assert table_cells(tokens) == expected
     assert any(name.strip() in str(cells) for name in map(one_line, HOSTILE) for cells in table_cells(tokens))
     images = [t.attrGet("src") for t in tokens if t.type == "image"]
     assert images == [f"figures/{b.name}.png" for b in blocks if isinstance(b, Figure)]

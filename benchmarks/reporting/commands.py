@@ -29,7 +29,8 @@ examples:
 
 
 def register(subparsers) -> None:
-    report = subparsers.add_parser("report", epilog=REPORT_EXAMPLES, help="write the report of a run (Markdown, HTML, figures, tables)",
+    report = subparsers.add_parser("report", epilog=REPORT_EXAMPLES,
+                                   help="write the report of a run (Markdown, HTML, figures, tables)",
                                    description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
     report.add_argument("--out", type=validate.output_folder, metavar="DIR",

@@ -137,7 +137,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
     run = read_run(run_dir)
     # The manifest is data from outside: its run_id names a folder only when it is a plain name.
-    out = Path(out) if out else Path("reports") / folder_name(run.manifest.get("run_id"), f"{Path(run_dir) / MANIFEST}: run_id")
+    if out is None:
+        out = Path("reports") / folder_name(run.manifest.get("run_id"), f"{Path(run_dir) / MANIFEST}: run_id")
+    out = Path(out)
     title, blocks = build(run)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     from distillbench.implementations.frameworks import FRAMEWORKS
     from distillbench.implementations.spec import presets
 
-    run = subparsers.add_parser("run", epilog=RUN_EXAMPLES, help="run the benchmark and write a results folder", description=RUN_DESCRIPTION,
+    run = subparsers.add_parser("run", epilog=RUN_EXAMPLES, help="run the benchmark and write a results folder",
+                                description=RUN_DESCRIPTION,
                                 parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
@@ -53,7 +54,8 @@ def register(subparsers) -> None:
     run.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
                      help=f"comma-separated, each once, of {', '.join(FRAMEWORKS)} (default: all)")
     run.add_argument("--seeds", type=validate.seed_count, default=3, metavar="N",
-                     help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} (default 3)")
+                     help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} "
+                          "(default 3)")
     run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
     run.add_argument("--out", type=validate.output_folder, metavar="DIR",
                      help="run folder, its name the run id (default: results/<run_id>)")
@@ -115,7 +117,8 @@ def _run(args) -> int:
     source, fallback = args.openml_source, None
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
-        fallback = suite_fallback(entries, suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}", replacement,
+        asked = suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}"
+        fallback = suite_fallback(entries, asked, replacement,
                                   args.cache, args.openml_source)
         if fallback:
             log.warning(f"distillbench: {fallback['message']}")
@@ -141,6 +144,7 @@ def _run(args) -> int:
     if fallback:
         print(f"note: {fallback['message']}")
     if args.strict and failed:
-        log.error(f"distillbench: --strict: {failed} of {len(records)} records failed (the reasons: distillbench report {out})")
+        log.error(f"distillbench: --strict: {failed} of {len(records)} records failed "
+                  f"(the reasons: distillbench report {out})")
         return EXIT_REGRESSION
     return 0

@@ -50,7 +50,8 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
     if not name:
         raise UserError(f"{run_dir}: the run has no suite (--datasets): name the baseline with --name")
     if folder_name(name, "--name" if name_given else f"{run_dir / MANIFEST}: suite").startswith("."):
-        raise UserError(f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines being replaced)")
+        raise UserError(f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines "
+                        "being replaced)")
     failed = sorted({job_key(r) for r in records if not is_ok(r)})
     if not allow_failed:
         if manifest.get("status") != "complete":

@@ -64,15 +64,18 @@ def register(subparsers) -> None:
     from distillbench.benchmarks.tracking.verdicts import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K,
                                                            DEFAULT_TIMING_THRESHOLD, FAIL_ON)
 
-    compare = subparsers.add_parser("compare", epilog=COMPARE_EXAMPLES, help="compare a run with a baseline run; exit 1 on a regression",
+    compare = subparsers.add_parser("compare", epilog=COMPARE_EXAMPLES,
+                                    help="compare a run with a baseline run; exit 1 on a regression",
                                     description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     compare.add_argument("baseline", metavar="BASELINE_RUN", help="a run folder, a baseline folder, or a baseline name")
     compare.add_argument("candidate", metavar="CANDIDATE_RUN", help="the run folder to check")
     compare.add_argument("--fail-on", choices=FAIL_ON, default="all",
                          help="which regressions give exit 1 (default: all; missing or failed jobs count for all but none)")
-    compare.add_argument("--md", type=validate.output_file, metavar="FILE", help="also write the comparison as Markdown to FILE")
+    compare.add_argument("--md", type=validate.output_file, metavar="FILE",
+                         help="also write the comparison as Markdown to FILE")
     compare.add_argument("--json", type=validate.output_file_or_stdout, metavar="FILE",
-                         help="also write the comparison as JSON to FILE (schema: the README); '-': print it instead of the text")
+                         help="also write the comparison as JSON to FILE (schema: the README); '-': print it "
+                              "instead of the text")
     compare.add_argument("--k", type=validate.nonnegative_float, default=DEFAULT_K, metavar="K",
                          help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})")
     compare.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
@@ -81,14 +84,16 @@ def register(subparsers) -> None:
                               + ", ".join(f"{m}={v}" for m, v in DEFAULT_FLOORS.items()).replace("%", "%%"))
     compare.add_argument("--unpaired", action="store_true",
                          help="quality: compare the two runs' means with Welch's standard error even where they share seeds")
-    compare.add_argument("--timing-threshold", type=validate.nonnegative_float, default=DEFAULT_TIMING_THRESHOLD, metavar="F",
+    compare.add_argument("--timing-threshold", type=validate.nonnegative_float, default=DEFAULT_TIMING_THRESHOLD,
+                         metavar="F",
                          help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
                               f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})")
     compare.add_argument("--alpha", type=validate.probability, default=DEFAULT_ALPHA, metavar="P",
                          help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})")
     compare.set_defaults(func=_compare)
 
-    baseline = subparsers.add_parser("baseline", epilog=BASELINE_EXAMPLES, help="manage the committed baselines (results/baselines/)",
+    baseline = subparsers.add_parser("baseline", epilog=BASELINE_EXAMPLES,
+                                     help="manage the committed baselines (results/baselines/)",
                                      description="Manage the committed baselines under results/baselines/.")
     actions = baseline.add_subparsers(dest="action", metavar="ACTION", required=True)
     update = actions.add_parser(
@@ -99,7 +104,8 @@ def register(subparsers) -> None:
     update.add_argument("run_dir", metavar="RUN_DIR", help="the run to make the baseline")
     update.add_argument("--name", help="the baseline's name (default: the run's suite)")
     update.add_argument("--allow-failed", action="store_true", help="accept a run with failed jobs or one that did not complete")
-    update.add_argument("--baselines", type=validate.output_folder, default=str(BASELINES), metavar="DIR", help=f"where baselines live (default {BASELINES})")
+    update.add_argument("--baselines", type=validate.output_folder, default=str(BASELINES), metavar="DIR",
+                        help=f"where baselines live (default {BASELINES})")
     update.set_defaults(func=_baseline_update)
 
     history = subparsers.add_parser(
@@ -126,10 +132,12 @@ def _compare(args) -> int:
 
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
-    files = {option: Path(name) for option, name in (("--md", args.md), ("--json", args.json)) if name not in (None, "-")}
+    files = {option: Path(name) for option, name in (("--md", args.md), ("--json", args.json))
+             if name not in (None, "-")}
     for option, path in files.items():
         if path.is_dir() or not path.parent.is_dir():
-            raise UserError(f"{option} {path}: cannot write there ({'a folder' if path.is_dir() else 'no such folder ' + str(path.parent)})")
+            why = "a folder" if path.is_dir() else f"no such folder {path.parent}"
+            raise UserError(f"{option} {path}: cannot write there ({why})")
     baseline, candidate = resolve_run(args.baseline), resolve_run(args.candidate)
     if baseline.resolve() == candidate.resolve():
         log.warning(f"distillbench compare: note: {baseline} is compared with itself")
@@ -137,7 +145,8 @@ def _compare(args) -> int:
     as_json = json.dumps(comparison_json(comparison, args.fail_on), indent=1, allow_nan=False) + "\n"
     print(as_json if args.json == "-" else format_comparison(comparison, args.fail_on), end="")
     for option, path in files.items():
-        write_atomic(path, as_json if option == "--json" else format_comparison(comparison, args.fail_on, markdown=True))
+        text = as_json if option == "--json" else format_comparison(comparison, args.fail_on, markdown=True)
+        write_atomic(path, text)
         log.info(f"{option.lstrip('-')}: {path}")
     return comparison.exit_code(args.fail_on)
 

@@ -260,8 +260,8 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
         notes.append(f"in {len(lost)} (dataset, framework) the distilled student equals the scratch student in every seed: "
                      "the teacher had no effect (distill.alpha = 1, or the distillation term of the loss is lost)")
     if any(r.lost for r in rows):
-        notes.append(f"{sum(bool(r.lost) for r in rows)} rows lost a metric: a number in the baseline is null or absent "
-                     "in the candidate's ok records (e.g. a metric that became NaN): each is a regression")
+        notes.append(f"{sum(bool(r.lost) for r in rows)} rows lost a metric: a number in the baseline is null or "
+                     "absent in the candidate's ok records (e.g. a metric that became NaN): each is a regression")
     if one_seed:
         notes.append("some cells have one seed in both runs: their seed-to-seed spread is unknown, so the floor alone "
                      "decides there (run more --seeds for a noise-aware comparison)")

@@ -29,7 +29,7 @@ def _num(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _spread(values: list[float], center: float, kind: str) -> str:
+def _spread(values: list[float], center: float | None, kind: str) -> str:
     n = len(values)
     if kind == "quality":
         sd = sample_sd(values)
@@ -94,13 +94,15 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     out.append(item(_run_line("baseline", c.baseline_dir, c.baseline_manifest)))
     out.append(item(_run_line("candidate", c.candidate_dir, c.candidate_manifest)))
     floors = ", ".join(f"{m} {v}" for m, v in t.floors.items())
-    out.append(item(f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} standard "
-                    f"errors of the difference over seeds ({'paired by seed where the runs share seeds' if t.paired else 'unpaired'}; "
-                    f"floors: {floors}); and when the distilled students equal the scratch students in every seed"))
-    out.append(item(f"timing: regressed when the ratio of the medians over seeds is beyond x{1 + t.timing_threshold:.2f} "
-                    f"and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}"))
+    pairing = "paired by seed where the runs share seeds" if t.paired else "unpaired"
+    out.append(item(f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} "
+                    f"standard errors of the difference over seeds ({pairing}; floors: {floors}); and when the "
+                    "distilled students equal the scratch students in every seed"))
+    out.append(item(f"timing: regressed when the ratio of the medians over seeds is beyond "
+                    f"x{1 + t.timing_threshold:.2f} and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}"))
     if c.machine_differences:
-        out.append(item("MACHINES DIFFER, timing is advisory (shown, never fails): " + "; ".join(c.machine_differences)))
+        differences = "; ".join(c.machine_differences)
+        out.append(item(f"MACHINES DIFFER, timing is advisory (shown, never fails): {differences}"))
     else:
         out.append(item("same machine, threads and framework versions: timing counts"))
     for note in c.notes:
@@ -135,9 +137,10 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
         out.append("")
     out.append("## Every row" if markdown else "EVERY ROW")
     out.append("")
-    legend = ("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - baseline "
-              "(quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown factor (timing). "
-              f"{KD_EFFECT}: the largest relative difference between the distilled and the scratch student of a seed.")
+    legend = ("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - "
+              "baseline (quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown "
+              f"factor (timing). {KD_EFFECT}: the largest relative difference between the distilled and the scratch "
+              "student of a seed.")
     out.append(md_escape(legend) if markdown else legend)
     out.append("")
     out.append(_table(COLUMNS, [row_cells(r) for r in c.rows], markdown))
@@ -176,5 +179,6 @@ def comparison_json(comparison: Comparison, fail_on: str) -> dict:
                           for verdict in (REGRESSED, IMPROVED, UNCHANGED)} for kind in ("quality", "timing")},
         "failing": {"rows": len(failing_rows), "jobs": len(failing_jobs)},
         "rows": [{**dataclasses.asdict(r), "lost": list(r.lost), "fails": id(r) in failing} for r in c.rows],
-        "jobs": [{**dataclasses.asdict(j), "is_regression": j.is_regression, "fails": id(j) in failing} for j in c.jobs],
+        "jobs": [{**dataclasses.asdict(j), "is_regression": j.is_regression, "fails": id(j) in failing}
+                 for j in c.jobs],
     }

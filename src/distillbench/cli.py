@@ -50,7 +50,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         command = self.prog.removeprefix("distillbench").strip()
         message = " ".join(message.split())
-        self.exit(EXIT_USAGE, f"distillbench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"distillbench: error: {where}{message} (see {self.prog} --help)\n")
 
     def format_help(self) -> str:
         epilog, self.epilog = self.epilog, None
@@ -77,7 +78,8 @@ def configure_logging(verbosity: int) -> None:
     """The diagnostics of every module (the ``distillbench`` loggers) on stderr, as plain lines: info
     and above by default, debug with -v, warnings with -q, errors only with -qq. Results go to stdout
     and are not diagnostics."""
-    LOG.setLevel({-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[max(-2, min(1, verbosity))])
+    levels = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+    LOG.setLevel(levels[max(-2, min(1, verbosity))])
     LOG.propagate = False
     if not any(isinstance(h, _Stderr) for h in LOG.handlers):
         handler = _Stderr()

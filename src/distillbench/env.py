@@ -90,7 +90,8 @@ examples:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "env", epilog=ENV_EXAMPLES, help="print the machine, code commit and package versions that results are stamped with",
+        "env", epilog=ENV_EXAMPLES,
+        help="print the machine, code commit and package versions that results are stamped with",
         description="Print, as JSON, the provenance every run records in its manifest: Python and package "
                     "versions, CPU model and cores, OS, host name, and the git commit with a dirty flag.",
     )

@@ -132,7 +132,8 @@ def _written_path(text: str, kind: str) -> str:
     resolved = path.resolve()
     for special in SPECIAL_FOLDERS:
         if special in (resolved, *resolved.parents):
-            raise argparse.ArgumentTypeError(f"{_shown(text)} is in {special}, a kernel file system: not a place for files")
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is in {special}, a kernel file system: "
+                                             "not a place for files")
     return text
 
 
