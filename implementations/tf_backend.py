@@ -211,11 +211,12 @@ class TensorFlowBackend(Backend):
 
 
 class _TFTrainer(Trainer):
-    """A whole list of batches in one call of one ``tf.function``: the arrays become tensors once
-    per call, and a ``tf.while_loop`` gathers each batch's rows and runs its step. Python and the
-    function-call overhead are paid once per epoch instead of once per batch. (XLA, ``jit_compile``,
-    does not pay: it cannot compile batches of varying size in one loop, and the default teacher's
-    step ran 5x slower under it; the student's 2.5x faster, after a compile of seconds per model.)"""
+    """``run``: a whole list of batches in one call of one ``tf.function``: the arrays become tensors
+    once per call and a ``tf.while_loop`` gathers each batch's rows and runs the step, so Python and
+    the call overhead are paid once per epoch instead of once per batch. ``step``: the same step,
+    one batch per call (bit for bit the weights of ``run``). XLA (``jit_compile``) was measured and is
+    not used: the default teacher's step ran 5x slower under it, the student's 2.5x faster but only
+    at a fixed batch shape and after a compile of ~3 s per model, more than it saves here."""
 
     path = ("tf.function: one call per epoch, a tf.while_loop over the batches (rows gathered from tensors "
             "made once per epoch), a GradientTape step of TextbookAdam per batch")
@@ -233,15 +234,16 @@ class _TFTrainer(Trainer):
             for i in tf.range(tf.size(ends)):
                 batch = rows[starts[i]:ends[i]]
                 step(tf.gather(x, batch), tf.gather(y, batch), None if t is None else tf.gather(t, batch))
-        self._epoch = epoch
+        self._step, self._epoch = tf.function(step, reduce_retracing=True), epoch
 
     def step(self, x, y, t) -> None:
-        self.run(x, y, t, [np.arange(len(x))])
+        self._step(x, y, t)
 
     def run(self, x, y, t, batches) -> None:
         if batches:
-            ends = np.cumsum([len(rows) for rows in batches])
-            self._epoch(x, y, t, np.concatenate(batches), ends - [len(rows) for rows in batches], ends)
+            sizes = [len(rows) for rows in batches]
+            ends = np.cumsum(sizes)
+            self._epoch(x, y, t, np.concatenate(batches), ends - sizes, ends)
 
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate.assign(value)
