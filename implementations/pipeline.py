@@ -150,6 +150,12 @@ class Backend(abc.ABC):
         """Seed the framework, make it deterministic, set its thread count (before any op) and the
         device ('cpu' or 'gpu'; a GPU the framework cannot see is an error)."""
 
+    determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
+        read. Nothing to wait for on the CPU."""
+
     @abc.abstractmethod
     def build(self, spec: MLPSpec, weights: list[np.ndarray]):
         """A model of this architecture holding these initial weights."""

@@ -96,13 +96,17 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     version = tf.__version__
     threads: int | None = None
+    device = "cpu"
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
-        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
-            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu is installed)")
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "gpu" and not gpus:
+            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? see the README's GPU section)")
         try:
             if device == "cpu":
                 tf.config.set_visible_devices([], "GPU")
+            for gpu in gpus if device == "gpu" else ():  # memory as needed: several workers may share a GPU
+                tf.config.experimental.set_memory_growth(gpu, True)
             if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -112,6 +116,15 @@ class TensorFlowBackend(Backend):
         keras.backend.clear_session()  # a worker runs several jobs: start each from a clean state
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
+        self.determinism = "keras.utils.set_random_seed, tf.config.experimental.enable_op_determinism()"
+        self.device = device
+        if device == "gpu":  # TF32 matmuls (Ampere and later) would round differently from the CPU and torch
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+            self.determinism += ", TF32 off (on GPU: TensorFlow's documented settings, not checked by this project's tests)"
+
+    def synchronize(self) -> None:
+        if self.device == "gpu":
+            tf.test.experimental.sync_devices()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> keras.Model:
         skips = residual_skips(spec)
