@@ -23,6 +23,7 @@ import numpy as np
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 FORWARD_TOLERANCE = 1e-5
@@ -91,7 +92,7 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
-    roles = ("teacher", "student_kd", "student_scratch")[spec.teacher.kind == "hist_gradient_boosting":]
+    roles = ROLES[spec.teacher.kind == "hist_gradient_boosting":]
     cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed,

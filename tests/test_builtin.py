@@ -35,7 +35,7 @@ from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import get_prepared
 from distillbench.datasets.sources import CACHE_ENV, DATASETS_SUBDIR, ENTRY_FILES, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import load_suite
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 
 TINY_CONFIG = "[teacher]\nwidths = [16]\n\n[student]\nwidths = [4]\n\n[training]\nepochs = 3\n"
 OFFLINE_SITECUSTOMIZE = '''\

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 
 from distillbench.benchmarks.store.run_folder import read_records
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 

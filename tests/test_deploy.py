@@ -15,7 +15,8 @@ import pytest
 
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceeded, check_tolerance
-from distillbench.implementations.pipeline import ROLES, Served, initial_weights
+from distillbench.implementations.pipeline import Served, initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, cli, clean_env

@@ -24,7 +24,8 @@ from distillbench.benchmarks.reporting.report import SWEEP_FIGURE_NAMES, write_r
 from distillbench.benchmarks.store.run_folder import latest_records, read_records
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import format_comparison
-from distillbench.implementations.pipeline import ROLES, Data, Pipeline, train_rows
+from distillbench.implementations.pipeline import Data, Pipeline, train_rows
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 
 TINY = """\

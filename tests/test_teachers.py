@@ -16,7 +16,6 @@ from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
 from distillbench.implementations.pipeline import (
-    ROLES,
     Data,
     LossSpec,
     NeutralModel,
@@ -25,6 +24,7 @@ from distillbench.implementations.pipeline import (
     fit,
     initial_weights,
 )
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import (
     ConfigError,
     MLPSpec,

@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
+from distillbench.benchmarks.store.record import is_deployment, is_ok
 
 
 def _when(timestamp: float | None) -> str:
@@ -40,6 +41,7 @@ def run_table(manifest: dict) -> Table:
     jobs = manifest.get("jobs", {})
     fields = [
         ("run", manifest.get("run_id")),
+        ("schema version", manifest.get("schema_version", 1)),  # of its records and manifest (store/record.py)
         ("suite", manifest.get("suite") or "custom (--datasets)"),
         *([("fallback", f"ran suite {fallback.get('to')} instead of {fallback.get('from')}: {fallback.get('reason')}")]
           if (fallback := manifest.get("fallback")) else []),
@@ -88,7 +90,7 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
     planned job with no record (a run cut short)."""
     reasons, per_variant = {}, defaultdict(dict)
     for r in records:
-        if r["status"] != "ok" and not r.get("format"):  # failed deployment formats: the Deployment section
+        if not is_ok(r) and not is_deployment(r):  # failed deployment formats: the Deployment section
             reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"
             per_variant[(r["dataset_id"], r["seed"], r["framework"])][r.get("variant")] = reasons[(r["dataset_id"], r["seed"], r["framework"])]
     for key, why in per_variant.items():  # a sweep: say which configurations failed, unless all did for one reason

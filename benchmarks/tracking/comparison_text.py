@@ -7,8 +7,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.tracking.compare import KD_EFFECT, ROLE_ORDER, Comparison, JobChange, Row
-from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, TIMING_UNITS, UNCHANGED, sample_sd
+from distillbench.benchmarks.store.metric_registry import BY_NAME
+from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
+from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
+from distillbench.implementations.roles import ROLES
 
 
 
@@ -46,7 +48,7 @@ def row_cells(row: Row) -> list[str]:
         p = "" if row.p_value is None else f", p={row.p_value:.3g}"
         threshold = f"x{row.threshold:.2f}{p} ({row.basis})"
     verdict = row.verdict + (" (advisory)" if row.advisory and row.verdict != UNCHANGED else "")
-    metric = row.metric if row.kind == "quality" else f"{row.metric} [{TIMING_UNITS[row.metric]}]"
+    metric = row.metric if row.kind == "quality" else f"{row.metric} [{BY_NAME[row.metric].unit}]"
     return [row.dataset, row.framework, row.role, metric, _spread(row.baseline, row.center_b, row.kind),
             _spread(row.candidate, row.center_c, row.kind), change, threshold, verdict.upper() if row.fails else verdict]
 
@@ -79,7 +81,7 @@ JOB_COLUMNS = ("dataset", "seed", "framework", "roles", "status", "reason")
 
 
 def _job_cells(job: JobChange) -> list[str]:
-    roles = "all" if sorted(job.roles) == sorted(ROLE_ORDER) else ", ".join(job.roles)
+    roles = "all" if sorted(job.roles) == sorted(ROLES) else ", ".join(job.roles)
     status = job.status.upper() if job.is_regression else job.status
     return [f"{job.dataset} ({job.dataset_id})", str(job.seed), job.framework, roles, status, job.error or ""]
 
