@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+QUIET = "quiet"  # the run folder's subfolder of lock folders, one per host
 INTERVALS = "intervals.jsonl"
 
 
@@ -40,6 +41,7 @@ class Quiet:
 
     def __init__(self, folder: str | Path | None, job: str = ""):
         self.folder, self.job = (Path(folder) if folder else None), job
+        self.held = 0.0  # seconds this job stood still waiting for another's timing (or its own turn to time)
         self._busy_since: float | None = None
 
     def __enter__(self) -> "Quiet":
@@ -76,8 +78,10 @@ class Quiet:
             yield
             return
         self._leave_busy()  # a job waiting at the gate holds nothing: no deadlock between two timers
+        waiting = time.perf_counter()
         fcntl.flock(self._gate, fcntl.LOCK_EX)
         fcntl.flock(self._busy, fcntl.LOCK_EX)  # once every other job has reached a checkpoint
+        self.held += time.perf_counter() - waiting
         start = time.time()
         try:
             yield
@@ -88,9 +92,11 @@ class Quiet:
             fcntl.flock(self._gate, fcntl.LOCK_UN)
 
     def _enter_busy(self) -> None:
+        waiting = time.perf_counter()
         fcntl.flock(self._gate, fcntl.LOCK_EX)  # behind any timer that is waiting or timing
         fcntl.flock(self._busy, fcntl.LOCK_SH)
         fcntl.flock(self._gate, fcntl.LOCK_UN)
+        self.held += time.perf_counter() - waiting
         self._busy_since = time.time()
 
     def _leave_busy(self) -> None:
