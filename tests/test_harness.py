@@ -108,11 +108,12 @@ def data(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
-    """One complete run of the smoke suite in both frameworks, one seed, one worker per framework
-    (reused): shared by the schema tests."""
+    """One complete run of the smoke suite in both frameworks, one seed, one job at a time, one
+    worker per framework (reused: each ran iris, then boston): shared by the schema tests."""
     cwd = tmp_path_factory.mktemp("smoke")
     out = cwd / "run"
-    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--out", str(out), cwd=cwd)
+    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--workers", "1",
+                              "--out", str(out), cwd=cwd)
     assert_ok(result)
     return SimpleNamespace(out=out, result=result, records=read_records(out),
                            manifest=json.loads((out / "manifest.json").read_text()))
@@ -249,6 +250,10 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     assert all(m["started"] <= r["started"] <= r["finished"] <= m["finished"] for r in records)
     assert m["command"][1:3] == ["run", "--openml-source"] and "--suite" in m["command"] and "smoke" in m["command"]
     assert 0 <= m["harness_overhead"] <= 1 and 0 < m["measured_seconds"] <= m["wall_seconds"]
+    # How the machine was shared: one job at a time, every model timed alone (3 per job).
+    sharing = m["sharing"]
+    assert (sharing["jobs_at_once"], sharing["threads_per_job"], sharing["timing_overlaps"]) == (1, os.cpu_count(), 0)
+    assert sharing["held_seconds"] == 0 and sharing["timed_seconds"] > 0
 
 
 # ---- retention and distillation gain: both metric directions
@@ -586,7 +591,7 @@ def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke
     result = distillbench_run(data, "--datasets", "531", "--frameworks", "torch,tensorflow", "--fresh-process",
                               "--out", str(out), cwd=tmp_path)
     assert_ok(result)
-    assert json.loads((out / "manifest.json").read_text())["worker"] == "fresh process per job"
+    assert json.loads((out / "manifest.json").read_text())["worker"].startswith("fresh process per job")
     fresh = by_key(read_records(out))
     reused = {k: r for k, r in by_key(smoke_run.records).items() if k[0] == 531}
     assert fresh.keys() == reused.keys() and len(fresh) == 6
