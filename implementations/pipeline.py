@@ -62,6 +62,7 @@ class FitResult:
     best_epoch: int  # 1-based epoch whose weights were restored
     best_val_loss: float
     members: tuple["FitResult", ...] = ()
+    train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
 
 def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -148,6 +149,16 @@ class Backend(abc.ABC):
         """Seed the framework, make it deterministic, set its thread count (before any op) and the
         device ('cpu' or 'gpu'; a GPU the framework cannot see is an error)."""
 
+    determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
+
+    def checkpoint(self) -> None:
+        """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
+        to hold this job's training there while another job is being timed."""
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
+        read. Nothing to wait for on the CPU."""
+
     @abc.abstractmethod
     def build(self, spec: MLPSpec, weights: list[np.ndarray]):
         """A model of this architecture holding these initial weights."""
@@ -222,6 +233,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
     trainer = backend.trainer(model, loss, training)
     best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
     for epoch in range(1, training.epochs + 1):
+        backend.checkpoint()
         trainer.run(x, y, t, batch_order(len(x), training.batch_size, seed, epoch, member))
         val_loss = backend.loss(model, loss, *val)
         if not np.isfinite(val_loss):
@@ -231,7 +243,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
         elif epoch - best_epoch >= training.patience:
             break
     backend.set_weights(model, best_weights)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss))
+    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), train_call_path=trainer.path)
 
 
 @dataclass

@@ -126,6 +126,7 @@ class Ensemble(MLP):
             best_epoch=sum(f.best_epoch for f in fits),
             best_val_loss=float(val_loss),
             members=tuple(fits),
+            train_call_path=f"each member alone: {fits[0].train_call_path}",
         )
 
     def parity_model(self, backend: Backend, teacher: TeacherSpec, n_in: int, n_out: int, task: str, seed: int) -> Any:

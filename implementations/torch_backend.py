@@ -7,6 +7,7 @@ import copy
 import io
 import logging
 import math
+import os
 import warnings
 
 import numpy as np
@@ -89,15 +90,27 @@ class TorchBackend(Backend):
     threads: int | None = None
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        self.determinism = "torch.manual_seed, torch.use_deterministic_algorithms(True)"
         if device == "gpu":
             if not torch.cuda.is_available():
-                raise RuntimeError("--device gpu: torch sees no CUDA GPU")
-            self.device = torch.device("cuda")
+                raise RuntimeError("--device gpu: torch sees no CUDA GPU (a CPU build of torch?)")
+            # cuBLAS is deterministic only with this workspace setting, read when it first runs;
+            # TF32 matmuls (Ampere and later) would round differently from the CPU and TensorFlow.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+            self.determinism += (f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
+                                 "(on GPU: torch's documented settings, not checked by this project's tests)")
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads  # also the deployment runtimes' (onnxruntime)
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
         skips = residual_skips(spec)

@@ -21,9 +21,10 @@ from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_ht
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
 from distillbench.benchmarks.store.record import is_ok
-from distillbench.benchmarks.store.run_folder import Run, read_run
+from distillbench.benchmarks.store.run_folder import MANIFEST, Run, read_run
 from distillbench.files import write_atomic
 from distillbench.implementations.roles import ROLES, STUDENTS
+from distillbench.validate import folder_name
 
 MIN_CD_DATASETS = 5
 
@@ -221,8 +222,11 @@ def build(run: Run) -> tuple[str, list]:
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
     run = read_run(run_dir)
+    # The manifest is data from outside: its run_id names a folder only when it is a plain name.
+    if out is None:
+        out = Path("reports") / folder_name(run.manifest.get("run_id"), f"{Path(run_dir) / MANIFEST}: run_id")
+    out = Path(out)
     title, blocks = build(run)
-    out = Path(out) if out else Path("reports") / run.manifest["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for s in SECTIONS.values():  # a figure or table not made this time must not linger from an earlier report
