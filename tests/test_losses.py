@@ -112,12 +112,14 @@ CASES = [(name, task) for name, objective in OBJECTIVES.items() for task in obje
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize(("objective", "task"), CASES)
+@pytest.mark.parametrize("n_classes", [2, 5], ids=["binary", "multiclass"])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("t_squared", [True, False], ids=["t2", "no_t2"])
-def test_each_framework_computes_each_objective_as_its_numpy_definition(framework, objective, task, alpha, t_squared):
+def test_each_framework_computes_each_objective_as_its_numpy_definition(framework, objective, task, n_classes, alpha,
+                                                                         t_squared):
     spec = LossSpec(task, alpha=alpha, temperature=2.5, t_squared=t_squared, objective=objective)
     if task == "classification":
-        out, y, t = classification_batch(3, "with_zeros", seed=1)
+        out, y, t = classification_batch(n_classes, "with_zeros", seed=1)
     else:
         rng = np.random.default_rng(7)
         out, y = rng.normal(size=(N_ROWS, 1)).astype(np.float32), rng.normal(size=N_ROWS).astype(np.float32)
