@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class TeacherKind:
-    """A kind of teacher. Subclasses override what differs from the plain MLP's."""
+    """A kind of teacher. A subclass implements ``fit`` and ``describe``; the other hooks default to
+    a framework model that parity compares as it is, with no checks beyond its fields' own."""
 
     NAME: ClassVar[str]
     FIELDS: ClassVar[dict[str, ConfigField]]  # the [teacher] fields only this kind uses
