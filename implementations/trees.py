@@ -5,7 +5,8 @@ frameworks get the same teacher (same seed, same data, same trees), so their stu
 the framework. Early stopping watches our own validation split (``fit(X_val=, y_val=)``) with
 ``training.patience`` iterations of patience; like the MLPs' early stopping, the iterations after
 the best are dropped (scikit-learn keeps them: the model is refitted with ``max_iter`` = the best
-count, which grows the same first trees).
+count, which grows the same first trees). Its ``FitResult`` counts boosting iterations as epochs and
+steps; ``stop_reason`` is ``early_stopping``, or ``max_iter`` when the iterations ran out first.
 
 Outputs are raw scores, as the compressors expect: classification logits (n, C) in label order
 0..C-1 (binary: ``[0, s]`` with ``s`` the log-odds of class 1, so that their softmax is
@@ -96,4 +97,5 @@ def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int
         if best < iterations:
             estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
     teacher = TreeTeacher(estimator, data.n_classes, threads)
-    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data))
+    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data), steps=iterations,
+                              best_step=best, stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping")
