@@ -14,8 +14,9 @@ from distillbench.errors import UserError
 COMMAND_MODULES = [
     "distillbench.implementations.commands",
     "distillbench.datasets.commands",
-    "distillbench.benchmarks.commands",
-    "distillbench.benchmarks.tracking",
+    "distillbench.benchmarks.running.commands",
+    "distillbench.benchmarks.reporting.commands",
+    "distillbench.benchmarks.tracking.commands",
     "distillbench.env",
 ]
 
