@@ -26,9 +26,10 @@ from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec
 _INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}
 
 
-# How a training ended (``FitResult.stop_reason``); see ``TrainingSpec``. ``max_iter``: a tree
-# teacher's boosting iterations ran out.
-STOP_REASONS = ("early_stopping", "max_steps", "max_epochs", "max_iter", "time_limit", "diverged")
+# How a training ended (``FitResult.stop_reason``); see ``TrainingSpec``. ``max_iter``: the
+# iterations of a scikit-learn model (tree teacher, reference) ran out; ``converged``: a linear
+# reference's solver converged.
+STOP_REASONS = ("early_stopping", "converged", "max_steps", "max_epochs", "max_iter", "time_limit", "diverged")
 # The reasons that mean "stopped by the budget, not because it had converged": such a model's
 # numbers may be those of a model that had more to learn.
 BUDGET_REASONS = ("max_steps", "max_epochs", "max_iter", "time_limit")
@@ -301,15 +302,19 @@ class Data:
         return Data(self.task, self.n_classes, self.x_train[rows], self.y_train[rows], self.x_val, self.y_val)
 
 
+def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
+    """The data every model of a run is trained on: at ``train_fraction`` < 1 (a scaling study), a
+    seeded share of the training rows (``train_rows``); validation unchanged."""
+    return data if training.train_fraction >= 1.0 else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+
+
 class Pipeline:
     """Teacher -> compressor -> student, and the scratch-student baseline, in one framework."""
 
     def __init__(self, backend: Backend, spec: PipelineSpec, data: Data, seed: int):
         if data.task == "classification" and data.n_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got {data.n_classes}")
-        if spec.training.train_fraction < 1.0:  # a scaling study: a seeded share of the training rows
-            data = data.subset(train_rows(len(data.x_train), spec.training.train_fraction, seed))
-        self.backend, self.spec, self.data, self.seed = backend, spec, data, seed
+        self.backend, self.spec, self.data, self.seed = backend, spec, training_data(data, spec.training, seed), seed
 
     def new_model(self, role: str):
         mlp = self.spec.teacher if role == "teacher" else self.spec.student

@@ -22,12 +22,13 @@ from types import SimpleNamespace
 import pytest
 
 from distillbench.benchmarks.store.run_folder import read_records
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 
 FRAMEWORKS = ("torch", "tensorflow")
-EXPECTED = sorted((d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES)
+EXPECTED = sorted([(d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES]
+                  + [(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES])
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def quality(records: list[dict]) -> dict[tuple, dict]:
 def assert_each_job_once_and_ok(run) -> None:
     assert sorted(keys(run.records)) == EXPECTED  # nothing lost, nothing written twice
     assert all(r["status"] == "ok" for r in run.records), [r["error"] for r in run.records]
-    assert run.manifest["status"] == "complete" and run.manifest["jobs"]["ok"] == len(SMOKE) * len(FRAMEWORKS)
+    assert run.manifest["status"] == "complete" and run.manifest["jobs"]["ok"] == len(SMOKE) * (len(FRAMEWORKS) + 1)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert_ok(distillbench_run(data, "--suite", "smoke", "--frameworks", "torch", "--out", str(out), "--workers", "2",
                                "--threads", "2", cwd=tmp_path))
     run = SimpleNamespace(records=read_records(out), manifest=json.loads((out / "manifest.json").read_text()))
-    assert sorted(keys(run.records)) == [k for k in EXPECTED if k[2] == "torch"]
+    assert sorted(keys(run.records)) == [k for k in EXPECTED if k[2] in ("torch", REFERENCE)]
     assert all(r["status"] == "ok" for r in run.records) and run.manifest["status"] == "complete"
     assert quality(run.records).items() <= quality(local_run.records).items()
     assert run.manifest["concurrency"] == 2 and run.manifest["threads"] == 1

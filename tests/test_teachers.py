@@ -24,7 +24,7 @@ from distillbench.implementations.pipeline import (
     fit,
     initial_weights,
 )
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import (
     ConfigError,
     MLPSpec,
@@ -313,7 +313,8 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
     _, folder = trees_smoke_run
     records = [json.loads(line) for line in (folder / "run" / "records.jsonl").read_text().splitlines()]
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
-        (d, f, role) for d in (61, 531) for f in FRAMEWORKS for role in ROLES)
+        [(d, f, role) for d in (61, 531) for f in FRAMEWORKS for role in ROLES]
+        + [(d, REFERENCE, role) for d in (61, 531) for role in REFERENCES])
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     for dataset in (61, 531):
         teachers = [r for r in records if r["dataset_id"] == dataset and r["role"] == "teacher"]
@@ -337,5 +338,7 @@ def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openm
     teacher = by_role["teacher"]
     assert len(teacher["members"]) == 2 and all(1 <= m["epochs"] <= 2 for m in teacher["members"])
     assert teacher["epochs"] == sum(m["epochs"] for m in teacher["members"])
+    assert teacher["steps"] == sum(m["steps"] for m in teacher["members"])
+    assert all(m["stop_reason"] in ("early_stopping", "max_epochs") for m in teacher["members"])
     assert teacher["n_params"] == 2 * (4 * 8 + 8 + 8 * 3 + 3)  # iris: 4 features, 3 classes
     assert "members" not in by_role["student_kd"] and math.isfinite(by_role["student_kd"]["kd_gain"])

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.implementations.roles import REFERENCE
 
 
 def _when(timestamp: float | None) -> str:
@@ -29,6 +30,17 @@ def _teacher_text(teacher: dict) -> str:
                 f"{teacher.get('learning_rate')}, max_leaf_nodes {teacher.get('max_leaf_nodes')})")
     mlp = f"{teacher.get('widths')} {teacher.get('activation')} dropout {teacher.get('dropout')}"
     return {"residual_mlp": f"residual MLP {mlp}", "ensemble": f"ensemble of {teacher.get('members')} MLPs {mlp}"}.get(kind, mlp)
+
+
+def _training_text(training: dict) -> str:
+    """The training budget and schedule in a few words (a config from before they existed: epochs)."""
+    budget = f"at most {training.get('epochs')} epochs" + (
+        f" and {training['max_steps']} steps" if "max_steps" in training else "")
+    schedule = training.get("lr_schedule", "constant")
+    return (f"{budget}, batch {training.get('batch_size')}, lr {training.get('learning_rate')} ({schedule}), patience "
+            f"{training.get('patience')} evaluations" + (f" of >= {training['eval_steps']} steps, min_delta "
+                                                         f"{training.get('min_delta')}" if "eval_steps" in training else "")
+            + (f", time limit {training['time_limit']} s per model" if training.get("time_limit") else ""))
 
 
 def run_table(manifest: dict) -> Table:
@@ -62,8 +74,7 @@ def run_table(manifest: dict) -> Table:
         ("config", f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; student {student.get('widths')} {student.get('activation')}; "
                    f"alpha {distill.get('alpha')}, T {distill.get('temperature')}, compressors "
                    f"{distill.get('classification_compressor')}/{distill.get('regression_compressor')}; "
-                   f"{training.get('epochs')} epochs, batch {training.get('batch_size')}, "
-                   f"lr {training.get('learning_rate')}, patience {training.get('patience')}"),
+                   f"{_training_text(training)}"),
         *([("sweep", f"{len(manifest['variants'])} configurations per job: " + "; ".join(
             f"{path} = {config['sweep'][path]}" for path in manifest.get("sweep_keys") or config.get("sweep") or {}))]
           if manifest.get("variants") and config.get("sweep") else []),
@@ -98,9 +109,11 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
         if len(set(why.values())) > 1 or (None not in why and len(why) < configurations):
             reasons[key] = "; ".join(f"{variant}: {error}" for variant, error in why.items())
     recorded = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
+    # The reference job of each (dataset, seed) too, in a run that planned them.
+    frameworks = [*manifest.get("frameworks", []), *([REFERENCE] if manifest.get("reference_roles") else [])]
     for d in manifest.get("datasets", []):
         for seed in manifest.get("seeds", []):
-            for framework in manifest.get("frameworks", []):
+            for framework in frameworks:
                 if (d["id"], seed, framework) not in recorded:
                     reasons[(d["id"], seed, framework)] = f"not run (run status: {manifest.get('status')})"
     seeds = defaultdict(list)
