@@ -25,7 +25,7 @@ from distillbench.benchmarks.store.run_folder import latest_records, read_record
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import format_comparison
 from distillbench.implementations.pipeline import Data, Pipeline, train_rows
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, ROLES
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 
 TINY = """\
@@ -186,8 +186,11 @@ def test_every_job_runs_the_4_configurations_with_every_role(grid) -> None:
     labels = [v["label"] for v in grid.manifest["variants"]]
     assert labels == ["temperature=2, alpha=0.3", "temperature=2, alpha=0.7", "temperature=8, alpha=0.3", "temperature=8, alpha=0.7"]
     assert grid.manifest["sweep_keys"] == ["distill.temperature", "distill.alpha"]
-    jobs = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
+    jobs = {(r["dataset_id"], r["seed"], r["framework"]) for r in records if r["framework"] != REFERENCE}
     assert jobs == {(61, 0, "torch"), (531, 0, "torch")}
+    # the reference models: once per (dataset, seed), not per configuration
+    assert sorted((r["dataset_id"], r["role"], r.get("variant")) for r in records if r["framework"] == REFERENCE) == [
+        (61, "hgb", None), (61, "linear", None), (531, "hgb", None), (531, "linear", None)]
     for job in jobs:
         mine = [r for r in records if (r["dataset_id"], r["seed"], r["framework"]) == job]
         assert sorted((r["variant"], r["role"]) for r in mine) == sorted((v, role) for v in labels for role in ROLES)
