@@ -19,6 +19,7 @@ import numpy as np
 
 from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
+from distillbench.implementations.teachers import TEACHER_KINDS
 
 # Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
 # one stream: the distilled and the scratch student start from the same weights and see the same
@@ -37,19 +38,17 @@ BUDGET_REASONS = ("max_steps", "max_epochs", "max_iter", "time_limit")
 
 @dataclass(frozen=True)
 class LossSpec:
-    """What a model is trained on. Classification: ``alpha * CE(y, s) + (1 - alpha) * scale *
-    KL(t || softmax(s / T))`` with ``scale = T^2`` when ``t_squared``; regression: ``alpha *
-    MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is plain supervised training (teacher,
-    scratch student), where ``t`` is not used."""
+    """What a model is trained on: ``alpha * label term + (1 - alpha) * scale * teacher term`` with
+    the teacher term of ``objective`` (``objectives.py``). Classification, ``soft_targets``:
+    ``alpha * CE(y, s) + (1 - alpha) * scale * KL(t || softmax(s / T))`` with ``scale = T^2`` when
+    ``t_squared``; regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is
+    plain supervised training (teacher, scratch student), where ``t`` is not used."""
 
     task: str
     alpha: float = 1.0
     temperature: float = 1.0
     t_squared: bool = True
-
-    @property
-    def kl_scale(self) -> float:
-        return self.temperature**2 if self.t_squared else 1.0
+    objective: str = "soft_targets"
 
 
 def distill_loss(task: str, distill: DistillSpec) -> LossSpec:
@@ -75,6 +74,7 @@ class FitResult:
     stop_reason: str = "early_stopping"  # one of STOP_REASONS
     learning_rate: float | None = None  # the rate when training ended (a schedule may lower it)
     members: tuple["FitResult", ...] = ()
+    train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
 
 def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -160,6 +160,16 @@ class Backend(abc.ABC):
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
         """Seed the framework, make it deterministic, set its thread count (before any op) and the
         device ('cpu' or 'gpu'; a GPU the framework cannot see is an error)."""
+
+    determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
+
+    def checkpoint(self) -> None:
+        """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
+        to hold this job's training there while another job is being timed."""
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
+        read. Nothing to wait for on the CPU."""
 
     @abc.abstractmethod
     def build(self, spec: MLPSpec, weights: list[np.ndarray]):
@@ -253,6 +263,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
                 break
             epoch += 1
             batches += batch_order(len(x), training.batch_size, seed, epoch, member)[:room]
+        backend.checkpoint()
         trainer.run(x, y, t, batches)
         step += len(batches)
         val_loss = backend.loss(model, loss, *val)
@@ -278,7 +289,8 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
             trainer.set_learning_rate(rate)
     backend.set_weights(model, best_weights)
     return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), steps=step,
-                     best_step=best_step, stop_reason=reason, learning_rate=rate)
+                     best_step=best_step, stop_reason=reason, learning_rate=rate,
+                     train_call_path=trainer.path)
 
 
 @dataclass
@@ -326,34 +338,9 @@ class Pipeline:
                    (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val), member)
 
     def fit_teacher(self):
-        """The teacher of ``spec.teacher.kind``: a framework model, or for ``hist_gradient_boosting``
-        a ``NeutralModel`` (the same in every framework)."""
-        kind = self.spec.teacher.kind
-        if kind == "hist_gradient_boosting":
-            from distillbench.implementations import trees
-
-            return trees.fit_teacher(self.spec.teacher, self.spec.training, self.data, self.seed,
-                                     getattr(self.backend, "threads", None))
-        if kind == "ensemble":
-            return self._fit_ensemble()
-        model = self.new_model("teacher")
-        return model, self._fit(model, LossSpec(self.data.task))
-
-    def _fit_ensemble(self):
-        """Each member trained alone by the shared fit loop, with its own initial weights and batch
-        order (member 0 is the single MLP teacher), then combined into one model."""
-        d, mlp, loss = self.data, self.spec.teacher, LossSpec(self.data.task)
-        members, fits = [], []
-        for k in range(mlp.members):
-            model = self.backend.build(mlp, initial_weights(mlp, d.x_train.shape[1], d.n_outputs, self.seed, "teacher", k))
-            fits.append(self._fit(model, loss, member=k))
-            members.append(model)
-        model = self.backend.ensemble(members, d.task)
-        val_loss = self.backend.loss(model, loss, d.x_val, d.y_val, None)
-        reason = next((f.stop_reason for f in fits if f.stop_reason != "early_stopping"), "early_stopping")
-        return model, FitResult(epochs=sum(f.epochs for f in fits), best_epoch=sum(f.best_epoch for f in fits),
-                                best_val_loss=float(val_loss), steps=sum(f.steps for f in fits),
-                                best_step=sum(f.best_step for f in fits), stop_reason=reason, members=tuple(fits))
+        """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
+        ``NeutralModel`` (the same in every framework)."""
+        return TEACHER_KINDS[self.spec.teacher.kind].fit(self)
 
     def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
         """Fit the compressor on the training split; the student's targets for train and val. Targets

@@ -112,4 +112,5 @@ def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int
             estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
     teacher = TreeTeacher(estimator, data.n_classes, threads)
     return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=val_loss(teacher, data), steps=iterations,
-                              best_step=best, stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping")
+                              best_step=best, stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping",
+                              train_call_path=f"scikit-learn {cls.__name__}.fit, early stopping on the validation split")

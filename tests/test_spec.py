@@ -130,6 +130,14 @@ def test_invalid_toml_syntax_is_a_config_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text, as TOML must be \(invalid continuation byte at byte 11\)$") as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
 @pytest.mark.parametrize("name", ["nope", "missing.toml"])
 def test_unknown_preset_or_missing_file_is_a_config_error(name):
     with pytest.raises(ConfigError) as info:
@@ -213,5 +221,6 @@ def test_cli_refuses_an_out_of_range_seed_without_traceback(command, seed):
     # Keras accepts only 0 <= seed < 2^32; outside it the commands used to die with a traceback.
     proc = subprocess.run([str(DISTILLBENCH), command, "--seed", seed], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert f"argument --seed: must be an integer in [0, 2^32), got {seed}" in proc.stderr
+    assert f"argument --seed: expected a seed from 0 to 2^32 - 1, not '{seed}'" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
     assert "Traceback" not in proc.stderr

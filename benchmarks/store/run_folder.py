@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.store.record import SCHEMA_VERSION, record_key
 from distillbench.errors import UserError
+from distillbench.files import write_atomic
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -131,9 +132,7 @@ class RunFolder:
 
     def write_manifest(self, manifest: dict) -> None:
         """Replace the manifest atomically: a reader sees the old one or the new one, never half."""
-        partial = self.path / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n")
-        os.replace(partial, self.path / MANIFEST)
+        write_atomic(self.path / MANIFEST, json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n")
 
     def close(self) -> None:
         if self._records is not None:
