@@ -209,8 +209,8 @@ def test_the_convergence_and_sanity_sections(tmp_path: Path) -> None:
     assert float(results[("iris", "torch")]["kd vs best reference %"]) == pytest.approx(
         np.mean([100 * k / (t + 0.01) for k, t in zip(kd, teacher)]))
     md = (report / "report.md").read_text()
-    assert "| iris | torch | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 [budget 2/3] |" in md
-    assert "far below hgb 1/3]" in md and "## Convergence" in md and "## Sanity checks" in md
+    assert "| iris | torch | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 \\[budget 2/3\\] |" in md
+    assert "far below hgb 1/3\\]" in md and "## Convergence" in md and "## Sanity checks" in md
     assert "Ended on the budget: 2 of 144 models." in md  # 6 datasets x 3 seeds x (2 x 3 models + 2 references)
 
 
@@ -262,7 +262,7 @@ def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> Non
 
 
 def test_the_sections_in_the_reports_order_with_the_files_they_declare(report: Path) -> None:
-    assert list(SECTIONS) == ["run_info", "datasets", "results", "frameworks_compared", "across_datasets", "latency",
+    assert list(SECTIONS) == ["run_info", "datasets", "results", "convergence", "frameworks_compared", "across_datasets", "latency",
                               "deployment", "sweep", "failed_jobs"]
     tables = [name for s in SECTIONS.values() for name in s.tables]
     figures = [name for s in SECTIONS.values() for name in s.figures]
@@ -270,7 +270,7 @@ def test_the_sections_in_the_reports_order_with_the_files_they_declare(report: P
     # run_small (no sweep, no deployment formats): every file is declared, the absent ones are those sections'.
     assert {p.stem for p in (report / "tables").iterdir()} == set(TABLES) <= set(tables)
     assert {p.stem for p in (report / "figures").iterdir()} == set(FIGURES) <= set(figures)
-    assert set(tables) - set(TABLES) == {*SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
+    assert set(tables) - set(TABLES) == {*SECTIONS["convergence"].tables, *SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
     data = report_data(read_run(RUN_SMALL))
     assert SECTIONS["sweep"].build(data) == []  # a section that does not apply adds nothing
 
