@@ -311,36 +311,45 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _parse_sweep(base: PipelineSpec, table: Any) -> dict[str, list]:
-    """Check a [sweep] table against the spec: known paths, non-empty lists of distinct values, every
-    value valid for its field; errors name the key and the value's index."""
+    """Check a [sweep] table against the spec: known paths, non-empty lists of distinct values, at most
+    MAX_VARIANTS configurations, every value valid for its field; errors name the key and the value's
+    index. The number of configurations is refused before any value is checked (linear in the values)."""
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {table!r}")
     sweep = _flatten(table)
+    sections = _sections(base)
     for path, values in sweep.items():
-        where = f"sweep.{path!r}".replace("'", '"')
         section, _, name = path.partition(".")
-        sections = _sections(base)
         known = {f.name for f in dataclasses.fields(getattr(base, section))} if section in sections else set()
         if section not in sections or name not in known:
             fields = ", ".join(f"{s}.{f.name}" for s in sections for f in dataclasses.fields(getattr(base, s)))
-            raise ConfigError(f"{where}: unknown field (known: {fields})")
+            raise ConfigError(f"{_sweep_key(path)}: unknown field (known: {fields})")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: must be a non-empty list of values, got {values!r}")
-        checked = []
+            raise ConfigError(f"{_sweep_key(path)}: must be a non-empty list of values, got {values!r}")
+    count = math.prod(len(v) for v in sweep.values())
+    if count > MAX_VARIANTS:
+        raise ConfigError(f"sweep: {count} configurations, more than the {MAX_VARIANTS} allowed")
+    for path, values in sweep.items():
+        section, _, name = path.partition(".")
+        checked, seen = [], set()
         for i, value in enumerate(values):
-            if value in values[:i]:
-                raise ConfigError(f"{where}[{i}]: {value!r} is listed twice")
             try:
                 built = _with_value(base, {path: value})
             except ConfigError as exc:
                 message = str(exc).removeprefix(f"{path}: ")
-                raise ConfigError(f"{where}[{i}]: {message}") from None
-            checked.append(getattr(getattr(built, section), name))  # as the spec holds it (e.g. 2 -> 2.0)
+                raise ConfigError(f"{_sweep_key(path)}[{i}]: {message}") from None
+            held = getattr(getattr(built, section), name)  # as the spec holds it (e.g. 2 -> 2.0)
+            if repr(held) in seen:
+                raise ConfigError(f"{_sweep_key(path)}[{i}]: {value!r} is listed twice")
+            seen.add(repr(held))
+            checked.append(held)
         sweep[path] = checked
-    count = math.prod(len(v) for v in sweep.values())
-    if count > MAX_VARIANTS:
-        raise ConfigError(f"sweep: {count} configurations, more than the {MAX_VARIANTS} allowed")
     return sweep
+
+
+def _sweep_key(path: str) -> str:
+    """How errors name a sweep key: sweep."distill.alpha"."""
+    return f'sweep."{path}"'
 
 
 def spec_from_dict(data: dict[str, Any]) -> PipelineSpec:

@@ -142,6 +142,25 @@ def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("values", [
+    [float(v) for v in range(1, 10**6 + 1)],  # distinct: minutes to refuse when each was checked against the ones before
+    [1.0] * 10**6,  # a duplicate at [1], and a million of them
+    [*range(1, 10**6), -1.0],  # an invalid value last
+], ids=["distinct", "duplicates", "invalid-last"])
+def test_a_huge_grid_is_refused_by_its_size_before_any_value_is_checked(values) -> None:
+    with pytest.raises(ConfigError, match=r"^sweep: 1000000 configurations, more than the 256 allowed$"):
+        spec_from_dict({"sweep": {"distill.temperature": values}})
+    with pytest.raises(ConfigError, match=r"^sweep: 1000000 configurations"):  # a product: 1000 x 1000
+        spec_from_dict({"sweep": {"distill.temperature": values[:1000], "distill.alpha": [0.0] * 1000}})
+
+
+def test_duplicates_are_found_as_the_spec_holds_them() -> None:
+    with pytest.raises(ConfigError, match=r'^sweep."distill.temperature"\[2\]: 2 is listed twice$'):
+        spec_from_dict({"sweep": {"distill.temperature": [2.0, 3, 2]}})  # 2 and 2.0: one configuration
+    with pytest.raises(ConfigError, match=r'^sweep."student.widths"\[1\]: \[16, 8\] is listed twice$'):
+        spec_from_dict({"sweep": {"student.widths": [[16, 8], [16, 8]]}})
+
+
 def test_train_fraction_is_validated_outside_a_sweep_too() -> None:
     with pytest.raises(ConfigError, match=r"^training.train_fraction: must be in \(0, 1\], got 0.0$"):
         spec_from_dict({"training": {"train_fraction": 0.0}})
