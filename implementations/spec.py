@@ -376,7 +376,12 @@ def load_spec(name_or_path: str | Path | None = None) -> PipelineSpec:
         text = resources.files(__package__).joinpath("presets", f"{name_or_path}.toml").read_text()
         source = f"preset {name_or_path!r}"
     elif path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")  # TOML is UTF-8
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text, as TOML must be ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         source = str(path)
     else:
         raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(presets())})")

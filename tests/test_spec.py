@@ -116,6 +116,14 @@ def test_invalid_toml_syntax_is_a_config_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text, as TOML must be \(invalid continuation byte at byte 11\)$") as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
 @pytest.mark.parametrize("name", ["nope", "missing.toml"])
 def test_unknown_preset_or_missing_file_is_a_config_error(name):
     with pytest.raises(ConfigError) as info:
