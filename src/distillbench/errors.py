@@ -1,11 +1,83 @@
-"""The one exception type for problems the user can fix (bad input, bad config, missing data).
+"""The exceptions the CLI turns into one line and an exit status, and the exit statuses.
 
-The CLI prints it as a single line and exits non-zero, with no traceback. Anything else is a bug
-and keeps its traceback.
+A UserError is a problem the user can fix (bad input, bad config, missing data): the CLI prints it
+as a single line and exits non-zero, with no traceback. Anything else is a bug and keeps its
+traceback, with its own exit status, so that a crash is never read as a verdict (`compare`'s 1).
 """
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+EXIT_REGRESSION = 1  # `compare` found a regression; nothing else exits 1
+EXIT_USAGE = 2  # bad input: an option, a config, a run folder that cannot be read
+EXIT_FAULT = 3  # a run stopped by a fault outside it (disk full, folder no longer writable)
+EXIT_BUG = 70  # an unexpected exception: a bug (BSD's EX_SOFTWARE)
 
 
 class UserError(Exception):
     """A problem with the user's input; its message is shown as one line."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
+
+
+class RunFault(UserError):
+    """A run could not go on because of its environment (an OSError writing its folder): shown as one
+    line; the run folder keeps what was written and says where it stopped, and `--resume` continues it."""
+
+    exit_code = EXIT_FAULT
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM, raised in the main thread by the CLI's handler; exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """For a command: SIGINT and SIGTERM raise Interrupted in the main thread, so that it cleans up
+    either way (a run marks its manifest); once one has arrived, more are ignored until the block
+    ends, so that a second Ctrl-C cannot cut that cleanup short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for name in SIGNALS:
+            signal.signal(name, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {name: signal.signal(name, interrupt) for name in SIGNALS}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block has run (e.g. a file written whole); the first one is
+    raised then, as Interrupted, unless the block is already ending with an exception."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {name: signal.signal(name, lambda signum, frame: arrived.append(signum)) for name in SIGNALS}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
+    if arrived:
+        raise Interrupted(arrived[0])
