@@ -23,6 +23,7 @@ import numpy as np
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 FORWARD_TOLERANCE = 1e-5
@@ -72,8 +73,8 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
         losses = [b.loss(m, loss, *batch) for b, m in zip(backends, models)]
-        for trainer in trainers:
-            trainer.step(*batch)
+        for trainer in trainers:  # the call training makes: rows of the whole arrays
+            trainer.run(x, y, t, [rows])
         result["steps"].append({
             "step": k,
             "loss": abs(losses[0] - losses[1]),
@@ -91,7 +92,7 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
-    roles = ("teacher", "student_kd", "student_scratch")[spec.teacher.kind == "hist_gradient_boosting":]
+    roles = ROLES[spec.teacher.kind == "hist_gradient_boosting":]
     cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed,

@@ -7,7 +7,6 @@ in this process with a monkeypatch, in the CLI's processes with a sitecustomize 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ from conftest import PROXY_VARIABLES
 import sklearn
 from sklearn import datasets as skdatasets
 
-from distillbench.benchmarks.commands import _fallback
+from distillbench.benchmarks.running.fallback import suite_fallback
 from distillbench.datasets.builtin import (
     BUILTINS,
     BUNDLED,
@@ -36,7 +35,7 @@ from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import get_prepared
 from distillbench.datasets.sources import CACHE_ENV, DATASETS_SUBDIR, ENTRY_FILES, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import load_suite
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 
 TINY_CONFIG = "[teacher]\nwidths = [16]\n\n[student]\nwidths = [4]\n\n[training]\nepochs = 3\n"
 OFFLINE_SITECUSTOMIZE = '''\
@@ -146,14 +145,15 @@ def test_generation_is_deterministic_atomic_and_regenerated_when_missing(tmp_pat
 # ---- the fallback decision
 
 
-def run_args(cache: Path, source: Path | None = None) -> argparse.Namespace:
-    return argparse.Namespace(cache=str(cache), openml_source=str(source) if source else None)
+def cache_args(cache: Path, source: Path | None = None) -> tuple[str, str | None]:
+    """--cache and --openml-source as `distillbench run` passes them."""
+    return str(cache), str(source) if source else None
 
 
 def test_no_fallback_while_a_cache_or_source_holds_the_data(openml_source, tmp_path, offline) -> None:
     builtin = load_suite("builtin")
-    assert _fallback(load_suite("smoke").entries, "smoke", builtin, run_args(tmp_path, openml_source)) is None
-    fallback = _fallback(load_suite("smoke").entries, "smoke", builtin, run_args(tmp_path))
+    assert suite_fallback(load_suite("smoke").entries, "smoke", builtin, *cache_args(tmp_path, openml_source)) is None
+    fallback = suite_fallback(load_suite("smoke").entries, "smoke", builtin, *cache_args(tmp_path))
     assert fallback["from"] == "smoke" and fallback["to"] == "builtin" and fallback["requested"] == [61, 531]
     assert fallback["source"] == str(tmp_path / FOLDER) and "cannot be reached" in fallback["reason"]
 
@@ -163,7 +163,7 @@ def test_no_fallback_while_openml_can_be_reached(tmp_path, monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     with socket.create_server(("127.0.0.1", 0)) as server:  # answers connections, as openml.org would
         monkeypatch.setattr(openml.config, "server", f"http://127.0.0.1:{server.getsockname()[1]}/api/v1/xml")
-        assert _fallback(load_suite("smoke").entries, "smoke", load_suite("builtin"), run_args(tmp_path)) is None
+        assert suite_fallback(load_suite("smoke").entries, "smoke", load_suite("builtin"), *cache_args(tmp_path)) is None
 
 
 # ---- `distillbench run --fallback-suite builtin`, offline, as a user runs it

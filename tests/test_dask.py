@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from distillbench.benchmarks.results import read_records
-from distillbench.implementations.pipeline import ROLES
+from distillbench.benchmarks.store.run_folder import read_records
+from distillbench.implementations.roles import ROLES
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 
@@ -61,8 +61,8 @@ def local_run(data, tmp_path_factory) -> SimpleNamespace:
 
 
 def test_importing_distillbench_does_not_import_dask() -> None:
-    code = ("import sys, distillbench.cli, distillbench.benchmarks.commands, distillbench.benchmarks.runner, "
-            "distillbench.benchmarks.executors; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))")
+    code = ("import sys, distillbench.cli, distillbench.benchmarks.running.commands, distillbench.benchmarks.running.runner, "
+            "distillbench.benchmarks.running.executors; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
@@ -92,7 +92,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert run.manifest["executor"] == {"name": "local", "concurrency": 2}
     assert "2 jobs at once" in run.manifest["worker"] and run.manifest["worker_env"]["OMP_NUM_THREADS"] == "1"
     # Two runs whose jobs were timed under different concurrency: their timings are not comparable.
-    from distillbench.benchmarks.compare import machine_differences
+    from distillbench.benchmarks.tracking.run_differences import machine_differences
 
     assert any("concurrency" in d for d in machine_differences(local_run.manifest, run.manifest))
 
@@ -169,8 +169,8 @@ def test_scheduler_needs_the_dask_executor(data, tmp_path) -> None:
 def test_timings_are_put_side_by_side_only_from_one_kind_of_machine(local_run) -> None:
     """A run whose jobs ran on two kinds of machine (as on a mixed Dask cluster): the report says so and
     keeps its timing comparisons within one kind; compare makes timing advisory."""
-    from distillbench.benchmarks.compare import job_machine_differences
-    from distillbench.benchmarks.report import machine_kinds
+    from distillbench.benchmarks.reporting.aggregate import machine_kinds
+    from distillbench.benchmarks.tracking.run_differences import job_machine_differences
 
     same = local_run.records
     other = [{**r, "machine": {**r["machine"], "cpu": "Another CPU"}} if r["framework"] == "tensorflow" else r for r in same]

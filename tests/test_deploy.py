@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from distillbench.benchmarks.results import read_records
+from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceeded, check_tolerance
-from distillbench.implementations.pipeline import ROLES, Served, initial_weights
+from distillbench.implementations.pipeline import Served, initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, cli, clean_env
@@ -123,7 +124,7 @@ def test_importing_the_backends_does_not_import_the_converters() -> None:
 
 
 def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(openml_source, openml_cache, monkeypatch) -> None:
-    from distillbench.benchmarks.job import Job, run_job
+    from distillbench.benchmarks.running.job import Job, run_job
     from distillbench.implementations.torch_backend import TorchBackend
 
     real = TorchBackend.deployments
@@ -217,7 +218,7 @@ def test_the_report_has_a_deployment_section(smoke_run) -> None:
 
 
 def test_a_failed_format_is_reported_as_such_not_as_a_failed_job(smoke_run, tmp_path) -> None:
-    from distillbench.benchmarks.report import write_report
+    from distillbench.benchmarks.reporting.report import write_report
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run.out, run)
@@ -237,7 +238,7 @@ def test_a_failed_format_is_reported_as_such_not_as_a_failed_job(smoke_run, tmp_
 
 
 def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_run, tmp_path) -> None:
-    from distillbench.benchmarks.compare import compare_runs
+    from distillbench.benchmarks.tracking.compare import compare_runs
 
     candidate = tmp_path / "no-deploy"
     shutil.copytree(smoke_run.out, candidate)

@@ -24,12 +24,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from distillbench.benchmarks import metrics
-from distillbench.benchmarks.job import RECORD_KEYS
-from distillbench.benchmarks.results import RECORDS, RunFolder, read_records
+from distillbench.benchmarks.running import metrics
+from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER, PRIMARY_METRIC, TEST_METRICS
+from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION
+from distillbench.benchmarks.store.run_folder import RECORDS, RunFolder, read_records
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.errors import UserError
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +134,7 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     rows = [line.split() for line in smoke_run.result.stdout.splitlines()]
     for name, task, _, _ in SMOKE.values():
         for framework in ("torch", "tensorflow"):
-            assert [name, framework, metrics.PRIMARY[task]] in [row[:3] for row in rows], smoke_run.result.stdout
+            assert [name, framework, PRIMARY_METRIC[task]] in [row[:3] for row in rows], smoke_run.result.stdout
     assert "ETA" in smoke_run.result.stderr
     assert (smoke_run.out / "records.jsonl").read_text().endswith("\n")
 
@@ -141,14 +142,15 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
 def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
     number = (int, float)
     for r in smoke_run.records:
-        missing = set(RECORD_KEYS) - set(r)
+        missing = set(REQUIRED_FIELDS) - set(r)
         assert not missing, missing
+        assert r["schema_version"] == SCHEMA_VERSION
         assert isinstance(r["run_id"], str) and r["run_id"]
         assert type(r["dataset_id"]) is int and type(r["seed"]) is int
         assert (r["dataset_name"], r["task"]) == SMOKE[r["dataset_id"]][:2]
         assert r["framework"] in ("torch", "tensorflow") and r["role"] in ROLES
         assert r["status"] == "ok" and r["error"] is None
-        assert isinstance(r["metrics"], dict) and r["primary_metric"] == metrics.PRIMARY[r["task"]]
+        assert isinstance(r["metrics"], dict) and r["primary_metric"] == PRIMARY_METRIC[r["task"]]
         assert isinstance(r["train_seconds"], float) and r["train_seconds"] > 0
         assert isinstance(r["train_cpu_seconds"], float) and r["train_cpu_seconds"] >= 0
         assert type(r["epochs"]) is int and 1 <= r["epochs"] <= 3  # the tiny config's budget
@@ -214,6 +216,7 @@ def test_sizes_follow_the_architecture(smoke_run) -> None:
 
 def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     m = smoke_run.manifest
+    assert m["schema_version"] == SCHEMA_VERSION
     assert m["config"] == load_spec(str(data.config)).to_dict()
     assert m["suite"] == "smoke" and m["seeds"] == [0] and m["frameworks"] == ["torch", "tensorflow"]
     assert m["threads"] == os.cpu_count() and m["device"] == "cpu"
@@ -245,9 +248,9 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
 
 
 def test_metric_directions() -> None:
-    assert {name for name, higher in metrics.HIGHER_IS_BETTER.items() if higher} == {"accuracy", "balanced_accuracy", "roc_auc", "r2"}
-    assert {name for name, higher in metrics.HIGHER_IS_BETTER.items() if not higher} == {"log_loss", "rmse", "mae"}
-    assert metrics.PRIMARY == {"classification": "accuracy", "regression": "rmse"}
+    assert {name for name in TEST_METRICS if HIGHER_IS_BETTER[name]} == {"accuracy", "balanced_accuracy", "roc_auc", "r2"}
+    assert {name for name in TEST_METRICS if not HIGHER_IS_BETTER[name]} == {"log_loss", "rmse", "mae"}
+    assert PRIMARY_METRIC == {"classification": "accuracy", "regression": "rmse"}
 
 
 @pytest.mark.parametrize("metric, teacher, better, worse", [
@@ -456,7 +459,7 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert sorted(keys(failing_run.records)) == sorted((d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES)
     bad = records[531]
     assert all(r["status"] == "failed" and "no_such_column" in r["error"] for r in bad), [r["error"] for r in bad]
-    assert all(set(RECORD_KEYS) <= set(r) and r["metrics"] is None for r in bad)
+    assert all(set(REQUIRED_FIELDS) <= set(r) and r["metrics"] is None for r in bad)
     assert next(d for d in failing_run.manifest["datasets"] if d["id"] == 531)["error"]
     assert all(r["status"] == "ok" and r["task"] == "regression" for r in records[187])
     assert failing_run.manifest["jobs"] == {"planned": 3, "skipped_as_done": 0, "ok": 1, "failed": 2}
@@ -467,7 +470,7 @@ def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> No
     iris = [r for r in failing_run.records if r["dataset_id"] == 61]
     assert [r["role"] for r in iris] == list(ROLES)
     assert all(r["status"] == "failed" and r["error"].startswith("TrainingDiverged") for r in iris), [r["error"] for r in iris]
-    assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(RECORD_KEYS) <= set(r) for r in iris)
+    assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(REQUIRED_FIELDS) <= set(r) for r in iris)
     wine = [r for r in failing_run.records if r["dataset_id"] == 187]
     assert all(r["status"] == "ok" for r in wine)  # after the failure, in the same worker
     summary = failing_run.result.stdout

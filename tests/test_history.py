@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from distillbench.benchmarks.history import find_runs, history_rows, write_history
-from distillbench.benchmarks.tracking import update_baseline
+from distillbench.benchmarks.tracking.baseline import update_baseline
+from distillbench.benchmarks.tracking.history import find_runs, history_rows, write_history
 from distillbench.cli import main
 from distillbench.errors import UserError
 from test_compare import edit, make_manifest, make_records, write_run

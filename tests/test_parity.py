@@ -13,11 +13,11 @@ from conftest import background_command, finished
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import load_spec
 from distillbench.implementations.tf_backend import TensorFlowBackend
 
 STEPS = 20
-ROLES = ("teacher", "student_kd", "student_scratch")
 KINDS = ("regression", "binary", "multiclass")
 
 

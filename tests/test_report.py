@@ -23,7 +23,7 @@ import pytest
 from matplotlib import image
 from scipy import stats as sp
 
-from distillbench.benchmarks.report import write_report
+from distillbench.benchmarks.reporting.report import write_report
 
 RUN_SMALL = Path(__file__).parent / "data" / "run_small"
 XSS = "<script>alert(1)</script>"
@@ -149,6 +149,7 @@ def test_the_run_header_says_what_ran_where_and_how_long(report: Path) -> None:
     manifest = json.loads((RUN_SMALL / "manifest.json").read_text())
     header = {r["field"]: r["value"] for r in read_csv(report / "tables" / "run.csv")}
     assert header["run"] == "run_small" and header["status"] == "complete"
+    assert header["schema version"] == "1"  # written before records had a schema_version
     assert manifest["environment"]["git"]["commit"][:12] in header["code"]
     assert "torch 2.13.0" in header["versions"] and "tensorflow-cpu 2.21.0" in header["versions"]
     assert header["seeds"] == "0, 1, 2" and header["frameworks"] == "torch, tensorflow"

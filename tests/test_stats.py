@@ -1,4 +1,4 @@
-"""The report's statistics (benchmarks/stats.py) against scipy and published tables, on fixed inputs."""
+"""The report's statistics (benchmarks/reporting/stats.py) against scipy and published tables, on fixed inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from distillbench.benchmarks import stats
+from distillbench.benchmarks.reporting import stats
 
 SAMPLE = [0.81, 0.79, 0.85, 0.80, 0.83]
 

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from distillbench.benchmarks.compare import compare_runs, format_comparison
-from distillbench.benchmarks.figures import pareto_front
-from distillbench.benchmarks.report import SWEEP_FIGURE_NAMES, write_report
-from distillbench.benchmarks.results import latest_records, read_records
-from distillbench.implementations.pipeline import ROLES, Data, Pipeline, train_rows
+from distillbench.benchmarks.reporting.figures import pareto_front
+from distillbench.benchmarks.reporting.report import SWEEP_FIGURE_NAMES, write_report
+from distillbench.benchmarks.store.run_folder import latest_records, read_records
+from distillbench.benchmarks.tracking.compare import compare_runs
+from distillbench.benchmarks.tracking.comparison_text import format_comparison
+from distillbench.implementations.pipeline import Data, Pipeline, train_rows
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 
 TINY = """\
@@ -246,7 +248,7 @@ def test_the_report_has_a_sweep_section_and_the_pareto_figures(grid) -> None:
 
 
 def test_the_terminal_summary_keeps_configurations_apart(grid) -> None:
-    from distillbench.benchmarks.summary import summary_rows
+    from distillbench.benchmarks.reporting.summary import summary_rows
 
     rows = summary_rows(latest_records(grid.records))
     assert len(rows) == 8 and all(row["ok/failed"] == "1/0" for row in rows)
@@ -274,7 +276,7 @@ def test_a_run_without_a_sweep_keeps_its_records_as_before(grid) -> None:
 
 
 def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) -> None:
-    from distillbench.benchmarks.job import Job, run_job
+    from distillbench.benchmarks.running.job import Job, run_job
 
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2}})
     records = run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
@@ -315,7 +317,7 @@ def test_the_pareto_front_respects_the_metrics_direction() -> None:
 
 
 def test_a_failing_configuration_leaves_the_others_standing(openml_source, openml_cache) -> None:
-    from distillbench.benchmarks.job import Job, run_job
+    from distillbench.benchmarks.running.job import Job, run_job
 
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2},
                            "sweep": {"training.learning_rate": [1e-3, 1e38]}})

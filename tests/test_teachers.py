@@ -16,7 +16,6 @@ from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
 from distillbench.implementations.pipeline import (
-    ROLES,
     Data,
     LossSpec,
     NeutralModel,
@@ -25,6 +24,7 @@ from distillbench.implementations.pipeline import (
     fit,
     initial_weights,
 )
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import (
     ConfigError,
     MLPSpec,
@@ -314,7 +314,7 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
 
 
 def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openml_cache):
-    from distillbench.benchmarks.job import Job, run_job
+    from distillbench.benchmarks.running.job import Job, run_job
 
     spec = tiny({"kind": "ensemble", "members": 2, "widths": [8]}, epochs=2)
     records = run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),

@@ -11,7 +11,7 @@ from conftest import background_command, finished
 
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
-from distillbench.implementations.pipeline import Data, LossSpec, Pipeline
+from distillbench.implementations.pipeline import Data, LossSpec, Pipeline, batch_order, initial_weights
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec, load_spec
 
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -63,6 +63,35 @@ def test_same_seed_gives_bit_identical_weights(framework):
     # Dropout masks come from the framework's generator: another framework seed (same initial weights
     # and batches) gives other weights, so dropout really ran and the equality above means something.
     assert not same_weights(first, teacher_weights(8))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_trainer_run_gives_the_weights_of_its_steps_one_by_one(framework):
+    # A backend's epoch path (``Trainer.run``: tensors made once, TF's whole epoch in one graph) is
+    # the plain loop of ``step`` over the batches, bit for bit: dropout masks in the same order, a
+    # learning rate changed between epochs honoured, the last smaller batch included.
+    backend = get_backend(framework)
+    task, n_classes, x, y = synthetic_problem("multiclass", 300, 8, seed=3)
+    mlp = MLPSpec(widths=[32, 32], dropout=0.3)
+
+    def train(by_step: bool, schedule: bool = True):
+        backend.configure(5)
+        model = backend.build(mlp, initial_weights(mlp, 8, n_classes, 0, "teacher"))
+        trainer = backend.trainer(model, LossSpec(task), TrainingSpec(learning_rate=3e-3))
+        for epoch in range(1, 4):
+            batches = batch_order(len(x), 64, 0, epoch)  # 4 batches of 64, one of 44
+            if by_step:
+                for rows in batches:
+                    trainer.step(x[rows], y[rows], None)
+            else:
+                trainer.run(x, y, None, batches)
+            if schedule:
+                trainer.set_learning_rate(3e-3 / (epoch + 1))
+        return backend.get_weights(model)
+
+    by_run = train(by_step=False)
+    assert same_weights(by_run, train(by_step=True))
+    assert not same_weights(by_run, train(by_step=False, schedule=False))  # the schedule took effect
 
 
 # --- end to end ----------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from distillbench.errors import EXIT_BUG, Interrupted, UserError, signals_interr
 COMMAND_MODULES = [
     "distillbench.implementations.commands",
     "distillbench.datasets.commands",
-    "distillbench.benchmarks.commands",
-    "distillbench.benchmarks.tracking",
+    "distillbench.benchmarks.running.commands",
+    "distillbench.benchmarks.reporting.commands",
+    "distillbench.benchmarks.tracking.commands",
     "distillbench.env",
 ]
 

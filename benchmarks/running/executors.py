@@ -40,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
-from distillbench.benchmarks.job import Job, failed_records
-from distillbench.benchmarks.worker import spawn
+from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.running.worker import spawn
 from distillbench.errors import UserError
 
 RETRIES = 2  # reruns of a job whose Dask worker died (LocalCluster), or whose Dask task raised, before it is failed

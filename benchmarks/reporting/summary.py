@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from distillbench.benchmarks.results import framework_label
+from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.implementations.roles import ROLES
 
-COLUMNS = ("dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention %", "kd gain %", "speed-up", "ok/failed")
+COLUMNS = ("dataset", "framework", "metric", *ROLES, "retention %", "kd gain %", "speed-up", "ok/failed")
 
 
 def _mean(values: list) -> float | None:
@@ -23,16 +24,16 @@ def summary_rows(records: list[dict]) -> list[dict]:
         groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework_label(r))].append(r)
     rows = []
     for (dataset, _, _, framework), group in sorted(groups.items()):
-        ok = [r for r in group if r["status"] == "ok"]
+        ok = [r for r in group if is_ok(r)]
         metric = next((r["primary_metric"] for r in ok), None)
-        by_role = {role: [r for r in ok if r["role"] == role] for role in ("teacher", "student_kd", "student_scratch")}
+        by_role = {role: [r for r in ok if r["role"] == role] for role in ROLES}
         rows.append({
             "dataset": dataset, "framework": framework, "metric": metric or "-",
             **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
             "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
             "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
             "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
-            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if r['status'] != 'ok' and not r.get('format')})}",
+            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
         })
     return rows
 

@@ -10,8 +10,8 @@ Models have the default config's architectures (``PipelineSpec()``) and the init
 pipeline makes (``pipeline.initial_weights``), on synthetic classification data. Not collected by
 the test run (``testpaths = tests``); run them with
 
-    python -m distillbench.benchmarks.micro            # saves the run, compares with the last saved one
-    pytest benchmarks/bench_micro.py [pytest-benchmark options]
+    python -m distillbench.benchmarks.perf.micro            # saves the run, compares with the last saved one
+    pytest benchmarks/perf/bench_micro.py [pytest-benchmark options]
 
 Both frameworks run in this one process; each gets all cores (``DISTILLBENCH_MICRO_THREADS`` to
 change that) and is seeded and made deterministic by its backend's ``configure``. As in the
@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported 
 import numpy as np
 import pytest
 
-from distillbench.benchmarks.timing import THROUGHPUT_BATCH
+from distillbench.benchmarks.running.timing import THROUGHPUT_BATCH
 from distillbench.implementations.compressors import softmax
 from distillbench.implementations.frameworks import FRAMEWORKS, get_backend
 from distillbench.implementations.pipeline import LossSpec, distill_loss, initial_weights

@@ -1,4 +1,4 @@
-"""`distillbench run` and `distillbench report`."""
+"""`distillbench run`: parses its arguments and calls ``runner.run``."""
 
 from __future__ import annotations
 
@@ -22,17 +22,6 @@ recorded as ok. Without network access, point --openml-source at a pre-warmed Op
 holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
 scikit-learn, no download), say so, and record it in the manifest ("fallback") and in every
 record ("dataset_source").
-"""
-
-REPORT_DESCRIPTION = """\
-Write the report of a run folder into OUT (default: reports/<run_id>/):
-  report.md    GitHub-flavoured Markdown (a CI job summary or a pull-request comment)
-  report.html  one self-contained file (inline CSS, figures embedded), readable offline
-  figures/     *.png and *.svg     tables/  *.csv and *.tex (booktabs)
-Per dataset and framework: quality of teacher, distilled and scratch student (mean and 95% CI over
-seeds), retention, KD gain, parameters, latency, speed-up; framework vs framework; across datasets:
-median retention, win/tie/loss with a Wilcoxon signed-rank test, mean ranks (Friedman, Nemenyi
-critical-difference diagram from 5 datasets); failed jobs with their reasons.
 """
 
 
@@ -74,17 +63,13 @@ def register(subparsers) -> None:
                           "processes (default: cores), or with --scheduler the workers to wait for before starting")
     run.set_defaults(func=_run)
 
-    report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
-                                   description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
-    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
-    report.set_defaults(func=_report)
-
 
 def _run(args) -> int:
-    from distillbench.benchmarks.results import latest_records, read_records
-    from distillbench.benchmarks.runner import RunOptions, default_run_id, run
-    from distillbench.benchmarks.summary import format_table, summary_rows
+    from distillbench.benchmarks.reporting.summary import format_table, summary_rows
+    from distillbench.benchmarks.running.fallback import suite_fallback
+    from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
+    from distillbench.benchmarks.store.record import is_ok
+    from distillbench.benchmarks.store.run_folder import read_run
     from distillbench.datasets.suites import SuiteEntry, load_suite
     from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
@@ -114,7 +99,8 @@ def _run(args) -> int:
     source, fallback = args.openml_source, None
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
-        fallback = _fallback(entries, suite.name if suite else f"--datasets {args.datasets}", replacement, args)
+        fallback = suite_fallback(entries, suite.name if suite else f"--datasets {args.datasets}", replacement,
+                                  args.cache, args.openml_source)
         if fallback:
             print(f"distillbench: {fallback['message']}", file=sys.stderr, flush=True)
             suite, entries, source = replacement, replacement.entries, fallback["source"]
@@ -132,55 +118,10 @@ def _run(args) -> int:
     elif args.scheduler:
         options.threads = 1  # this machine's cores say nothing about the cluster's: --threads sets them
     out = run(options)
-    records = latest_records(read_records(out))
+    records = read_run(out).records
     print(format_table(summary_rows(records)))
-    failed = sum(r["status"] != "ok" for r in records)
+    failed = sum(not is_ok(r) for r in records)
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
     if fallback:
         print(f"note: {fallback['message']}")
-    return 0
-
-
-def _fallback(entries, asked: str, replacement, args) -> dict | None:
-    """The fallback to record, when none of `entries` can be loaded because openml.org cannot be
-    reached and neither the cache nor a source holds any of them; else None (the run goes as asked)."""
-    from distillbench.datasets.builtin import ensure_builtin_source
-    from distillbench.datasets.sources import SOURCE_ENV, OpenMLCache
-
-    cache = OpenMLCache.resolve(args.cache, args.openml_source)
-    if any(cache.status(entry.dataset_id) != "missing" for entry in entries):
-        return None
-    problem = cache.unreachable()
-    if problem is None:
-        return None
-    source = ensure_builtin_source(cache.root)  # the builtin source, used whatever the fallback suite
-    what = "datasets bundled with scikit-learn" if replacement.name == "builtin" else replacement.description
-    named = asked if asked.startswith("--") else f"suite {asked}"
-    holds = (f"neither the cache {cache.root} nor the source {cache.source} holds any dataset of {named}"
-             if cache.source else f"no source is set and the cache {cache.root} holds no dataset of {named}")
-    return {
-        "from": asked, "to": replacement.name, "source": str(source), "reason": f"{problem}; {holds}",
-        "requested": [entry.dataset_id for entry in entries],
-        "message": f"{problem.split(' (')[0]} and no OpenML cache holds {named}: running suite {replacement.name} "
-                   f"({what}) instead; to run {named} offline, point --openml-source or {SOURCE_ENV} at an "
-                   f"OpenML cache (e.g. ../shared/openml-cache, or one made where online with "
-                   f"`distillbench datasets prefetch --suite NAME --cache DIR`)",
-    }
-
-
-def newest_run(results: Path = Path("results")) -> Path:
-    runs = sorted((p for p in results.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UserError(f"no run folder under {results}/: run `distillbench run` first, or name RUN_DIR")
-    return runs[-1].parent
-
-
-def _report(args) -> int:
-    run_dir = Path(args.run_dir) if args.run_dir else newest_run()
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run folder")
-    from distillbench.benchmarks.report import write_report  # scipy and matplotlib: only once there is work
-
-    out = write_report(run_dir, Path(args.out) if args.out else None)
-    print(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)", file=sys.stderr)
     return 0

@@ -15,17 +15,19 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.compare import ROLE_ORDER, load_run
-from distillbench.benchmarks.results import MANIFEST, RECORDS, framework_label
+from distillbench.benchmarks.store.metric_registry import TEST_METRICS
+from distillbench.benchmarks.store.record import framework_label, is_ok
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
 from distillbench.errors import UserError
+from distillbench.implementations.roles import FORMATS, ROLES, split_role
 
-PRIMARY = "primary"  # the record's own primary metric: accuracy (classification) or rmse (regression)
-DEFAULT_METRICS = (PRIMARY, "kd_gain", "latency_p50_us")
+# `--metric primary`: each record's own primary metric (metric_registry.PRIMARY_METRIC of its task).
+EACH_PRIMARY = "primary"
+DEFAULT_METRICS = (EACH_PRIMARY, "kd_gain", "latency_p50_us")
 RECORD_METRICS = ("retention", "kd_gain", "speedup", "compression", "train_seconds", "train_cpu_seconds",
                   "epochs", "latency_p50_us", "latency_p90_us", "latency_p99_us", "throughput_rows_per_s",
                   "n_params", "model_bytes", "peak_rss_mb", "seconds_per_epoch")
-QUALITY_METRICS = ("accuracy", "balanced_accuracy", "log_loss", "roc_auc", "rmse", "mae", "r2")
-KNOWN_METRICS = (PRIMARY, *QUALITY_METRICS, *RECORD_METRICS)
+KNOWN_METRICS = (EACH_PRIMARY, *TEST_METRICS, *RECORD_METRICS)
 CSV_COLUMNS = ("run_id", "started", "commit", "dirty", "suite", "machine", "dataset_id", "dataset", "framework",
                "role", "requested", "metric", "mean", "sd", "n")
 
@@ -48,9 +50,9 @@ def find_runs(folders: list[Path]) -> list[Path]:
 
 
 def _value(record: dict, metric: str) -> tuple[str, float | None]:
-    if metric == PRIMARY:
+    if metric == EACH_PRIMARY:
         metric = record.get("primary_metric") or "?"
-    if metric in QUALITY_METRICS:
+    if metric in TEST_METRICS:
         value = (record.get("metrics") or {}).get(metric)
     else:
         value = record.get(metric)
@@ -62,7 +64,8 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
     """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
     loaded, seen = [], set()
     for path in runs:
-        manifest, records = load_run(path)
+        run = read_run(path)
+        manifest, records = run.manifest, run.records
         key = (manifest.get("run_id"), manifest.get("started"))
         if key in seen:
             continue
@@ -77,7 +80,7 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
         groups = defaultdict(list)
         names = {}
         for r in records:
-            if r.get("status") != "ok":
+            if not is_ok(r):
                 continue
             names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
             for wanted in metrics:
@@ -97,11 +100,8 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
     return rows
 
 
-DEPLOY_MARKERS = {"onnx": "s", "int8": "^"}
-
-
 def _role(role: str) -> int:
-    return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+    return ROLES.index(role) if role in ROLES else len(ROLES)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -150,8 +150,8 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 y = [p["mean"] for p in points]
                 err = [p["sd"] or 0.0 for p in points]
                 # A deployment format (role "<role>_<format>"): its model's colour, a marker of its own.
-                model_role, _, fmt = role.rpartition("_") if role.endswith(tuple("_" + f for f in DEPLOY_MARKERS)) else (role, "", "")
-                ax.errorbar(x, y, yerr=err, marker=DEPLOY_MARKERS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
+                model_role, fmt = split_role(role)
+                ax.errorbar(x, y, yerr=err, marker=FORMATS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
                             linestyle=styles.get(framework, ":"), color=colours.get(model_role, "tab:gray"),
                             label=f"{framework} {role}")
             if not ax.has_data():  # e.g. accuracy of a regression dataset

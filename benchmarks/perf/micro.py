@@ -1,6 +1,6 @@
 """Run the micro-benchmarks (``bench_micro.py``) and compare them with the last saved run:
 
-    python -m distillbench.benchmarks.micro [pytest options]
+    python -m distillbench.benchmarks.perf.micro [pytest options]
 
 Every run is saved (``--benchmark-autosave``, under ``.benchmarks/<machine id>/``). When a saved run
 exists, this one is compared with the newest (``--benchmark-compare``) and fails when a median is

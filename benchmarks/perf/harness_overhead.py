@@ -1,6 +1,6 @@
 """Performance of the harness itself (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf_harness --openml-source DIR [--suite quick] [--seeds 3]
+    python -m distillbench.benchmarks.perf.harness_overhead --openml-source DIR [--suite quick] [--seeds 3]
 
 Measures and prints:
 
@@ -31,6 +31,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from distillbench.benchmarks.store.record import is_ok
+from distillbench.benchmarks.store.run_folder import read_run
 
 FRAMEWORKS = ("torch", "tensorflow")
 TARGET_RATIO = 1.3
@@ -66,11 +69,11 @@ def measure_run(args, out: Path) -> dict:
         code = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
     if code != 0:
-        sys.exit(f"perf_harness: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
+        sys.exit(f"harness_overhead: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
+    run = read_run(out)
+    manifest, records = run.manifest, run.records
     students = {fw: [r["latency_p50_us"] for r in records
-                     if r["framework"] == fw and r["role"] == "student_kd" and r["status"] == "ok"] for fw in FRAMEWORKS}
+                     if r["framework"] == fw and r["role"] == "student_kd" and is_ok(r)] for fw in FRAMEWORKS}
     return {
         "command_wall_seconds": wall,
         "wall_seconds": manifest["wall_seconds"],
@@ -97,7 +100,7 @@ def bare_loop_us(fn, x, n: int):
     """Per-call wall time (us) of ``fn(row)`` over n single rows: nothing but the clock around each call."""
     import numpy as np
 
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
 
     rows = timing.single_rows(x, n)
     for row in rows[: timing.WARMUP_CALLS]:
@@ -113,7 +116,7 @@ def bare_loop_us(fn, x, n: int):
 
 def amortised_us(fn, x, n: int) -> float:
     """Mean wall time (us) per call of an untimed loop of n single-row calls."""
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
 
     rows = timing.single_rows(x, n)
     for row in rows[: timing.WARMUP_CALLS]:
@@ -128,7 +131,7 @@ def latency_worker(framework: str, args) -> dict:
     """Train the scratch student of the config on the dataset (seed 0), then time its serving call."""
     import numpy as np
 
-    from distillbench.benchmarks import timing
+    from distillbench.benchmarks.running import timing
     from distillbench.datasets.prepare import get_prepared
     from distillbench.datasets.sources import OpenMLCache
     from distillbench.implementations.frameworks import get_backend
@@ -166,7 +169,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}  # as the harness's workers
     for framework in FRAMEWORKS:
         out = tmp / f"latency-{framework}.json"
-        command = [sys.executable, "-m", "distillbench.benchmarks.perf_harness", "--latency-worker", framework,
+        command = [sys.executable, "-m", "distillbench.benchmarks.perf.harness_overhead", "--latency-worker", framework,
                    "--result", str(out), "--dataset", str(args.dataset), "--rounds", str(args.rounds),
                    "--timing-budget", str(args.timing_budget), *_data_options(args)]
         if args.config:
@@ -175,7 +178,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
             command += ["--threads", str(args.threads)]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            sys.exit(f"perf_harness: the {framework} latency measurement failed:\n{done.stderr[-3000:]}")
+            sys.exit(f"harness_overhead: the {framework} latency measurement failed:\n{done.stderr[-3000:]}")
         results.append(json.loads(out.read_text()))
     return results
 
@@ -184,7 +187,7 @@ def measure_latency(args, tmp: Path) -> list[dict]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf_harness",
+    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.harness_overhead",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="quick", help="suite to run (default quick)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
@@ -211,7 +214,7 @@ def main(argv=None) -> int:
         Path(args.result).write_text(json.dumps(latency_worker(args.latency_worker, args)))
         return 0
     if args.seeds < 1 or args.rounds < 1 or args.timing_budget <= 0:
-        sys.exit("perf_harness: --seeds and --rounds must be at least 1, --timing-budget positive")
+        sys.exit("harness_overhead: --seeds and --rounds must be at least 1, --timing-budget positive")
     from distillbench.datasets.suites import load_suite
 
     if args.dataset is None:

@@ -1,6 +1,6 @@
 """Throughput of the executors (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf_dask --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
+    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
 
 Runs the same sweep of jobs (a suite, both frameworks, several seeds, a small training-dominated
 config, the smallest timing budget) as real ``distillbench run`` subprocesses, four ways:
@@ -75,11 +75,11 @@ def run_variant(name: str, args, tmp: Path, round_: int) -> dict:
     result = subprocess.run(command, capture_output=True, text=True)
     command_wall = time.perf_counter() - start
     if result.returncode != 0:
-        sys.exit(f"perf_dask: {name} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}")
+        sys.exit(f"executor_throughput: {name} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
     jobs = manifest["jobs"]["ok"] + manifest["jobs"]["failed"]
     if manifest["jobs"]["failed"]:
-        sys.exit(f"perf_dask: {name}: {manifest['jobs']['failed']} jobs failed (see {out})")
+        sys.exit(f"executor_throughput: {name}: {manifest['jobs']['failed']} jobs failed (see {out})")
     return {"variant": name, "round": round_, "jobs": jobs, "wall_seconds": manifest["wall_seconds"],
             "command_seconds": command_wall, "measured_seconds": manifest["measured_seconds"],
             "jobs_per_minute": 60 * jobs / manifest["wall_seconds"], "command_jobs_per_minute": 60 * jobs / command_wall,
@@ -107,7 +107,7 @@ def summarize(results: list[dict]) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf_dask", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.executor_throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openml-source", default=os.environ.get("DISTILLBENCH_OPENML_SOURCE"), metavar="DIR")
     parser.add_argument("--cache", metavar="DIR", help="writable OpenML cache (default: a temporary folder)")
@@ -124,7 +124,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.seeds < 1 or args.rounds < 1:
-        sys.exit("perf_dask: --seeds and --rounds must be at least 1")
+        sys.exit("executor_throughput: --seeds and --rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="perf-dask-") as tmp:
         tmp = Path(tmp)
         (tmp / "config.toml").write_text(CONFIG)

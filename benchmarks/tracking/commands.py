@@ -1,23 +1,16 @@
-"""Regression tracking: `distillbench compare`, `distillbench baseline update`, `distillbench history`.
-
-A baseline is a run folder (``records.jsonl`` + ``manifest.json``) kept under
-``results/baselines/<name>/`` and committed; ``compare`` takes it, or any run folder, as BASELINE.
+"""Regression tracking's commands: `distillbench compare`, `distillbench baseline update`,
+`distillbench history`. They parse their arguments and call ``compare.py``, ``baseline.py`` and
+``history.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
+from distillbench.benchmarks.tracking.baseline import BASELINES
 from distillbench.errors import UserError
-
-BASELINES = Path("results") / "baselines"
-BASELINE_INFO = "baseline.json"
 
 COMPARE_DESCRIPTION = """\
 Compare CANDIDATE_RUN with BASELINE_RUN (a run folder, a results/baselines/<name>/ folder, or just the
@@ -43,9 +36,9 @@ Exit status: 0 no regression that --fail-on counts, 1 regression, 2 usage error.
 
 
 def register(subparsers) -> None:
-    from distillbench.benchmarks.compare import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K, DEFAULT_TIMING_THRESHOLD,
-                                                 FAIL_ON)
-    from distillbench.benchmarks.history import DEFAULT_METRICS, KNOWN_METRICS
+    from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, KNOWN_METRICS
+    from distillbench.benchmarks.tracking.verdicts import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K,
+                                                           DEFAULT_TIMING_THRESHOLD, FAIL_ON)
 
     compare = subparsers.add_parser("compare", help="compare a run with a baseline run; exit 1 on a regression",
                                     description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +92,10 @@ def register(subparsers) -> None:
 
 
 def _compare(args) -> int:
-    from distillbench.benchmarks.compare import DEFAULT_FLOORS, Thresholds, compare_runs, format_comparison, parse_floor, resolve_run
+    from distillbench.benchmarks.tracking.baseline import resolve_run
+    from distillbench.benchmarks.tracking.compare import compare_runs
+    from distillbench.benchmarks.tracking.comparison_text import format_comparison
+    from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
 
     if not args.k >= 0 or not args.timing_threshold >= 0 or not 0 < args.alpha < 1:
         raise UserError("--k and --timing-threshold must be non-negative, --alpha in (0, 1)")
@@ -124,65 +120,9 @@ def _compare(args) -> int:
 # ---- baseline update
 
 
-def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool = False,
-                    baselines: Path = BASELINES) -> Path:
-    """Copy a run into ``baselines/<name>/``, replacing any previous one as a whole."""
-    from distillbench.benchmarks.results import MANIFEST, RECORDS, latest_records, read_manifest, read_records
-
-    run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).is_file() or not (run_dir / RECORDS).is_file():
-        raise UserError(f"{run_dir}: not a run folder (needs {RECORDS} and {MANIFEST})")
-    manifest = read_manifest(run_dir)
-    records = latest_records(read_records(run_dir))
-    if not records:
-        raise UserError(f"{run_dir}: holds no records")
-    name = name or manifest.get("suite")
-    if not name:
-        raise UserError(f"{run_dir}: the run has no suite (--datasets): name the baseline with --name")
-    if name in (".", "..") or "/" in name or name.startswith("."):
-        raise UserError(f"--name {name!r}: must be a plain folder name")
-    failed = sorted({(r["dataset_id"], r["seed"], r["framework"]) for r in records if r.get("status") != "ok"})
-    if not allow_failed:
-        if manifest.get("status") != "complete":
-            raise UserError(f"{run_dir}: the run is {manifest.get('status')}, not complete (finish it with "
-                            f"`distillbench run --resume --out {run_dir}`, or pass --allow-failed)")
-        if failed:
-            shown = ", ".join(f"dataset {d} seed {s} {f}" for d, s, f in failed[:3]) + (" ..." if len(failed) > 3 else "")
-            raise UserError(f"{run_dir}: {len(failed)} failed jobs ({shown}): a baseline with failed jobs hides "
-                            "regressions; rerun them with --resume, or pass --allow-failed")
-    baselines = Path(baselines)
-    baselines.mkdir(parents=True, exist_ok=True)
-    target = baselines / name
-    if target.resolve() == run_dir.resolve():
-        raise UserError(f"{run_dir} is already the baseline {name!r}")
-    staging = baselines / f".{name}.new-{os.getpid()}"
-    old = baselines / f".{name}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        for filename in (RECORDS, MANIFEST):
-            shutil.copyfile(run_dir / filename, staging / filename)
-            with open(staging / filename, "rb") as fh:
-                os.fsync(fh.fileno())
-        info = {"name": name, "source": str(run_dir.resolve()), "run_id": manifest.get("run_id"),
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "jobs_failed": len(failed),
-                "records": len(records)}
-        (staging / BASELINE_INFO).write_text(json.dumps(info, indent=1) + "\n")
-        # Swap the folder as a whole: a reader sees the old baseline, the new one, or (for the
-        # instant between the two renames) none, never a mix of the two.
-        if target.exists():
-            os.rename(target, old)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old.exists() and not target.exists():
-            os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def _baseline_update(args) -> int:
+    from distillbench.benchmarks.tracking.baseline import update_baseline
+
     target = update_baseline(Path(args.run_dir), args.name, args.allow_failed, Path(args.baselines))
     print(f"baseline {target.name}: {target}/ (from {args.run_dir}); commit it: git add {target}")
     return 0
@@ -192,7 +132,7 @@ def _baseline_update(args) -> int:
 
 
 def _history(args) -> int:
-    from distillbench.benchmarks.history import DEFAULT_METRICS, write_history
+    from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, write_history
 
     csv_path, png_path, rows = write_history([Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS),
                                              Path(args.out))

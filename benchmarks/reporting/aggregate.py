@@ -1,0 +1,149 @@
+"""The numbers of a report, from the records of a run: per (dataset, framework) summaries over seeds,
+framework against framework, across datasets, ranks, and the kinds of machine the jobs ran on."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from distillbench.benchmarks.reporting import stats
+from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
+from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.implementations.roles import ROLES, STUDENTS
+
+
+def dataset_labels(records: list[dict], manifest: dict) -> dict[int, str]:
+    names = {d["id"]: d.get("name") for d in manifest.get("datasets", [])}
+    names.update({r["dataset_id"]: r["dataset_name"] for r in records if r.get("dataset_name")})
+    names = {i: n or f"dataset {i}" for i, n in names.items()}
+    twice = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {i: f"{n} ({i})" if n in twice else n for i, n in names.items()}
+
+
+def run_order(records: list[dict], manifest: dict) -> tuple[list[int], list[str]]:
+    datasets = [d["id"] for d in manifest.get("datasets", [])]
+    frameworks = list(manifest.get("frameworks", []))
+    datasets += sorted({r["dataset_id"] for r in records} - set(datasets))
+    frameworks += sorted({r["framework"] for r in records} - set(frameworks))
+    return datasets, frameworks
+
+
+def summarize(records: list[dict], manifest: dict) -> list[dict]:
+    """One entry per (dataset, framework) with any ok job: per role, quality (mean and 95% CI over
+    seeds), retention, KD gain, speed-up, parameters, p50 latency, training time, throughput."""
+    labels = dataset_labels(records, manifest)
+    datasets, frameworks = run_order(records, manifest)
+    ok = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
+    failed = defaultdict(set)  # (dataset, framework) -> seeds
+    for r in records:
+        if is_ok(r):
+            ok[(r["dataset_id"], r["framework"], r["role"])][r["seed"]] = r
+        elif not is_deployment(r):  # a deployment format that failed fails its own record, not the job
+            failed[(r["dataset_id"], r["framework"])].add(r["seed"])
+    entries = []
+    for dataset_id in datasets:
+        for framework in frameworks:
+            by_seed = {role: dict(sorted(ok[(dataset_id, framework, role)].items())) for role in ROLES}
+            if not by_seed["teacher"]:
+                continue
+            metric = next(iter(by_seed["teacher"].values()))["primary_metric"]
+
+            def values(role, key):
+                return [r.get(key) for r in by_seed[role].values()]
+
+            entries.append({
+                "dataset_id": dataset_id, "label": labels[dataset_id], "framework": framework, "metric": metric,
+                "higher_is_better": HIGHER_IS_BETTER[metric], "by_seed": by_seed,
+                "quality": {role: stats.mean_ci([r["metrics"].get(metric) for r in by_seed[role].values()])
+                            for role in ROLES},
+                "retention": {role: stats.mean_ci(values(role, "retention")) for role in STUDENTS},
+                "kd_gain": stats.mean_ci(values("student_kd", "kd_gain")),
+                "speedup": stats.mean_ci(values("student_kd", "speedup")),
+                "n_params": {role: next(iter(values(role, "n_params")), None) for role in ROLES},
+                "latency_p50_us": {role: stats.median(values(role, "latency_p50_us")) for role in ROLES},
+                "train_seconds": {role: stats.mean_ci(values(role, "train_seconds")).mean for role in ROLES},
+                "seeds": f"{len(by_seed['teacher'])}/{len(by_seed['teacher']) + len(failed[(dataset_id, framework)])}",
+            })
+    return entries
+
+
+def _quality(record: dict) -> float | None:
+    return record["metrics"].get(record["primary_metric"])
+
+
+def framework_rows(entries: list[dict], pairs: list[tuple[str, str]]) -> list[list]:
+    """Per pair of frameworks (other, reference), dataset and role: the quality difference paired
+    over seeds with its CI, whether it includes 0, and the training-time, latency and throughput ratios."""
+    by_key = {(e["dataset_id"], e["framework"]): e for e in entries}
+    rows = []
+    for other, ref in pairs:
+        for e in entries:
+            partner = by_key.get((e["dataset_id"], ref))
+            if e["framework"] != other or partner is None:
+                continue
+            for role in ROLES:
+                a, b = e["by_seed"][role], partner["by_seed"][role]
+                seeds = sorted(a.keys() & b.keys())
+                diff = stats.paired_diff_ci([_quality(a[s]) for s in seeds], [_quality(b[s]) for s in seeds])
+                agree = None if diff.half is None else ("yes" if diff.low <= 0 <= diff.high else "no")
+
+                timed = [s for s in seeds if a[s].get("machine") == b[s].get("machine")]  # timings: same kind of machine only
+
+                def ratio(key):
+                    return stats.ratio_of_means([a[s].get(key) for s in timed], [b[s].get(key) for s in timed])
+
+                rows.append([e["label"], f"{other} vs {ref}", role, e["metric"], diff, agree, ratio("train_seconds"),
+                             ratio("latency_p50_us"), ratio("throughput_rows_per_s")])
+    return rows
+
+
+def across_rows(entries: list[dict], frameworks: list[str]) -> list[list]:
+    """Per framework, over datasets: median retention and KD gain, win/tie/loss of the distilled vs
+    the scratch student (on the mean KD gain per dataset) and the Wilcoxon signed-rank test."""
+    rows = []
+    for framework in frameworks:
+        es = [e for e in entries if e["framework"] == framework]
+        if not es:
+            continue
+        gains = [e["kd_gain"].mean for e in es]
+        statistic, p = stats.wilcoxon(gains)
+        rows.append([framework, len(es), stats.median(e["retention"]["student_kd"].mean for e in es),
+                     stats.median(e["retention"]["student_scratch"].mean for e in es), stats.median(gains),
+                     "/".join(map(str, stats.win_tie_loss(gains))), statistic, p])
+    return rows
+
+
+def rank_methods(entries: list[dict], frameworks: list[str]) -> dict:
+    """Ranks of the methods (framework x role) over the datasets where all of them have a result."""
+    methods = [(f, role) for f in frameworks for role in ROLES if any(e["framework"] == f for e in entries)]
+    by_key = {(e["dataset_id"], e["framework"]): e for e in entries}
+    scores, labels = [], []
+    for dataset_id in dict.fromkeys(e["dataset_id"] for e in entries):
+        row = [by_key.get((dataset_id, f)) and by_key[(dataset_id, f)]["quality"][role].mean for f, role in methods]
+        if all(v is not None for v in row):
+            sign = 1 if by_key[(dataset_id, methods[0][0])]["higher_is_better"] else -1
+            scores.append([sign * v for v in row])
+            labels.append(by_key[(dataset_id, methods[0][0])]["label"])
+    names = [f"{f} {role}" for f, role in methods]
+    if not scores:
+        return {"names": names, "datasets": [], "mean_ranks": [None] * len(names), "friedman": (None, None), "cd": None}
+    scores = np.array(scores)
+    return {"names": names, "datasets": labels, "mean_ranks": list(stats.ranks(scores).mean(axis=0)),
+            "friedman": stats.friedman(scores),
+            "cd": stats.nemenyi_cd(len(methods), len(scores)) if len(methods) >= 2 else None}
+
+
+
+def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None]:
+    """Whether the ok jobs ran on several kinds of machine, and a note when they did or when they ran
+    on another kind than the driver's (e.g. on a Dask cluster): None when all ran on the driver's."""
+    kinds = {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if is_ok(r) and r.get("machine")}
+    if not kinds or list(kinds.values()) == [manifest.get("environment", {}).get("machine")]:
+        return False, None
+    names = "; ".join(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}" for m in kinds.values())
+    mixed = len(kinds) > 1
+    return mixed, (f"The jobs ran on {len(kinds)} kinds of machine ({names}): timings are put side by side only "
+                   "within one kind (framework ratios over the seeds whose two jobs ran on the same kind; the timing "
+                   "figures are left out)." if mixed else f"The jobs ran on another machine than the driver: {names}.")

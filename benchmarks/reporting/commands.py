@@ -1,0 +1,41 @@
+"""`distillbench report`: parses its arguments and calls ``report.write_report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distillbench.errors import UserError
+
+REPORT_DESCRIPTION = """\
+Write the report of a run folder into OUT (default: reports/<run_id>/):
+  report.md    GitHub-flavoured Markdown (a CI job summary or a pull-request comment)
+  report.html  one self-contained file (inline CSS, figures embedded), readable offline
+  figures/     *.png and *.svg     tables/  *.csv and *.tex (booktabs)
+Per dataset and framework: quality of teacher, distilled and scratch student (mean and 95% CI over
+seeds), retention, KD gain, parameters, latency, speed-up; framework vs framework; across datasets:
+median retention, win/tie/loss with a Wilcoxon signed-rank test, mean ranks (Friedman, Nemenyi
+critical-difference diagram from 5 datasets); failed jobs with their reasons.
+"""
+
+
+def register(subparsers) -> None:
+    report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
+                                   description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
+    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
+    report.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from distillbench.benchmarks.store.run_folder import newest_run
+
+    run_dir = Path(args.run_dir) if args.run_dir else newest_run()
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    from distillbench.benchmarks.reporting.report import write_report  # scipy and matplotlib: only once there is work
+
+    out = write_report(run_dir, Path(args.out) if args.out else None)
+    print(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)", file=sys.stderr)
+    return 0

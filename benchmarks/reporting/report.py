@@ -1,0 +1,164 @@
+"""The report of a run: ``report.md`` (GitHub-flavoured Markdown), ``report.html`` (one self-contained
+file: inline CSS, figures as base64 PNG), ``figures/*.png|svg`` and ``tables/*.csv|tex``.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, figures) and rendered to
+Markdown and HTML from that list. Every string is escaped for the format it lands in: dataset names,
+notes and error messages are user-uploaded text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distillbench.benchmarks.reporting import figures
+from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_labels, framework_rows, machine_kinds,
+                                                         rank_methods, run_order, summarize)
+from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
+from distillbench.benchmarks.reporting.deployment import deployment_blocks
+from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
+from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
+from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
+from distillbench.benchmarks.store.record import is_ok
+from distillbench.benchmarks.store.run_folder import Run, read_run
+from distillbench.implementations.roles import ROLES, STUDENTS
+
+MIN_CD_DATASETS = 5
+FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment")
+TABLE_NAMES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed",
+               "deployment", "deployment_summary", "deployment_failed")
+# Only in the report of a sweep (its Sweep section).
+SWEEP_FIGURE_NAMES = ("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scaling")
+SWEEP_TABLE_NAMES = ("sweep", "sweep_scaling")
+
+
+def build(run: Run) -> tuple[str, list]:
+    """The report's title and blocks: ("h2", text), ("p", text), Table, Figure."""
+    manifest, all_records = run.manifest, run.records
+    variants = sweep_variants(all_records, manifest)
+    # A sweep: the sections before "Sweep" show its first configuration, the Sweep section all of them.
+    records = [r for r in all_records if r.get("variant") == variants[0]["label"]]
+    entries = summarize(records, manifest)
+    _, frameworks = run_order(records, manifest)
+    frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
+    labels = dataset_labels(records, manifest)
+    mixed, machines = machine_kinds(records, manifest)
+    blocks = [("h2", "Run"), run_table(manifest), *([("p", machines)] if machines else []),
+              ("h2", "Datasets"), datasets_table(manifest)]
+    if variants[0]["label"] is not None:
+        blocks.append(("p", f"This run is a sweep of {len(variants)} configurations per job. The sections up to "
+                            f"Sweep show its first configuration ({variants[0]['label']}); the Sweep section "
+                            "compares them all."))
+
+    blocks += [("h2", "Results per dataset and framework"), (
+        "p", "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
+             "units for regression), mean ± half-width of the 95% Student-t confidence interval over seeds ('-' "
+             "with a single seed). Retention: student quality as % of the teacher's (100 = equal, above = "
+             "better). KD gain: % improvement of the distilled over the scratch student (positive = distillation "
+             "helped). Latency: median over seeds of the p50 at batch 1. Speed-up: teacher p50 / distilled "
+             "student p50. Seeds: ok / run.")]
+    if entries:
+        blocks.append(Table("results", [
+            "dataset", "framework", "metric", *ROLES, "retention % (kd)",
+            "retention % (scratch)", "KD gain %", "teacher params", "student params", "teacher p50 us",
+            "student p50 us", "speed-up", "seeds"],
+            [[e["label"], e["framework"], e["metric"], *(e["quality"][r] for r in ROLES),
+              *(e["retention"][r] for r in STUDENTS), e["kd_gain"], e["n_params"]["teacher"],
+              e["n_params"]["student_kd"], e["latency_p50_us"]["teacher"], e["latency_p50_us"]["student_kd"],
+              e["speedup"], e["seeds"]] for e in entries]))
+        blocks += [make_figure("quality", figures.quality_figure, entries, frameworks,
+                           caption="Test quality per dataset of the teacher, the distilled and the scratch student, "
+                                   "mean and 95% CI over seeds"),
+                   make_figure("retention_speedup", figures.retention_speedup_figure, entries, frameworks,
+                           caption="Retention of the distilled student vs its inference speed-up over the teacher, "
+                                   "one point per dataset and framework (95% CI over seeds)")]
+    else:
+        blocks.append(("p", "No job finished: there are no results (see Failed jobs)."))
+
+    reference, others = (frameworks[0], frameworks[1:]) if frameworks else (None, [])
+    pairs = [(other, reference) for other in others]
+    blocks += [("h2", " vs ".join(reversed(frameworks[:2])) if len(frameworks) > 1 else "Frameworks compared")]
+    if pairs:
+        blocks += [("p", "Quality difference: mean over seeds of the paired difference (same seed = same split "
+                         "and initial weights), with its 95% CI; 'agree' says whether the CI includes 0. Ratios "
+                         f"are means over seeds of the first framework over {reference}'s (above 1: slower training, "
+                         "slower inference, higher throughput)."),
+                   Table("frameworks", ["dataset", "frameworks", "role", "metric", "quality difference", "agree",
+                                        "training time ratio", "p50 latency ratio", "throughput ratio"],
+                         framework_rows(entries, pairs)),
+                   *([] if mixed else [make_figure("framework_time", figures.framework_time_figure, entries, pairs,
+                                               caption=f"{pairs[0][0]} vs {reference}: training time and p50 latency "
+                                                       "per dataset and role (mean over seeds), with the line y = x")])]
+    else:
+        blocks.append(("p", f"Needs results from two frameworks; this run has {', '.join(frameworks) or 'none'}."))
+
+    blocks += [("h2", "Across datasets"), (
+        "p", "Per framework, over datasets: medians of the per-dataset means; win/tie/loss of the distilled vs the "
+             "scratch student on the mean KD gain; two-sided Wilcoxon signed-rank test of the KD gains against 0 "
+             "('-' when no dataset differs).")]
+    if entries:
+        blocks.append(Table("across_datasets", ["framework", "datasets", "median retention % (kd)",
+                                                "median retention % (scratch)", "median KD gain %",
+                                                "kd vs scratch win/tie/loss", "Wilcoxon W", "Wilcoxon p"],
+                            across_rows(entries, frameworks)))
+        ranking = rank_methods(entries, frameworks)
+        n, (chi2, p), cd = len(ranking["datasets"]), ranking["friedman"], ranking["cd"]
+        blocks += [("p", f"Mean ranks (1 = best) of each framework and role over the {n} datasets where all have a "
+                         f"result. Friedman test: " + ("-" if chi2 is None else f"chi2 = {chi2:.4g}, p = {p:.3g}") +
+                         "; Nemenyi critical difference (alpha 0.05): " + ("-" if cd is None else f"{cd:.3g}") + "."),
+                   Table("ranks", ["method", "mean rank"], [list(x) for x in zip(ranking["names"], ranking["mean_ranks"])])]
+        if n >= MIN_CD_DATASETS and cd is not None:
+            blocks.append(make_figure("critical_difference", figures.cd_figure, ranking["names"], ranking["mean_ranks"], cd,
+                                  caption=f"Critical-difference diagram: mean ranks over {n} datasets; methods joined "
+                                          f"by a bar are not significantly different (Nemenyi, alpha 0.05; Friedman "
+                                          f"p = {'-' if p is None else f'{p:.3g}'})"))
+        else:
+            blocks.append(("p", f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
+                                f"all results; this run has {n}."))
+        blocks += [("h2", "Latency"), ("p", machines) if mixed else
+                   make_figure("latency", figures.latency_figure, [r for r in records if is_ok(r)], frameworks,
+                           caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
+                                   "and p99 (crosses)")]
+
+    blocks += deployment_blocks(records, manifest, frameworks, mixed)
+
+    if variants[0]["label"] is not None:
+        blocks += sweep_blocks(all_records, manifest, variants, frameworks or run_order(all_records, manifest)[1])
+
+    failed = failed_table(all_records, manifest, labels)
+    blocks += [("h2", "Failed jobs")]
+    blocks.append(failed if failed.rows else ("p", "None: every planned job finished ok."))
+    return f"distillbench report: {manifest['run_id']}", blocks
+
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so that a reader sees the old file or the new one, never a part."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(partial, path)
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
+    run = read_run(run_dir)
+    title, blocks = build(run)
+    out = Path(out) if out else Path("reports") / run.manifest["run_id"]
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for name in FIGURE_NAMES + SWEEP_FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report
+        for suffix in (".png", ".svg"):
+            (out / "figures" / (name + suffix)).unlink(missing_ok=True)
+    for name in TABLE_NAMES + SWEEP_TABLE_NAMES:
+        for suffix in (".csv", ".tex"):
+            (out / "tables" / (name + suffix)).unlink(missing_ok=True)
+    for block in blocks:
+        if isinstance(block, Figure):
+            write_atomic(out / "figures" / f"{block.name}.png", block.png)
+            write_atomic(out / "figures" / f"{block.name}.svg", block.svg)
+        elif isinstance(block, Table):
+            write_atomic(out / "tables" / f"{block.name}.csv", table_csv(block))
+            write_atomic(out / "tables" / f"{block.name}.tex", table_tex(block))
+    write_atomic(out / "report.md", to_markdown(title, blocks))
+    write_atomic(out / "report.html", to_html(title, blocks))
+    return out

@@ -1,0 +1,111 @@
+"""The report's tables about the run itself: how it ran (run), on what data (datasets), and what
+failed (failed)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from distillbench.benchmarks.reporting.blocks import Table
+from distillbench.benchmarks.store.record import is_deployment, is_ok
+
+
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    minutes, seconds = divmod(value, 60)
+    return f"{value:.1f} s" if minutes < 1 else f"{int(minutes)} min {seconds:.0f} s"
+
+
+def _teacher_text(teacher: dict) -> str:
+    """The teacher of a config in a few words, by its kind (a config from before kinds: an MLP)."""
+    kind = teacher.get("kind", "mlp")
+    if kind == "hist_gradient_boosting":
+        return (f"gradient-boosted trees (scikit-learn, max_iter {teacher.get('max_iter')}, learning_rate "
+                f"{teacher.get('learning_rate')}, max_leaf_nodes {teacher.get('max_leaf_nodes')})")
+    mlp = f"{teacher.get('widths')} {teacher.get('activation')} dropout {teacher.get('dropout')}"
+    return {"residual_mlp": f"residual MLP {mlp}", "ensemble": f"ensemble of {teacher.get('members')} MLPs {mlp}"}.get(kind, mlp)
+
+
+def run_table(manifest: dict) -> Table:
+    env = manifest.get("environment", {})
+    git, mach, packages = env.get("git", {}), env.get("machine", {}), env.get("packages", {})
+    config = manifest.get("config", {})
+    teacher, student = config.get("teacher", {}), config.get("student", {})
+    distill, training = config.get("distill", {}), config.get("training", {})
+    overhead = manifest.get("harness_overhead")
+    jobs = manifest.get("jobs", {})
+    fields = [
+        ("run", manifest.get("run_id")),
+        ("schema version", manifest.get("schema_version", 1)),  # of its records and manifest (store/record.py)
+        ("suite", manifest.get("suite") or "custom (--datasets)"),
+        *([("fallback", f"ran suite {fallback.get('to')} instead of {fallback.get('from')}: {fallback.get('reason')}")]
+          if (fallback := manifest.get("fallback")) else []),
+        ("status", manifest.get("status")),
+        ("command", " ".join(manifest.get("command", []))),
+        ("started", _when(manifest.get("started"))),
+        ("finished", _when(manifest.get("finished"))),
+        ("duration", f"{_seconds(manifest.get('wall_seconds'))} (measured training and inference "
+                     f"{_seconds(manifest.get('measured_seconds'))})"),
+        ("harness overhead", "-" if overhead is None else f"{100 * overhead:.1f}% of the run's wall time"),
+        ("machine", f"{mach.get('cpu', '?')}, {mach.get('cores', '?')} cores, {mach.get('arch', '?')}, "
+                    f"{env.get('platform', mach.get('os', '?'))}, host {env.get('hostname', '?')}"),
+        ("threads, device", f"{manifest.get('threads')} per framework, {manifest.get('device')}"),
+        ("code", f"commit {(git.get('commit') or 'unknown')[:12]}" + (" (dirty: uncommitted changes)" if git.get("dirty") else "")),
+        ("versions", f"Python {env.get('python', '?')}; " + ", ".join(f"{k} {v}" for k, v in packages.items())),
+        ("frameworks", ", ".join(manifest.get("frameworks", []))),
+        ("seeds", ", ".join(map(str, manifest.get("seeds", [])))),
+        ("config", f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; student {student.get('widths')} {student.get('activation')}; "
+                   f"alpha {distill.get('alpha')}, T {distill.get('temperature')}, compressors "
+                   f"{distill.get('classification_compressor')}/{distill.get('regression_compressor')}; "
+                   f"{training.get('epochs')} epochs, batch {training.get('batch_size')}, "
+                   f"lr {training.get('learning_rate')}, patience {training.get('patience')}"),
+        *([("sweep", f"{len(manifest['variants'])} configurations per job: " + "; ".join(
+            f"{path} = {config['sweep'][path]}" for path in manifest.get("sweep_keys") or config.get("sweep") or {}))]
+          if manifest.get("variants") and config.get("sweep") else []),
+        ("jobs", f"{jobs.get('planned')} planned, {jobs.get('ok')} ok, {jobs.get('failed')} failed, "
+                 f"{jobs.get('skipped_as_done', 0)} done by an earlier session"),
+        ("timing", f"budget {manifest.get('timing_budget_s')} s per model, job time limit {manifest.get('job_timeout_s')} s"),
+    ]
+    return Table("run", ["field", "value"], [[k, v] for k, v in fields])
+
+
+
+def datasets_table(manifest: dict) -> Table:
+    rows = []
+    for d in manifest.get("datasets", []):
+        split = d.get("rows") or {}
+        rows.append([d["id"], d.get("name"), d.get("task"), d.get("target"),
+                     "/".join(str(split.get(k, "?")) for k in ("train", "val", "test")) if split else None,
+                     d.get("features"), d.get("error") or "; ".join([d.get("note") or "", *d.get("notes", [])]).strip("; ")])
+    return Table("datasets", ["id", "name", "task", "target", "rows train/val/test", "features", "note"], rows)
+
+
+def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) -> Table:
+    """Every failed job with its reason (the seeds failing for one reason on one row), and every
+    planned job with no record (a run cut short)."""
+    reasons, per_variant = {}, defaultdict(dict)
+    for r in records:
+        if not is_ok(r) and not is_deployment(r):  # failed deployment formats: the Deployment section
+            reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"
+            per_variant[(r["dataset_id"], r["seed"], r["framework"])][r.get("variant")] = reasons[(r["dataset_id"], r["seed"], r["framework"])]
+    for key, why in per_variant.items():  # a sweep: say which configurations failed, unless all did for one reason
+        configurations = len(manifest.get("variants") or [None])
+        if len(set(why.values())) > 1 or (None not in why and len(why) < configurations):
+            reasons[key] = "; ".join(f"{variant}: {error}" for variant, error in why.items())
+    recorded = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
+    for d in manifest.get("datasets", []):
+        for seed in manifest.get("seeds", []):
+            for framework in manifest.get("frameworks", []):
+                if (d["id"], seed, framework) not in recorded:
+                    reasons[(d["id"], seed, framework)] = f"not run (run status: {manifest.get('status')})"
+    seeds = defaultdict(list)
+    for (dataset_id, seed, framework), why in sorted(reasons.items()):
+        seeds[(dataset_id, framework, why)].append(seed)
+    return Table("failed", ["dataset", "id", "framework", "seeds", "reason"],
+                 [[labels.get(i, str(i)), i, f, ", ".join(map(str, s)), why] for (i, f, why), s in seeds.items()])
+
