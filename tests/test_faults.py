@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from distillbench.benchmarks.reporting.sections import failed_table, run_table
+from distillbench.benchmarks.store.run_folder import RunFolder, read_run
+from distillbench.cli import main
 from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import ARRAYS, get_prepared
 from distillbench.datasets.sources import DATASETS_SUBDIR, QUARANTINE, OpenMLCache
 from distillbench.errors import UserError
+from distillbench.implementations.roles import ROLES
 
 pytestmark = pytest.mark.faults
 
@@ -201,3 +209,429 @@ def test_a_run_goes_on_past_a_corrupt_dataset(openml_source, tmp_path) -> None:
     assert "dataset 531 fails its jobs: OpenML dataset 531 is corrupt in the source" in result.stderr
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert {(r["dataset_id"], r["status"]) for r in records} == {(61, "ok"), (531, "failed")}
+
+
+# ---- the harness: runs killed, interrupted, starved of disk, and their folders corrupted
+#
+# Runs are real (torch, the tiny config, --no-deploy, iris from the shared cache). Exit statuses
+# (errors.py): 0 ok, 1 a regression (compare only), 2 bad input, 3 a run stopped by a fault of its
+# environment, 70 a bug, 130 SIGINT, 143 SIGTERM. Commands whose fault is in what they read run in
+# this process (`main`, no interpreter to start); runs and anything killed run as subprocesses.
+
+TINY = 'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
+
+
+def command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("distillbench")), *args]
+
+
+@pytest.fixture(scope="module")
+def bench(openml_source, openml_cache, tmp_path_factory):
+    """`bench.run(out, *args)`: the arguments of a tiny run into `out` (later options override)."""
+    config = tmp_path_factory.mktemp("config") / "tiny.toml"
+    config.write_text(TINY)
+
+    class Bench:
+        @staticmethod
+        def run(out: Path, *args: str) -> list[str]:
+            return command("run", "--openml-source", str(openml_source), "--cache", str(openml_cache.root),
+                           "--config", str(config), "--timing-budget", "0.02", "--frameworks", "torch",
+                           "--no-deploy", "--datasets", "61", "--seeds", "2", "--out", str(out), *args)
+
+    return Bench()
+
+
+def distillbench(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def one_clean_line(returncode: int, stderr: str, exit_code: int, pattern: str) -> None:
+    """Exit `exit_code`, no traceback, and stderr's last line is `distillbench: ...` matching `pattern`."""
+    assert returncode == exit_code, f"exit {returncode}\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.match(pattern, last), last
+
+
+def in_process(capsys, *args: str) -> tuple[int, str]:
+    """`distillbench ARGS` run by `main` in this process: its exit status and stderr."""
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def started(args: list[str], folder: Path) -> subprocess.Popen:
+    """A command in its own process group (so a 'Ctrl-C' reaches it and its workers, as in a terminal)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+        return subprocess.Popen(args, stdout=stdout, stderr=stderr, start_new_session=True)
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"ended early with {proc.returncode}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def record_count(out: Path) -> int:
+    path = out / "records.jsonl"
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def workers_of(proc: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def wait_gone(pids: list[int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+              for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} still running"
+        time.sleep(0.1)
+
+
+def assert_complete(out: Path, jobs: int) -> None:
+    """Every planned job has all its records, ok, and the manifest says so; no job's records twice in
+    one invocation, and each job counted ok in exactly one invocation."""
+    records, m = lines(out), manifest(out)
+    latest = {(r["dataset_id"], r["seed"], r["framework"], r["role"]): r for r in records}
+    assert len(latest) == jobs * len(ROLES) and all(r["status"] == "ok" for r in latest.values())
+    per_invocation = [(r["invocation"], r["dataset_id"], r["seed"], r["framework"], r["role"]) for r in records]
+    assert len(per_invocation) == len(set(per_invocation))
+    assert m["status"] == "complete" and m["invocations"][-1]["status"] == "complete"
+    assert (m["jobs"]["planned"], m["jobs"]["ok"], m["jobs"]["failed"], m["jobs"]["missing"]) == (jobs, jobs, 0, 0)
+    assert sum(i["jobs"]["ok"] for i in m["invocations"]) == jobs
+
+
+# -- kill -9, SIGTERM, Ctrl-C twice
+
+
+@pytest.mark.parametrize(("when", "seeds"), [("preparing", "1"), ("first-job", "1"), ("after-a-job", "2")])
+def test_kill_9_of_the_driver_then_resume(bench, tmp_path, when, seeds) -> None:
+    out = tmp_path / "run"
+    proc = started(bench.run(out, "--seeds", seeds), tmp_path / "first")
+    conditions = {"preparing": lambda: b"preparing" in (tmp_path / "first" / "stderr").read_bytes(),
+                  "first-job": lambda: (out / "manifest.json").is_file(),
+                  "after-a-job": lambda: record_count(out) >= len(ROLES)}
+    wait_until(conditions[when], proc)
+    workers = workers_of(proc)
+    proc.kill()  # the driver only: its workers see their input end and leave
+    proc.wait()
+    wait_gone(workers)
+    before = lines(out) if (out / "records.jsonl").is_file() else []
+    if (out / "manifest.json").is_file():  # it says running, but no process holds the folder
+        assert manifest(out)["status"] == "running" and read_run(out).manifest["status"] == "interrupted"
+
+    resumed = distillbench(bench.run(out, "--resume", "--seeds", seeds))
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert_complete(out, jobs=int(seeds))
+    assert lines(out)[: len(before)] == before  # nothing written before was lost or rewritten
+    if (out / "manifest.json").is_file() and len(manifest(out)["invocations"]) == 2:
+        assert manifest(out)["invocations"][0]["status"] == "interrupted"
+
+
+def test_kill_9_of_a_worker_fails_its_job_and_resume_reruns_it(bench, tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = started(bench.run(out), tmp_path / "first")
+    wait_until(lambda: record_count(out) >= len(ROLES) and workers_of(proc), proc)
+    for pid in workers_of(proc):
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=180) == 0
+    failed = [r for r in lines(out) if r["status"] == "failed"]
+    assert {r["seed"] for r in failed} == {1} and all("worker process died" in r["error"] for r in failed)
+    assert manifest(out)["jobs"]["failed"] == 1
+
+    resumed = distillbench(bench.run(out, "--resume"))
+    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, jobs=2)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT-twice"])
+def test_sigterm_and_a_second_ctrl_c_mark_the_run_interrupted(bench, tmp_path, how) -> None:
+    out = tmp_path / "run"
+    proc = started(bench.run(out, "--seeds", "3"), tmp_path / "first")
+    wait_until(lambda: record_count(out) >= len(ROLES), proc)
+    workers = workers_of(proc)
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:  # Ctrl-C in a terminal reaches the whole process group, workers included; then once more
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=60)
+    one_clean_line(code, (tmp_path / "first" / "stderr").read_text(), 143 if how == "SIGTERM" else 130,
+                   rf"distillbench: interrupted \({how.split('-')[0]}\); the run is marked interrupted in .*--resume")
+    m = manifest(out)
+    assert m["status"] == "interrupted" and m["invocations"][-1]["status"] == "interrupted"
+    assert m["jobs"]["ok"] + m["jobs"]["missing"] == 3
+    wait_gone(workers, timeout=5)  # the driver ended its workers
+
+    resumed = distillbench(bench.run(out, "--resume", "--seeds", "3"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete(out, jobs=3)
+
+
+# -- a full disk (a small tmpfs, where this machine lets us mount one), a folder that takes no new file
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(options)`: a tmpfs mounted in tmp_path/disk (skips where mount is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def mounted(options: str) -> Path:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        return mount
+
+    yield mounted
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(bench, tmp_path, small_disk) -> None:
+    # 21 pages of 4 KiB: the run folder's reserve (16), the manifest (1), and records for 3 or 4 jobs of 8
+    disk = small_disk("size=84k")
+    out = disk / "run"
+    result = distillbench(bench.run(out, "--seeds", "8"))
+    one_clean_line(result.returncode, result.stderr, 3,
+                   r"distillbench: error: writing .*records.jsonl: No space left on device; .*marked failed.*--resume")
+    records = lines(out)  # whole lines only, and whole jobs only: a job's records are written all or none
+    assert len(records) % len(ROLES) == 0
+    m = manifest(out)
+    assert m["status"] == "failed" and "No space left on device" in m["invocations"][-1]["reason"]
+    assert 0 < m["jobs"]["ok"] == len(records) // len(ROLES) and m["jobs"]["missing"] == 8 - m["jobs"]["ok"]
+
+    subprocess.run(["mount", "-o", "remount,size=1m", str(disk)], check=True)
+    resumed = distillbench(bench.run(out, "--resume", "--seeds", "8"))
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert_complete(out, jobs=8)
+    assert lines(out)[: len(records)] == records
+
+
+def test_a_folder_that_stops_accepting_files_mid_run(bench, tmp_path) -> None:
+    """`chattr +i` on the run folder once its manifest is there (as `chmod a-w` does for a user
+    other than root): files open already can be written, no file can be created or renamed."""
+    out = tmp_path / "run"
+    proc = started(bench.run(out, "--seeds", "1"), tmp_path / "first")
+    wait_until(lambda: (out / "manifest.json").is_file(), proc)
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        proc.kill()
+        pytest.skip("chattr +i is not available here")
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    one_clean_line(code, (tmp_path / "first" / "stderr").read_text(), 3,
+                   r"distillbench: error: writing .*records.jsonl: Operation not permitted; .*marked failed.*--resume")
+    m = manifest(out)  # rewritten in place: the folder took no new file, the manifest file new contents
+    assert m["status"] == "failed" and "Operation not permitted" in m["invocations"][-1]["reason"]
+    assert not (out / "records.jsonl").exists()
+
+    resumed = distillbench(bench.run(out, "--resume", "--seeds", "1"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete(out, jobs=1)
+
+
+# -- corrupt and hostile run folders: one reader, one clean line (or a warning naming the line)
+
+
+@pytest.fixture(scope="module")
+def finished(bench, tmp_path_factory) -> Path:
+    """A complete run of 2 jobs (iris, seeds 0 and 1, torch), to be copied and broken."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    result = distillbench(bench.run(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def copy_of(run: Path, folder: Path, name: str = "run") -> Path:
+    shutil.copytree(run, folder / name, ignore=shutil.ignore_patterns(".lock"))
+    return folder / name
+
+
+def rewrite(out: Path, edit) -> None:
+    """Replace records.jsonl's lines with edit(lines), a list of str."""
+    text = (out / "records.jsonl").read_text().splitlines()
+    (out / "records.jsonl").write_text("".join(line + "\n" for line in edit(text)))
+
+
+def finished_args(finished: Path, out: Path) -> list[str]:
+    """The arguments of the command that wrote `finished`, pointed at `out`."""
+    args = manifest(finished)["command"][1:]
+    args[args.index("--out") + 1] = str(out)
+    return args
+
+
+CORRUPT_LINES = {  # for line 5: seed 1's student_kd (lines 1-3: seed 0's job, 4: seed 1's teacher)
+    "garbage": lambda line: "}{ not json",
+    "a list": lambda line: "[1, 2]",
+    "metrics of the wrong type": lambda line: line.replace('"metrics": {', '"metrics": "x", "was": {', 1),
+    "a seed of the wrong type": lambda line: line.replace('"seed": 1', '"seed": "1"', 1),
+    "no role": lambda line: line.replace('"role": ', '"rolle": ', 1),
+    "an unknown status": lambda line: line.replace('"status": "ok"', '"status": "fine"', 1),
+}
+
+
+@pytest.mark.parametrize("damage", list(CORRUPT_LINES))
+def test_a_corrupt_line_is_named_refused_or_skipped(finished, tmp_path, damage, capsys) -> None:
+    out = copy_of(finished, tmp_path)
+    rewrite(out, lambda text: [CORRUPT_LINES[damage](t) if i == 4 else t for i, t in enumerate(text)])
+    where = f"{out / 'records.jsonl'} line 5: "
+    with pytest.raises(UserError) as refused:
+        read_run(out)
+    assert str(refused.value).startswith(where) and "\n" not in str(refused.value)
+    run = read_run(out, skip_damaged=True)
+    assert where in capsys.readouterr().err
+    assert [d.line for d in run.damaged] == [5] and (61, 1, "torch") in run.jobs.unfinished
+    assert run.jobs.unfinished[(61, 1, "torch")].startswith("incomplete: 2 of its 3 records were written (none for student_kd)")
+
+
+def test_nan_in_records_reads_as_null(finished, tmp_path) -> None:
+    out = copy_of(finished, tmp_path)
+    rewrite(out, lambda text: [re.sub(r'"accuracy": [0-9.]+', '"accuracy": NaN', t) for t in text])
+    run = read_run(out)
+    assert len(run.jobs.ok) == 2 and all(r["metrics"]["accuracy"] is None for r in run.records)
+
+
+def test_a_corrupt_line_through_every_command(finished, tmp_path, capsys) -> None:
+    out = copy_of(finished, tmp_path)
+    rewrite(out, lambda text: [CORRUPT_LINES["garbage"](t) if i == 4 else t for i, t in enumerate(text)])
+    where = re.escape(f"{out / 'records.jsonl'} line 5: not valid JSON")
+
+    # The gates refuse a damaged input: exit 2 (never 1, a regression), one line.
+    compare = distillbench(command("compare", str(finished), str(out)))
+    one_clean_line(compare.returncode, compare.stderr, 2, rf"distillbench: error: {where}")
+    one_clean_line(*in_process(capsys, "baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b")),
+                   2, rf"distillbench: error: {where}")
+    # The report skips the line, says so, and shows the job it belonged to as incomplete.
+    report = distillbench(command("report", str(out), "--out", str(tmp_path / "report")))
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    assert re.search(rf"distillbench: warning: {where}.*skipped", report.stderr)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "incomplete: 2 of its 3 records" in md and "every planned job finished ok" not in md
+
+    # --resume moves the line aside (kept, never deleted), runs its job again: the folder is whole again.
+    resumed = distillbench(command(*finished_args(finished, out), "--resume"))
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert re.search(rf"warning: {where}.*skipped", resumed.stderr)
+    assert "warning: moved 1 damaged line(s) of" in resumed.stderr and "1 jobs (1 already done)" in resumed.stderr
+    assert_complete(out, jobs=2)
+    assert (out / "records.rejected.jsonl").read_text() == "}{ not json\n"
+    assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "none")[0] == 0
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"run_id": 3}', "", "\xff"],
+                         ids=["list", "empty-object", "bad-type", "empty", "binary"])
+def test_a_manifest_that_is_not_one(finished, tmp_path, content, capsys) -> None:
+    out = copy_of(finished, tmp_path)
+    (out / "manifest.json").write_bytes(content.encode("latin-1"))
+    pattern = rf"distillbench: error: {re.escape(str(out / 'manifest.json'))}: not (a run manifest|valid JSON)"
+    for args in (["report", str(out), "--out", str(tmp_path / "r")], ["compare", str(finished), str(out)],
+                 ["compare", str(out), str(finished)], ["baseline", "update", str(out), "--baselines", str(tmp_path)],
+                 ["history", str(out), "--out", str(tmp_path / "h")], [*finished_args(finished, out), "--resume"]):
+        one_clean_line(*in_process(capsys, *args), 2, pattern)
+
+
+def test_a_killed_run_reads_as_interrupted(finished, tmp_path, capsys) -> None:
+    """A manifest left 'running' by a run that no process holds (kill -9, power cut, a folder that
+    took no more writes) is read as interrupted; a run that holds it is running."""
+    out = copy_of(finished, tmp_path)
+    (out / "manifest.json").write_text(json.dumps(manifest(out) | {"status": "running"}))
+    assert read_run(out).manifest["status"] == "interrupted"
+    assert "interrupted (its manifest says running" in str(run_table(read_run(out).manifest).rows)
+    one_clean_line(*in_process(capsys, "baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b")),
+                   2, r"distillbench: error: .*: the run is interrupted, not complete")
+    folder = RunFolder(out)
+    try:
+        assert read_run(out).manifest["status"] == "running"
+    finally:
+        folder.close()
+
+
+# -- --resume with another plan, and in a moved folder
+
+
+@pytest.mark.parametrize("change", [["--datasets", "61,531"], ["--seeds", "3"], ["--frameworks", "torch,tensorflow"],
+                                    ["--deploy"], ["--config", "seed"]], ids=lambda c: c[0])
+def test_resume_with_another_plan_is_refused_and_changes_nothing(finished, tmp_path, change, capsys) -> None:
+    out = copy_of(finished, tmp_path)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    args = ([a for a in finished_args(finished, out) if a != "--no-deploy"] if change == ["--deploy"]
+            else [*finished_args(finished, out), *change])
+    one_clean_line(*in_process(capsys, *args, "--resume"), 2,
+                   rf"distillbench: error: --resume {re.escape(str(out))}: the plan differs from the run's: ")
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_a_moved_run_resumes_and_counts_its_jobs(finished, tmp_path) -> None:
+    out = copy_of(finished, tmp_path, "moved-elsewhere")
+    rewrite(out, lambda text: text[:3])  # seed 1's job lost
+    resumed = distillbench(command(*finished_args(finished, out), "--resume"))
+    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, jobs=2)
+    assert manifest(out)["run_id"] == manifest(finished)["run_id"] == "run"  # the run keeps its identity
+    assert {r["run_id"] for r in lines(out)} == {"run"}
+
+
+# -- 2. a job is done only when every record it should produce is there and ok
+
+
+def test_a_job_with_a_missing_record_is_not_done(finished, tmp_path, capsys) -> None:
+    out = copy_of(finished, tmp_path)
+    rewrite(out, lambda text: [t for t in text if not ('"seed": 1' in t and '"role": "student_scratch"' in t)])
+    run = read_run(out)
+    why = "incomplete: 2 of its 3 records were written (none for student_scratch)"
+    assert run.jobs.counts() == {"planned": 2, "ok": 1, "failed": 0, "missing": 1}
+    assert run.jobs.unfinished[(61, 1, "torch")].startswith(why)
+    assert why in str(failed_table(run.records, run.manifest, {}).rows)  # the report's Failed jobs
+    one_clean_line(*in_process(capsys, "baseline", "update", str(out), "--name", "x", "--allow-failed",
+                               "--baselines", str(tmp_path / "b")),
+                   2, r"distillbench: error: .*1 of its 2 jobs are incomplete or not run .*--resume")
+    # compare: a job the candidate lacks is a regression (exit 1), as documented
+    assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "quality")[0] == 1
+
+    resumed = distillbench(command(*finished_args(finished, out), "--resume"))
+    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, jobs=2)
+    assert in_process(capsys, "baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b"))[0] == 0
+
+
+def test_a_config_file_that_is_not_utf8(bench, tmp_path, capsys) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
+    one_clean_line(*in_process(capsys, *bench.run(tmp_path / "run", "--config", str(config))[1:]), 2,
+                   r"distillbench: error: .*latin1.toml: not UTF-8 text")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_crash_is_never_read_as_a_regression(finished, tmp_path, capsys, monkeypatch) -> None:
+    """A bug in compare keeps its traceback and exits 70, not 1 (which CI reads as a regression)."""
+    import distillbench.benchmarks.tracking.compare as compare
+
+    monkeypatch.setattr(compare, "read_run", lambda *a, **k: 1 / 0)
+    code, stderr = in_process(capsys, "compare", str(finished), str(finished))
+    assert code == 70 and "ZeroDivisionError" in stderr and "Traceback" in stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--datasets", ","], "--datasets ',': names no dataset"),
+    (["--job-timeout", "nan"], "--timing-budget and --job-timeout must be positive numbers"),
+    (["--timing-budget", "inf"], "--timing-budget and --job-timeout must be positive numbers"),
+    (["--out", "/proc/distillbench"], "--out /proc/distillbench: cannot be written"),
+])
+def test_run_options_that_cannot_work(bench, tmp_path, capsys, args, message) -> None:
+    one_clean_line(*in_process(capsys, *bench.run(tmp_path / "run")[1:], *args), 2,
+                   rf"distillbench: error: {re.escape(message)}")

@@ -128,7 +128,8 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     assert all(r["status"] == "ok" and r["error"] is None for r in records), [r["error"] for r in records]
     assert {r["run_id"] for r in records} == {smoke_run.out.name} == {manifest["run_id"]}
     assert manifest["status"] == "complete"
-    assert manifest["jobs"] == {"planned": 4, "skipped_as_done": 0, "ok": 4, "failed": 0}
+    assert manifest["jobs"] == {"planned": 4, "ok": 4, "failed": 0, "missing": 0}
+    assert manifest["invocations"][-1]["jobs"] == {"to_run": 4, "skipped_as_done": 0, "ok": 4, "failed": 0}
     assert manifest["worker"] == "one process per framework, reused"
     # The terminal summary: one row per dataset and framework; progress with an ETA on stderr.
     rows = [line.split() for line in smoke_run.result.stdout.splitlines()]
@@ -325,7 +326,8 @@ def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, t
     assert_ok(result)
     assert (out / RECORDS).read_text() == complete  # cut back to the last whole line; nothing re-run
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["jobs"] == {"planned": 4, "skipped_as_done": 4, "ok": 4, "failed": 0}
+    assert manifest["jobs"] == {"planned": 4, "ok": 4, "failed": 0, "missing": 0}
+    assert manifest["invocations"][-1]["jobs"] == {"to_run": 0, "skipped_as_done": 4, "ok": 0, "failed": 0}
     assert manifest["status"] == "complete"
 
 
@@ -420,7 +422,8 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
         assert sorted(keys(records)) == sorted((61, seed, "torch", role) for seed in range(2) for role in ROLES)
         assert all(r["status"] == "ok" for r in records)
         manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["jobs"] == {"planned": 2, "skipped_as_done": len(killed) // len(ROLES), "ok": 2, "failed": 0}
+        assert manifest["jobs"] == {"planned": 2, "ok": 2, "failed": 0, "missing": 0}
+        assert manifest["invocations"][-1]["jobs"]["skipped_as_done"] == len(killed) // len(ROLES)
         # The killed run's worker finished its job, found nobody listening and ended.
         deadline = time.monotonic() + 120
         while any(map(_alive, workers)) and time.monotonic() < deadline:
@@ -462,7 +465,7 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert all(set(REQUIRED_FIELDS) <= set(r) and r["metrics"] is None for r in bad)
     assert next(d for d in failing_run.manifest["datasets"] if d["id"] == 531)["error"]
     assert all(r["status"] == "ok" and r["task"] == "regression" for r in records[187])
-    assert failing_run.manifest["jobs"] == {"planned": 3, "skipped_as_done": 0, "ok": 1, "failed": 2}
+    assert failing_run.manifest["jobs"] == {"planned": 3, "ok": 1, "failed": 2, "missing": 0}
     assert "failed" in failing_run.result.stderr
 
 

@@ -141,7 +141,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
-    run = read_run(run_dir)
+    run = read_run(run_dir, skip_damaged=True)  # a damaged line: a warning, and its job shown as incomplete
     title, blocks = build(run)
     out = Path(out) if out else Path("reports") / run.manifest["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -15,8 +16,11 @@ then measure each: test quality, training cost, latency at batch 1 (p50/p90/p99)
 a large batch, size. Records are appended to OUT/records.jsonl as each job ends; OUT/manifest.json
 holds the config, seeds, code commit, package versions and machine.
 
-A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
-recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
+A failed job is recorded with its reason and the run goes on. --resume continues a run (stopped,
+interrupted, or with failed jobs) with the options it was started with: it runs every job not yet
+done ok. Exit: 0 done, 2 bad input, 3 stopped by a disk or folder fault, 130/143 interrupted (the
+README's "What survives what"). Without network access, point --openml-source at a pre-warmed
+OpenML cache.
 
 --fallback-suite builtin: when openml.org cannot be reached and neither the cache nor a source
 holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
@@ -40,7 +44,7 @@ def register(subparsers) -> None:
     run.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds (splits and initialisations) 0..N-1 per dataset (default 3)")
     run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
     run.add_argument("--out", metavar="DIR", help="run folder (default: results/<run_id>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping jobs recorded as ok")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out (same options): run its jobs not yet done ok")
     run.add_argument("--threads", type=int, metavar="N", help="threads for each framework, the same for both (default: all cores)")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
     run.add_argument("--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is failed (default 3600)")
@@ -74,11 +78,13 @@ def _run(args) -> int:
     from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
 
-    if args.datasets:
+    if args.datasets is not None:
         try:
             entries = [SuiteEntry(int(i), None, "") for i in args.datasets.split(",") if i.strip()]
         except ValueError:
             raise UserError(f"--datasets {args.datasets!r}: expected comma-separated OpenML IDs") from None
+        if not entries:
+            raise UserError(f"--datasets {args.datasets!r}: names no dataset (expected comma-separated OpenML IDs)")
         suite = None
     else:
         suite = load_suite(args.suite or "quick")
@@ -87,8 +93,8 @@ def _run(args) -> int:
         raise UserError(f"--seeds {args.seeds}: must be at least 1")
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads {args.threads}: must be at least 1")
-    if args.timing_budget <= 0 or args.job_timeout <= 0:
-        raise UserError("--timing-budget and --job-timeout must be positive")
+    if not (0 < args.timing_budget < math.inf and 0 < args.job_timeout < math.inf):  # nan too
+        raise UserError("--timing-budget and --job-timeout must be positive numbers of seconds")
     if args.workers is not None and args.workers <= 0:
         raise UserError(f"--workers {args.workers}: must be at least 1")
     if args.scheduler and args.executor != "dask":

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
-from distillbench.benchmarks.store.record import FAILED, OK, SCHEMA_VERSION, is_deployment, is_ok, job_key
-from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.record import OK, SCHEMA_VERSION, job_key
+from distillbench.benchmarks.store.run_folder import (COMPLETE, INTERRUPTED, MANIFEST, RECORDS, RUNNING, STOPPED, RunFolder,
+                                                     account, read_lines, read_manifest)
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
-from distillbench.errors import UserError
+from distillbench.errors import RunFault, UserError, signals_deferred
 from distillbench.implementations.spec import PipelineSpec
 
 MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
@@ -65,7 +66,7 @@ def check_writable(out: Path, resume: bool) -> None:
             raise UserError(f"--out {out}: exists and is not a folder")
         if not os.access(out, os.W_OK):
             raise UserError(f"--out {out}: not writable")
-        if (out / RECORDS).exists() and not resume:
+        if ((out / RECORDS).exists() or (out / MANIFEST).exists()) and not resume:
             raise UserError(f"--out {out}: already holds a run; use --resume to continue it, or another --out")
         return
     parent = out.parent
@@ -135,7 +136,10 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
 
 
 def run(options: RunOptions) -> Path:
-    """Run the benchmark; returns the run folder. Bad input raises UserError before anything is written."""
+    """Run the benchmark (or, with ``resume``, its jobs not yet done ok); returns the run folder.
+    Bad input raises UserError before anything is written. The manifest keeps an account of every
+    invocation on the folder and ends ``complete``, ``interrupted`` (a signal: Interrupted is raised)
+    or ``failed`` (the folder took no more writes: RunFault is raised), never ``running``."""
     out = options.out
     ids = [entry.dataset_id for entry in options.entries]
     twice = sorted({i for i in ids if ids.count(i) > 1})
@@ -143,83 +147,219 @@ def run(options: RunOptions) -> Path:
         raise UserError(f"dataset {', '.join(map(str, twice))} listed more than once (e.g. with two targets): "
                         "a run holds each dataset once; run the other target in another run")
     check_writable(out, options.resume)
-    if options.resume and (out / MANIFEST).exists():
-        previous = read_manifest(out)
-        if previous.get("config") != options.spec.to_dict():
-            raise UserError(f"--resume {out}: the config differs from the one this run was started with")
+    previous = read_manifest(out) if options.resume and (out / MANIFEST).exists() else None
+    if options.resume and previous is None and (out / RECORDS).exists():
+        raise UserError(f"--resume {out}: the folder has {RECORDS} but no {MANIFEST}: it cannot be resumed")
     datasets = prepare_datasets(options)
+    if previous is not None:
+        _check_same_plan(previous, options, datasets)
 
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
     try:
         executor = make_executor(options, out / "worker.log")
+    except BaseException as exc:
+        folder.close()
+        if isinstance(exc, OSError):
+            raise UserError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
+        raise
+    try:
+        written = _records_so_far(folder)
+        manifest = _manifest(options, out, previous, datasets, executor)
+        todo = _begin(options, folder, manifest, written, executor.threads)
+    except OSError as exc:
+        executor.close(now=True)
+        folder.close()
+        raise RunFault(f"{out}: cannot be written ({exc.strerror or exc})") from None
     except BaseException:
+        executor.close(now=True)
         folder.close()
         raise
+    appended, ending = _run_jobs(options, folder, executor, manifest, datasets, todo)
+    with signals_deferred():  # a second signal must not cut this short
+        executor.close(now=ending is not None)
+        marked = _end(folder, manifest, written + appended, ending)
+        folder.close()
+    resume = f"`distillbench run --resume --out {out}`"
+    if isinstance(ending, KeyboardInterrupt):
+        ending.add_note(f"{marked}; {resume} continues it")
+    elif isinstance(ending, RunFault):
+        raise RunFault(f"{ending}; {marked}; when the folder takes writes again, {resume} continues it") from None
+    elif ending is None and manifest["status"] != COMPLETE:  # every job ran, but the manifest says otherwise
+        raise RunFault(f"every job ran, but {marked}; {resume} marks it complete") from None
+    if ending is not None:
+        raise ending
+    return out
+
+
+def _records_so_far(folder: RunFolder) -> list[dict]:
+    """The records already in the folder (resuming), after cutting off a partial last line and
+    moving damaged lines aside (their jobs then count as incomplete, and run again)."""
     folder.truncate_partial_line()
-    latest = latest_records(read_records(out))
-    # A job with a failed record is unfinished (e.g. one configuration of a sweep failed), however many are ok.
-    unfinished = {job_key(r) for r in latest if not is_ok(r) and not is_deployment(r)}
-    done = {job_key(r) for r in latest if is_ok(r)} - unfinished
-    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
+    written, damaged = read_lines(folder.path, skip_damaged=True)
+    if damaged:
+        kept = folder.set_aside(damaged)
+        print(f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to {kept} "
+              "(kept there); their jobs run again", file=sys.stderr, flush=True)
+    return written
+
+
+def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list[dict], threads: int) -> list[Job]:
+    """Open this invocation in the manifest and write it; the jobs it runs: those not done ok."""
+    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, threads,
                 options.device, options.cache, options.source, options.timing_budget, options.deploy)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
+    done = account(manifest, written)[1].ok
     todo = [job for job in jobs if job.key not in done]
+    manifest["invocations"].append({
+        "invocation": len(manifest["invocations"]) + 1, "command": options.command, "started": time.time(),
+        "finished": None, "status": RUNNING, "reason": None, "environment": manifest["environment"],
+        "jobs": {"to_run": len(todo), "skipped_as_done": len(jobs) - len(todo), "ok": 0, "failed": 0}})
+    folder.write_manifest(_account(manifest, written))
+    print(f"run {manifest['run_id']}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {folder.path}",
+          file=sys.stderr, flush=True)
+    return todo
+
+
+def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, datasets: dict[int, dict],
+              todo: list[Job]) -> tuple[list[dict], BaseException | None]:
+    """Run the jobs and append each one's records as it ends; the records appended, and the exception
+    that ended the invocation early (None when every job ran): Interrupted (a signal), RunFault (a
+    write failed: the run stops there) or a bug's."""
+    invocation = manifest["invocations"][-1]
+    progress = Progress(len(todo))
+    wall = time.perf_counter()
+    appended, reported, ending = [], set(), None
+    try:
+        no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
+                   for job in todo if "error" in datasets[job.dataset_id])
+        for job, records in itertools.chain(no_data, executor.run(j for j in todo if "error" not in datasets[j.dataset_id])):
+            if job.key in reported:  # a job reported twice (e.g. a worker presumed lost came back): written once
+                continue
+            reported.add(job.key)
+            for record in records:
+                record.update(run_id=manifest["run_id"], invocation=invocation["invocation"], job_records=len(records))
+            try:
+                folder.append(records)
+            except OSError as exc:
+                raise RunFault(f"writing {folder.path / RECORDS}: {exc.strerror or exc}; the run stopped there") from None
+            appended += records
+            progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
+        invocation["status"] = COMPLETE
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (errors.Interrupted)
+        ending, invocation["status"], invocation["reason"] = exc, INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"
+    except BaseException as exc:  # RunFault, or a bug (whose traceback the CLI shows)
+        ending, invocation["status"], invocation["reason"] = exc, STOPPED, str(exc) or type(exc).__name__
+    progress.close()
+    invocation["finished"] = time.time()
+    _measure_overhead(manifest, invocation, appended, time.perf_counter() - wall)
+    return appended, ending
+
+
+def _end(folder: RunFolder, manifest: dict, written: list[dict], ending: BaseException | None) -> str:
+    """Write the manifest with this invocation's end; what it says, for the user."""
+    try:
+        folder.write_manifest(_account(manifest, written))
+    except OSError as exc:
+        manifest["status"] = RUNNING  # as the file still says
+        return (f"{folder.path / MANIFEST} could not be updated either ({exc.strerror or exc}): it still says "
+                "running, which every command reads as interrupted")
+    return f"the run is marked {manifest['status']} in {folder.path / MANIFEST}"
+
+
+def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, dict]) -> None:
+    """--resume continues the run as it was planned: the same datasets (and targets), seeds,
+    frameworks, deployment formats and config; a one-line UserError says what differs."""
+    before = {d["id"]: d.get("target") for d in previous["datasets"]}
+    now = {i: d.get("target") for i, d in datasets.items()}
+    differences = []
+    if sorted(before) != sorted(now):
+        differences.append(f"datasets {_ids(now)}, not {_ids(before)}")
+    else:
+        targets = [f"dataset {i} target {now[i]!r}, not {before[i]!r}" for i in now
+                   if None not in (now[i], before[i]) and now[i] != before[i]]
+        differences += targets
+    for name, value in (("seeds", options.seeds), ("frameworks", options.frameworks),
+                        ("deploy", options.deploy), ("config", options.spec.to_dict())):
+        if name in previous and previous[name] != value:
+            shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(previous[name])}"
+            differences.append(shown)
+    if differences:
+        raise UserError(f"--resume {options.out}: the plan differs from the run's: {'; '.join(differences)} "
+                        "(resume with the options the run was started with, or start another run)")
+
+
+def _ids(ids) -> str:
+    return ",".join(map(str, sorted(ids)))
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _manifest(options: RunOptions, out: Path, previous: dict | None, datasets: dict, executor) -> dict:
+    """This invocation's manifest: the run's identity (its run_id, first start, earlier invocations)
+    kept from ``previous`` when resuming, the rest as this invocation runs it."""
     manifest = {
-        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
+        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": RUNNING, "command": options.command,
+        "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
         "frameworks": options.frameworks, "threads": executor.threads, "device": options.device,
         "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
         "deploy": options.deploy, "worker": executor.description,
         "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
-        "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
-        "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
+        "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")},
+        "started": time.time(), "finished": None, "invocations": [],
     }
     if options.spec.sweep:  # the configurations each job runs, in the sweep's order
         manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
         manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
-    folder.write_manifest(manifest)
-    print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
-
-    progress = Progress(len(todo))
-    wall = time.perf_counter()
-    written = set()
-    try:
-        no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
-                   for job in todo if "error" in datasets[job.dataset_id])
-        for job, records in itertools.chain(no_data, executor.run(j for j in todo if "error" not in datasets[j.dataset_id])):
-            if job.key in written:  # a job reported twice (e.g. a worker presumed lost came back): written once
-                continue
-            written.add(job.key)
-            for record in records:
-                record["run_id"] = out.name
-            folder.append(records)
-            progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
-        manifest["status"] = "complete"
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        raise
-    finally:
-        progress.close()
-        executor.close()
-        _finish_manifest(manifest, out, time.perf_counter() - wall)
-        folder.write_manifest(manifest)
-        folder.close()
-    return out
+    if previous is not None:
+        invocations = previous.get("invocations") or [_first_invocation(previous)]
+        for invocation in invocations:  # one that never said how it ended was killed (no process holds the folder)
+            if invocation.get("status") == RUNNING:
+                invocation.update(status=INTERRUPTED, reason="ended without updating the manifest (killed?)")
+        manifest.update(run_id=previous["run_id"], started=previous.get("started") or manifest["started"],
+                        invocations=invocations)
+    return manifest
 
 
-def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
-    """End time, job counts, and the harness overhead: the share of this session's wall time spent
-    outside measured training and inference (worker start-up, data loading, bookkeeping)."""
-    records = [r for r in read_records(out) if r.get("run_id") == manifest["run_id"]]
-    this_session = [r for r in records if r.get("started", 0) >= manifest["started"]]
-    measured = sum(r.get(k) or 0.0 for r in this_session if not r.get("reused") for k in MEASURED_KEYS)
-    latest = latest_records(records)
-    manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
-                    harness_overhead=None if wall <= 0 else max(0.0, 1.0 - measured / wall))
-    status = {}  # a job of a sweep failed when any of its configurations did
-    for r in latest:
-        if r["role"] == "teacher":
-            key = job_key(r)
-            status[key] = FAILED if FAILED in (status.get(key), r["status"]) else r["status"]
-    manifest["jobs"].update(ok=sum(s == OK for s in status.values()), failed=sum(s == FAILED for s in status.values()))
+def _first_invocation(manifest: dict) -> dict:
+    """The invocation that wrote a manifest of schema < 3 (which kept no list of them)."""
+    jobs = manifest.get("jobs") or {}
+    return {"invocation": 1, "command": manifest.get("command"), "started": manifest.get("started"),
+            "finished": manifest.get("finished"), "status": manifest.get("status"), "reason": None,
+            "environment": manifest.get("environment"),
+            "jobs": {k: jobs.get(k) for k in ("skipped_as_done", "ok", "failed")}}
+
+
+def _account(manifest: dict, written: list[dict]) -> dict:
+    """The manifest with the account of the jobs from the records written so far: the counts, each
+    unfinished job with why, and per invocation the jobs it ran ok and failed (one it left
+    incomplete counts as failed). The run's status is its last invocation's."""
+    last = manifest["invocations"][-1]
+    manifest.update(status=last["status"], finished=last["finished"])
+    _, jobs = account(manifest, written)
+    for invocation in manifest["invocations"]:
+        ran = [r for r in written if r.get("invocation") == invocation["invocation"]]
+        if ran or invocation is last:  # (a run of schema < 3 wrote no invocation: its counts stand)
+            _, its = account(manifest, ran)
+            invocation["jobs"].update(ok=len(its.ok), failed=len({job_key(r) for r in ran}) - len(its.ok))
+    manifest.update(jobs=jobs.counts(), unfinished=[{"dataset_id": d, "seed": s, "framework": f, "why": why}
+                                                    for (d, s, f), why in sorted(jobs.unfinished.items())])
+    return manifest
+
+
+def _measure_overhead(manifest: dict, invocation: dict, appended: list[dict], wall: float) -> None:
+    """The harness overhead of this invocation: the share of its wall time spent outside measured
+    training and inference (worker start-up, data loading, bookkeeping)."""
+    measured = sum(r.get(k) or 0.0 for r in appended if not r.get("reused") for k in MEASURED_KEYS)
+    numbers = {"wall_seconds": wall, "measured_seconds": measured,
+               "harness_overhead": None if wall <= 0 else max(0.0, 1.0 - measured / wall)}
+    invocation.update(numbers)
+    manifest.update(numbers)

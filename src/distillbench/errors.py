@@ -68,12 +68,16 @@ def signals_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block has run (e.g. a file written whole); the first one is
-    raised then, as Interrupted, unless the block is already ending with an exception."""
+    raised then, as Interrupted, unless the block is already ending with an exception. A signal
+    ignored before the block (a command already interrupted) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     arrived = []
-    previous = {name: signal.signal(name, lambda signum, frame: arrived.append(signum)) for name in SIGNALS}
+    previous = {name: signal.getsignal(name) for name in SIGNALS}
+    for name, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(name, lambda signum, frame: arrived.append(signum))
     try:
         yield
     finally:
