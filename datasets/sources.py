@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbench.errors import UserError
+from distillbench.files import replaced_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ def entry_problem(folder: Path, dataset_id: int) -> str | None:
                 description = root
     if description is None:
         return None
-    if description.tag != OML + "data_set_description" or (description.findtext(OML + "id") or "").strip() != str(dataset_id):
+    described = (description.findtext(OML + "id") or "").strip()
+    if description.tag != OML + "data_set_description" or described != str(dataset_id):
         return f"description.xml is not the description of OpenML dataset {dataset_id}"
     expected = (description.findtext(OML + "md5_checksum") or "").strip().lower()
     data = folder / "dataset.arff"
@@ -239,9 +241,8 @@ class OpenMLCache:
             target.mkdir(parents=True, exist_ok=True)
             for name in ENTRY_FILES:
                 if (source / name).is_file() and not (target / name).exists():
-                    partial = target / f".{name}.{os.getpid()}.partial"
-                    shutil.copyfile(source / name, partial)  # contents only: the copy is writable
-                    partial.replace(target / name)
+                    with replaced_atomically(target / name) as partial:
+                        shutil.copyfile(source / name, partial)  # contents only: the copy is writable
         if target.is_dir():
             for path in target.iterdir():
                 if path.name.endswith(PICKLES):

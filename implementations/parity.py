@@ -25,6 +25,7 @@ from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights
 from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import PipelineSpec
+from distillbench.implementations.teachers import TEACHER_KINDS
 
 FORWARD_TOLERANCE = 1e-5
 STEP_TOLERANCE = 1e-4
@@ -65,10 +66,11 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
     result = {"task": kind, "role": role, "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
-    if role == "teacher" and mlp.kind == "ensemble":
-        members = [initial_weights(mlp, x.shape[1], n_classes or 1, seed, role, k) for k in range(mlp.members)]
-        combined = [b.predict(b.ensemble([b.build(mlp, w) for w in members], task), x) for b in backends]
-        result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
+    if role == "teacher":  # what the kind adds, e.g. an ensemble's members as one model
+        extra = [TEACHER_KINDS[mlp.kind].parity_model(b, mlp, x.shape[1], n_classes or 1, task, seed) for b in backends]
+        if extra[0] is not None:
+            combined = [b.predict(m, x) for b, m in zip(backends, extra)]
+            result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
     batches = [rows for epoch in range(1, steps + 1) for rows in batch_order(len(x), spec.training.batch_size, seed, epoch)][:steps]
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
@@ -92,7 +94,7 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
-    roles = ROLES[spec.teacher.kind == "hist_gradient_boosting":]
+    roles = ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity:]
     cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed,

@@ -7,6 +7,7 @@ import copy
 import io
 import logging
 import math
+import os
 import warnings
 
 import numpy as np
@@ -15,29 +16,38 @@ from torch import nn
 from torch.nn import functional as F
 
 from distillbench.implementations import deploy
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
 
-def loss_fn(spec: LossSpec):
-    """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    if spec.task == "regression":
-        def regression(out, y, t):
-            s = out[:, 0]
-            loss = spec.alpha * torch.mean((s - y) ** 2)
-            return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * torch.mean((s - t) ** 2)
-        return regression
+def _soft_targets(spec: LossSpec):
+    def squared_error(out, t):
+        return (out[:, 0] - t) ** 2
 
-    def classification(out, y, t):
-        loss = spec.alpha * F.cross_entropy(out, y)
-        if spec.alpha == 1.0:
-            return loss
-        log_p = F.log_softmax(out / spec.temperature, dim=1)
-        kl = torch.sum(torch.xlogy(t, t) - t * log_p, dim=1).mean()  # xlogy: 0 log 0 = 0
-        return loss + (1.0 - spec.alpha) * spec.kl_scale * kl
-    return classification
+    def kl(out, t):  # xlogy: 0 log 0 = 0
+        return torch.sum(torch.xlogy(t, t) - t * F.log_softmax(out / spec.temperature, dim=1), dim=1)
+
+    return squared_error if spec.task == "regression" else kl
+
+
+# Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in tf_backend).
+TEACHER_TERMS = {"soft_targets": _soft_targets}
+
+
+def loss_fn(spec: LossSpec):
+    """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
+    teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
+
+    def objective(out, y, t):
+        if spec.task == "regression":
+            loss = spec.alpha * torch.mean((out[:, 0] - y) ** 2)
+        else:
+            loss = spec.alpha * F.cross_entropy(out, y)
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * torch.mean(teacher_term(out, t))
+    return objective
 
 
 class ResidualMLP(nn.Module):
@@ -80,15 +90,27 @@ class TorchBackend(Backend):
     threads: int | None = None
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        self.determinism = "torch.manual_seed, torch.use_deterministic_algorithms(True)"
         if device == "gpu":
             if not torch.cuda.is_available():
-                raise RuntimeError("--device gpu: torch sees no CUDA GPU")
-            self.device = torch.device("cuda")
+                raise RuntimeError("--device gpu: torch sees no CUDA GPU (a CPU build of torch?)")
+            # cuBLAS is deterministic only with this workspace setting, read when it first runs;
+            # TF32 matmuls (Ampere and later) would round differently from the CPU and TensorFlow.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+            self.determinism += (f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
+                                 "(on GPU: torch's documented settings, not checked by this project's tests)")
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads  # also the deployment runtimes' (onnxruntime)
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
         skips = residual_skips(spec)

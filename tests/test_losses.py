@@ -2,6 +2,8 @@
 
 classification: alpha * CE(y, s) + (1 - alpha) * [T^2] * KL(q || softmax(s / T))
 regression:     alpha * MSE(y, s) + (1 - alpha) * MSE(t, s)
+
+and, for every registered objective (implementations/objectives.py), against its numpy definition.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from distillbench.implementations import tf_backend, torch_backend
+from distillbench.implementations.objectives import OBJECTIVES, reference_loss
 from distillbench.implementations.pipeline import LossSpec
 
 N_ROWS = 64
@@ -95,3 +98,40 @@ def test_regression_loss_matches_numpy(framework, alpha):
     expected = alpha * np.mean((s - y) ** 2) + (1 - alpha) * np.mean((s - t) ** 2)
     got = framework_loss(framework, LossSpec("regression", alpha=alpha), out, y, None if alpha == 1.0 else t)
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+# --- the registry of objectives ------------------------------------------------------------------
+
+def test_each_framework_implements_every_registered_objective():
+    assert list(OBJECTIVES) == ["soft_targets"]
+    assert set(torch_backend.TEACHER_TERMS) == set(tf_backend.TEACHER_TERMS) == set(OBJECTIVES)
+
+
+CASES = [(name, task) for name, objective in OBJECTIVES.items() for task in objective.tasks]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("objective", "task"), CASES)
+@pytest.mark.parametrize("n_classes", [2, 5], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("t_squared", [True, False], ids=["t2", "no_t2"])
+def test_each_framework_computes_each_objective_as_its_numpy_definition(framework, objective, task, n_classes, alpha,
+                                                                         t_squared):
+    spec = LossSpec(task, alpha=alpha, temperature=2.5, t_squared=t_squared, objective=objective)
+    if task == "classification":
+        out, y, t = classification_batch(n_classes, "with_zeros", seed=1)
+    else:
+        rng = np.random.default_rng(7)
+        out, y = rng.normal(size=(N_ROWS, 1)).astype(np.float32), rng.normal(size=N_ROWS).astype(np.float32)
+        t = (y + 0.5 * rng.normal(size=N_ROWS)).astype(np.float32)
+    got = framework_loss(framework, spec, out, y, None if alpha == 1.0 else t)
+    assert got == pytest.approx(reference_loss(spec, out, y, t), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+@pytest.mark.parametrize("t_squared", [True, False])
+def test_the_soft_targets_definition_is_the_design_formula(n_classes, t_squared):
+    out, y, q = classification_batch(n_classes, "with_zeros")
+    spec = LossSpec("classification", alpha=0.3, temperature=4.0, t_squared=t_squared)
+    expected = reference_classification(out, y, q, 0.3, 4.0, t_squared)
+    assert reference_loss(spec, out, y, q) == pytest.approx(expected, rel=1e-12)

@@ -21,7 +21,7 @@ STEPS = 20
 KINDS = ("regression", "binary", "multiclass")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)

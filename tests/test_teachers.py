@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import background_command, finished
 
+from distillbench.benchmarks.reporting.sections import run_table
 from distillbench.errors import UserError
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
@@ -36,6 +37,7 @@ from distillbench.implementations.spec import (
     residual_skips,
     spec_from_dict,
 )
+from distillbench.implementations.teachers import TEACHER_KINDS, teacher_fields
 
 FRAMEWORKS = ("torch", "tensorflow")
 KINDS = ("regression", "binary", "multiclass")
@@ -99,6 +101,50 @@ def test_invalid_teacher_fields_are_refused_naming_the_field(teacher, field, say
     assert isinstance(info.value, UserError)
 
 
+# --- the registry of kinds -----------------------------------------------------------------------
+
+def test_the_registered_kinds_and_the_teacher_fields_they_declare():
+    assert list(TEACHER_KINDS) == ["mlp", "residual_mlp", "ensemble", "hist_gradient_boosting"]
+    # [teacher]: the MLP's fields, kind, then the kinds' own, as configs have always had them.
+    assert [f.name for f in dataclasses.fields(TeacherSpec)] == [
+        "widths", "activation", "dropout", "kind", "members", "max_iter", "learning_rate", "max_leaf_nodes"]
+    assert list(teacher_fields()) == ["members", "max_iter", "learning_rate", "max_leaf_nodes"]
+    assert all(getattr(TeacherSpec(), name) == field.default for name, field in teacher_fields().items())
+
+
+# A value other than the default for each field a kind declares.
+OTHER_VALUE = {"members": 3, "max_iter": 50, "learning_rate": 0.05, "max_leaf_nodes": 8}
+OWNED = [(owner, name) for owner, kind in TEACHER_KINDS.items() for name in kind.FIELDS]
+
+
+@pytest.mark.parametrize(("owner", "name"), OWNED)
+def test_a_field_of_one_kind_is_refused_with_every_other_kind(owner, name):
+    base = {"widths": [8, 8]}  # a residual_mlp needs a skip
+    assert getattr(spec_from_dict({"teacher": {**base, "kind": owner, name: OTHER_VALUE[name]}}).teacher, name) \
+        == OTHER_VALUE[name]
+    for other in set(TEACHER_KINDS) - {owner}:
+        with pytest.raises(ConfigError, match=rf"^teacher.{name}: used only by kind = '{owner}', not '{other}'$"):
+            spec_from_dict({"teacher": {**base, "kind": other, name: OTHER_VALUE[name]}})
+
+
+def test_each_kind_describes_its_teacher_in_the_reports_run_table():
+    """The run table's config line, by kind (the words reports have always used); an older config
+    without a kind is an MLP."""
+    def config_line(teacher: dict) -> str:
+        rows = run_table({"config": {"name": "x", "teacher": teacher}}).rows
+        return next(value for key, value in rows if key == "config").split(";")[0]
+
+    mlp = {"widths": [64, 64], "activation": "relu", "dropout": 0.1}
+    assert config_line(mlp) == "x: teacher [64, 64] relu dropout 0.1"
+    assert config_line({**mlp, "kind": "mlp"}) == "x: teacher [64, 64] relu dropout 0.1"
+    assert config_line({**mlp, "kind": "residual_mlp"}) == "x: teacher residual MLP [64, 64] relu dropout 0.1"
+    ensemble = {**mlp, "kind": "ensemble", "members": 3}
+    assert config_line(ensemble) == "x: teacher ensemble of 3 MLPs [64, 64] relu dropout 0.1"
+    trees = {**mlp, "kind": "hist_gradient_boosting", "max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 31}
+    assert config_line(trees) == ("x: teacher gradient-boosted trees (scikit-learn, max_iter 20, learning_rate 0.1, "
+                                  "max_leaf_nodes 31)")
+
+
 def test_the_default_teacher_is_the_mlp_it_was():
     teacher = PipelineSpec().teacher
     assert isinstance(teacher, TeacherSpec) and teacher.kind == "mlp"
@@ -116,6 +162,7 @@ def test_the_default_teacher_is_the_mlp_it_was():
     assert np.array_equal(np.concatenate(batch_order(50, 8, 7, 3)), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_default_mlp_teacher_trains_exactly_as_before(backends, framework):
     """kind = "mlp" through ``fit_teacher`` is the plain MLP trained by the shared loop: same weights."""
@@ -166,6 +213,7 @@ def numpy_forward(spec: MLPSpec, weights: list[np.ndarray], x: np.ndarray) -> np
     return h @ weights[-2] + weights[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_residual_mlp_computes_its_skip_connections(backends, framework):
     backend = backends[framework]
@@ -181,6 +229,7 @@ def test_the_residual_mlp_computes_its_skip_connections(backends, framework):
     assert served.n_params == sum(w.size for w in weights) and served.model_bytes > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_residual_teacher_parity_torch_vs_tensorflow(backends, kind):
     spec = PipelineSpec(teacher=RESIDUAL, training=TrainingSpec(batch_size=32))
@@ -198,6 +247,7 @@ def log_mean_softmax(logits: np.ndarray) -> np.ndarray:
     return np.log(p.mean(axis=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_ensemble_is_the_mean_of_its_members(backends, framework, kind):
@@ -238,6 +288,7 @@ def test_ensemble_members_start_from_different_weights_and_batches():
     assert all(not np.array_equal(orders[i], orders[j]) for i in range(4) for j in range(i + 1, 4))
 
 
+@pytest.mark.slow
 def test_ensemble_forward_parity_torch_vs_tensorflow(backends):
     spec = PipelineSpec(teacher=TeacherSpec(kind="ensemble", members=3, widths=[16, 8]), training=TrainingSpec(batch_size=32))
     for kind in KINDS:
@@ -250,6 +301,7 @@ def test_ensemble_forward_parity_torch_vs_tensorflow(backends):
 TREES = {"kind": "hist_gradient_boosting", "max_iter": 30, "max_leaf_nodes": 8}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     data, x_test = problem(kind)
@@ -276,6 +328,7 @@ def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     assert pipelines["torch"].deployments(torch_tree) == {} == pipelines["tensorflow"].deployments(tf_tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     backend = backends[framework]
@@ -289,11 +342,13 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)
 
 
+@pytest.mark.slow
 def test_the_tree_teacher_has_no_framework_parity_case():
     result = parity.run_parity(load_spec("trees"), task="regression", steps=2)
     assert result["ok"] and [c["role"] for c in result["cases"]] == ["student_kd", "student_scratch"]
 
 
+@pytest.mark.slow
 def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run):
     returncode, _, stderr = finished(trees_smoke_run)
     assert returncode == 0, stderr[-3000:]
@@ -313,6 +368,7 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
     assert manifest["config"]["teacher"]["kind"] == "hist_gradient_boosting"
 
 
+@pytest.mark.slow
 def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openml_cache):
     from distillbench.benchmarks.running.job import Job, run_job
 

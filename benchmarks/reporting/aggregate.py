@@ -3,14 +3,13 @@ framework against framework, across datasets, ranks, and the kinds of machine th
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import numpy as np
 
 from distillbench.benchmarks.reporting import stats
 from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
-from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.benchmarks.store.record import is_deployment, is_ok, job_machines
 from distillbench.implementations.roles import ROLES, STUDENTS
 
 
@@ -139,7 +138,7 @@ def rank_methods(entries: list[dict], frameworks: list[str]) -> dict:
 def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None]:
     """Whether the ok jobs ran on several kinds of machine, and a note when they did or when they ran
     on another kind than the driver's (e.g. on a Dask cluster): None when all ran on the driver's."""
-    kinds = {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if is_ok(r) and r.get("machine")}
+    kinds = job_machines(records)
     if not kinds or list(kinds.values()) == [manifest.get("environment", {}).get("machine")]:
         return False, None
     names = "; ".join(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}" for m in kinds.values())

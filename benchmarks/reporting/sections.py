@@ -3,15 +3,12 @@ failed (failed)."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.record import is_deployment, is_ok
-
-
-def _when(timestamp: float | None) -> str:
-    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+from distillbench.implementations.teachers import TEACHER_KINDS
+from distillbench.text import utc_time
 
 
 def _seconds(value: float | None) -> str:
@@ -23,12 +20,7 @@ def _seconds(value: float | None) -> str:
 
 def _teacher_text(teacher: dict) -> str:
     """The teacher of a config in a few words, by its kind (a config from before kinds: an MLP)."""
-    kind = teacher.get("kind", "mlp")
-    if kind == "hist_gradient_boosting":
-        return (f"gradient-boosted trees (scikit-learn, max_iter {teacher.get('max_iter')}, learning_rate "
-                f"{teacher.get('learning_rate')}, max_leaf_nodes {teacher.get('max_leaf_nodes')})")
-    mlp = f"{teacher.get('widths')} {teacher.get('activation')} dropout {teacher.get('dropout')}"
-    return {"residual_mlp": f"residual MLP {mlp}", "ensemble": f"ensemble of {teacher.get('members')} MLPs {mlp}"}.get(kind, mlp)
+    return TEACHER_KINDS.get(teacher.get("kind", "mlp"), TEACHER_KINDS["mlp"]).describe(teacher)
 
 
 def run_table(manifest: dict) -> Table:
@@ -49,8 +41,8 @@ def run_table(manifest: dict) -> Table:
                                              "was killed, or its folder took no more writes)"
                                              if manifest.get("status_written") else "")),
         ("command", " ".join(manifest.get("command", []))),
-        ("started", _when(manifest.get("started"))),
-        ("finished", _when(manifest.get("finished"))),
+        ("started", utc_time(manifest.get("started"))),
+        ("finished", utc_time(manifest.get("finished"))),
         ("duration", f"{_seconds(manifest.get('wall_seconds'))} (measured training and inference "
                      f"{_seconds(manifest.get('measured_seconds'))})"),
         ("harness overhead", "-" if overhead is None else f"{100 * overhead:.1f}% of the run's wall time"),

@@ -1,4 +1,4 @@
-"""The compact per-dataset, per-framework summary of a run (terminal table and minimal report)."""
+"""The compact per-dataset, per-framework summary of a run: the table `distillbench run` prints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
 from distillbench.implementations.roles import ROLES
+from distillbench.text import text_table
 
 COLUMNS = ("dataset", "framework", "metric", *ROLES, "retention %", "kd gain %", "speed-up", "ok/failed")
 
@@ -46,12 +47,5 @@ def _cell(value) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], markdown: bool = False) -> str:
-    cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+def format_table(rows: list[dict]) -> str:
+    return text_table(COLUMNS, [[_cell(row[c]) for c in COLUMNS] for row in rows])

@@ -12,6 +12,7 @@ at once, ``--executor dask`` runs them on a Dask cluster (the manifest records t
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import time
@@ -20,14 +21,16 @@ from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.record import OK, SCHEMA_VERSION, job_key
-from distillbench.benchmarks.store.run_folder import (COMPLETE, INTERRUPTED, MANIFEST, RECORDS, RUNNING, STOPPED, RunFolder,
-                                                     account, read_lines, read_manifest)
+from distillbench.benchmarks.store.run_folder import (COMPLETE, INTERRUPTED, MANIFEST, RECORDS, RUNNING, STOPPED,
+                                                     RunFolder, account, read_lines, read_manifest)
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import RunFault, UserError, signals_deferred
 from distillbench.implementations.spec import PipelineSpec
 
+log = logging.getLogger(__name__)
 MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
 
 
@@ -90,17 +93,21 @@ class Progress:
     def _line(self, eta: str, what: str) -> None:
         bar = "#" * int(20 * self.done / max(self.total, 1))
         line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {what}"
-        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        if self.tty and log.isEnabledFor(logging.INFO):  # one line redrawn in place; -q silences it like the rest
+            print("\r" + line.ljust(110), end="", file=sys.stderr, flush=True)
+        elif not self.tty:
+            log.info(line)
 
     def finish(self, job: Job, name: str, status: str, reason: str | None) -> None:
         self.done += 1
         eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
         self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
         if status != OK:
-            print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
+            self.close()
+            log.warning(f"  failed: {reason}")
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and log.isEnabledFor(logging.INFO):
             print(file=sys.stderr)
 
 
@@ -118,7 +125,7 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
     cache = OpenMLCache.resolve(options.cache, options.source)
     info = {}
     for entry in options.entries:
-        print(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)", file=sys.stderr, flush=True)
+        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)")
         try:
             for seed in options.seeds:
                 prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
@@ -126,9 +133,11 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
                                       "target": prepared.target, "checksum": prepared.checksum, "note": entry.note,
                                       "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
                                       "features": prepared.x_train.shape[1], "notes": prepared.notes}
+            log.debug(f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
+                      f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features")
         except UserError as exc:
             info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
-            print(f"  dataset {entry.dataset_id} fails its jobs: {exc}", file=sys.stderr, flush=True)
+            log.warning(f"  dataset {entry.dataset_id} fails its jobs: {exc}")
     if all("error" in d for d in info.values()):
         raise UserError(next(iter(info.values()))["error"] if len(info) == 1 else
                         f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})")
@@ -202,15 +211,16 @@ def _records_so_far(folder: RunFolder) -> list[dict]:
     written, damaged = read_lines(folder.path, skip_damaged=True)
     if damaged:
         kept = folder.set_aside(damaged)
-        print(f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to {kept} "
-              "(kept there); their jobs run again", file=sys.stderr, flush=True)
+        log.warning(f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to "
+                    f"{kept} (kept there); their jobs run again")
     return written
 
 
 def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list[dict], threads: int) -> list[Job]:
     """Open this invocation in the manifest and write it; the jobs it runs: those not done ok."""
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, threads,
-                options.device, options.cache, options.source, options.timing_budget, options.deploy)
+                options.device, options.cache, options.source, options.timing_budget, options.deploy,
+                quiet=str((folder.path / QUIET).resolve()))
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     done = account(manifest, written)[1].ok
     todo = [job for job in jobs if job.key not in done]
@@ -219,8 +229,8 @@ def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list
         "finished": None, "status": RUNNING, "reason": None, "environment": manifest["environment"],
         "jobs": {"to_run": len(todo), "skipped_as_done": len(jobs) - len(todo), "ok": 0, "failed": 0}})
     folder.write_manifest(_account(manifest, written))
-    print(f"run {manifest['run_id']}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {folder.path}",
-          file=sys.stderr, flush=True)
+    log.info(f"run {manifest['run_id']}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {folder.path}")
+    log.debug(f"executor: {manifest['worker']}; threads per job {threads}")
     return todo
 
 
@@ -245,7 +255,8 @@ def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, 
             try:
                 folder.append(records)
             except OSError as exc:
-                raise RunFault(f"writing {folder.path / RECORDS}: {exc.strerror or exc}; the run stopped there") from None
+                why = exc.strerror or exc
+                raise RunFault(f"writing {folder.path / RECORDS}: {why}; the run stopped there") from None
             appended += records
             progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
         invocation["status"] = COMPLETE
@@ -255,7 +266,7 @@ def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, 
         ending, invocation["status"], invocation["reason"] = exc, STOPPED, str(exc) or type(exc).__name__
     progress.close()
     invocation["finished"] = time.time()
-    _measure_overhead(manifest, invocation, appended, time.perf_counter() - wall)
+    _measure_overhead(manifest, invocation, appended, time.perf_counter() - wall, folder.path)
     return appended, ending
 
 
@@ -355,11 +366,31 @@ def _account(manifest: dict, written: list[dict]) -> dict:
     return manifest
 
 
-def _measure_overhead(manifest: dict, invocation: dict, appended: list[dict], wall: float) -> None:
-    """The harness overhead of this invocation: the share of its wall time spent outside measured
-    training and inference (worker start-up, data loading, bookkeeping)."""
+def _measure_overhead(manifest: dict, invocation: dict, appended: list[dict], wall: float, out: Path) -> None:
+    """How the machine was shared in this invocation, and its harness overhead: the share of its job
+    slots' time (wall time x jobs at once) spent outside measured training and inference (worker
+    start-up, data loading, bookkeeping, jobs held while another is timed)."""
     measured = sum(r.get(k) or 0.0 for r in appended if not r.get("reused") for k in MEASURED_KEYS)
+    slots = wall * manifest["concurrency"]
     numbers = {"wall_seconds": wall, "measured_seconds": measured,
-               "harness_overhead": None if wall <= 0 else max(0.0, 1.0 - measured / wall)}
+               "harness_overhead": None if slots <= 0 else max(0.0, 1.0 - measured / slots),
+               "sharing": _sharing(manifest, out, invocation["started"], appended)}
     invocation.update(numbers)
     manifest.update(numbers)
+
+
+def _sharing(manifest: dict, out: Path, started: float, records: list[dict]) -> dict:
+    """How the machine was shared in this invocation (from ``started``): jobs at once and threads
+    each, and the quiet rule's log (``quiet.py``): seconds timed alone, seconds jobs stood still for another's timing,
+    and the number of timings that overlapped other work of the run (0 unless the rule broke).
+    Hosts whose workers could not write the run folder (Dask elsewhere) kept their log locally."""
+    intervals = [i for i in read_intervals(out / QUIET) if i["start"] >= started]
+    return {
+        "jobs_at_once": manifest["concurrency"], "threads_per_job": manifest["threads"],
+        "timing": "alone: while a model is timed, every other job of the run on that machine stands still at "
+                  "its next epoch (running/quiet.py)",
+        "timed_seconds": sum(i["end"] - i["start"] for i in intervals if i["kind"] == "timing"),
+        "held_seconds": sum(r.get("held_seconds") or 0.0 for r in records),
+        "timing_overlaps": len(overlaps(intervals)),
+        "hosts_logged": sorted({p.name for p in (out / QUIET).iterdir()}) if (out / QUIET).is_dir() else [],
+    }

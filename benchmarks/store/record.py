@@ -11,6 +11,7 @@ version up to ``SCHEMA_VERSION`` (``run_folder.read_run``) and refuses a newer o
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
+import json
 import math
 import types
 import typing
@@ -56,6 +57,7 @@ class Record(TypedDict):
     machine: NotRequired[dict]
     host: NotRequired[str]
     framework_version: NotRequired[str]
+    determinism: NotRequired[str]  # the framework's settings for repeatable results (Backend.determinism)
     started: NotRequired[float]
     finished: NotRequired[float]
     traceback: NotRequired[str | None]  # a failed job: the end of the traceback
@@ -64,6 +66,8 @@ class Record(TypedDict):
     seconds_per_epoch: NotRequired[float]
     peak_rss_mb: NotRequired[float]
     members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs and best epoch
+    train_call_path: NotRequired[str]  # how the training ran (Trainer.path: loop, compiled epoch, optimiser)
+    held_seconds: NotRequired[float]  # training held while another job of the run was timed (not in train_seconds)
     compress_seconds: NotRequired[float]
     compressor: NotRequired[dict]
     measure_seconds: NotRequired[float]
@@ -165,6 +169,12 @@ def record_key(record: dict) -> tuple:
     """(dataset, seed, framework, configuration of a sweep, role): what a record is the result of;
     a resumed run appends records with the key of an earlier one, which they replace."""
     return (*job_key(record), record.get("variant"), record["role"])
+
+
+def job_machines(records: list[dict]) -> dict[str, dict]:
+    """The kinds of machine the ok records ran on (each record's ``machine``: with ``--executor dask``
+    not necessarily the driver's), keyed by a canonical text of each: the one "same machine?" check."""
+    return {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if is_ok(r) and r.get("machine")}
 
 
 def framework_label(record: dict) -> str:

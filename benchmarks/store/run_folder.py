@@ -22,15 +22,19 @@ import contextlib
 import fcntl
 import json
 import math
+import logging
 import os
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillbench.benchmarks.store.record import FAILED, SCHEMA_VERSION, is_deployment, is_ok, job_key, record_key, record_problem
+from distillbench.benchmarks.store.record import (FAILED, SCHEMA_VERSION, is_deployment, is_ok, job_key, record_key,
+                                                  record_problem)
 from distillbench.errors import UserError
+from distillbench.files import write_atomic
 from distillbench.implementations.roles import ROLES
+
+log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -104,7 +108,7 @@ def read_lines(run_dir: Path, skip_damaged: bool = False) -> tuple[list[dict], l
         if not skip_damaged:
             raise UserError(f"{path} line {number}: {why}; the file is damaged (`distillbench run --resume` "
                             f"sets such lines aside and runs their jobs again)")
-        print(f"distillbench: warning: {path} line {number}: {why}; skipped", file=sys.stderr)
+        log.warning(f"distillbench: warning: {path} line {number}: {why}; skipped")
         damaged.append(Damaged(number, line, why))
     return records, damaged
 
@@ -294,7 +298,7 @@ class RunFolder:
             rejected.flush()
             os.fsync(rejected.fileno())
         lines = (self.path / RECORDS).read_bytes().split(b"\n")[:-1]
-        _write_atomic(self.path / RECORDS, b"".join(line + b"\n" for n, line in enumerate(lines, 1) if n not in numbers))
+        write_atomic(self.path / RECORDS, b"".join(line + b"\n" for n, line in enumerate(lines, 1) if n not in numbers))
         return self.path / REJECTED
 
     def append(self, records: list[dict]) -> None:
@@ -319,13 +323,13 @@ class RunFolder:
         (its permissions changed), the file is rewritten in place. OSError if all of that fails."""
         data = (json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n").encode()
         try:
-            _write_atomic(self.path / MANIFEST, data)
+            write_atomic(self.path / MANIFEST, data)
             return
         except OSError as exc:
             error = exc
         with contextlib.suppress(OSError):
             (self.path / RESERVE).unlink()
-            _write_atomic(self.path / MANIFEST, data)
+            write_atomic(self.path / MANIFEST, data)
             return
         try:
             with open(self.path / MANIFEST, "r+b") as fh:
@@ -343,17 +347,3 @@ class RunFolder:
             (self.path / RESERVE).unlink()
         self._lock.close()
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary one renamed over it; the temporary one is removed on failure."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +18,9 @@ from distillbench.benchmarks.store.metric_registry import TEST_METRICS
 from distillbench.benchmarks.store.record import framework_label, is_ok
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
 from distillbench.errors import UserError
-from distillbench.implementations.roles import FORMATS, ROLES, split_role
+from distillbench.files import replaced_atomically
+from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES, split_role
+from distillbench.text import utc_time
 
 # `--metric primary`: each record's own primary metric (metric_registry.PRIMARY_METRIC of its task).
 EACH_PRIMARY = "primary"
@@ -105,14 +106,11 @@ def _role(role: str) -> int:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as fh:
+    with replaced_atomically(path) as partial, open(partial, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["started"]))
-                             if row["started"] else ""})
-    partial.replace(path)
+            writer.writerow({**row, "started": utc_time(row["started"]) if row["started"] else ""})
 
 
 def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
@@ -122,7 +120,7 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     metrics = list(dict.fromkeys(r["requested"] for r in rows))  # one row of panels per requested metric
     metrics.sort(key=lambda m: (order or metrics).index(m))
@@ -130,13 +128,12 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
     runs = sorted({(r["started"] or 0, r["run_id"], r["commit"], bool(r["dirty"])) for r in rows})
     fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.2 * len(datasets), 3.0 * len(metrics) + 1.2),
                              squeeze=False)
-    colours = {"teacher": "tab:blue", "student_kd": "tab:orange", "student_scratch": "tab:green"}
     styles = {"torch": "-", "tensorflow": "--"}
     series = defaultdict(list)
     for r in rows:
         series[(r["requested"], r["dataset_id"], r["framework"], r["role"])].append(r)
-    ticks = [datetime.fromtimestamp(s) for s, *_ in runs]
-    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s):%m-%d %H:%M}"
+    ticks = [datetime.fromtimestamp(s, timezone.utc) for s, *_ in runs]
+    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s, timezone.utc):%m-%d %H:%M}"
               for s, _, commit, dirty in runs]
     lowest = {}  # per column, the lowest panel with data: it carries the x labels
     for i, metric in enumerate(metrics):
@@ -146,13 +143,13 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 if m != metric or d != dataset_id:
                     continue
                 points.sort(key=lambda p: p["started"] or 0)
-                x = [datetime.fromtimestamp(p["started"] or 0) for p in points]
+                x = [datetime.fromtimestamp(p["started"] or 0, timezone.utc) for p in points]
                 y = [p["mean"] for p in points]
                 err = [p["sd"] or 0.0 for p in points]
                 # A deployment format (role "<role>_<format>"): its model's colour, a marker of its own.
                 model_role, fmt = split_role(role)
                 ax.errorbar(x, y, yerr=err, marker=FORMATS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
-                            linestyle=styles.get(framework, ":"), color=colours.get(model_role, "tab:gray"),
+                            linestyle=styles.get(framework, ":"), color=ROLE_COLOURS.get(model_role, "tab:gray"),
                             label=f"{framework} {role}")
             if not ax.has_data():  # e.g. accuracy of a regression dataset
                 ax.set_visible(False)
@@ -173,17 +170,16 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 handles.append(handle)
                 names.append(name)
     order = sorted(range(len(names)), key=lambda k: (_role(names[k].split()[-1]), names[k]))
-    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start, labelled with the commit (* = dirty)",
+    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start (UTC), labelled with the commit (* = dirty)",
                  fontsize=9)
     if handles:
         fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center",
                    ncol=min(len(names), 3), fontsize=8, frameon=False)
     legend_rows = (min(len(names), 6) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 + 0.12 * legend_rows / (len(metrics) + 1), 1, 0.97))
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=110)
+    with replaced_atomically(path) as partial:
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
-    partial.replace(path)
 
 
 def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[Path, Path, list[dict]]:

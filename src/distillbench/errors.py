@@ -1,8 +1,10 @@
-"""The exceptions the CLI turns into one line and an exit status, and the exit statuses.
+"""The one exception type for problems the user can fix (bad input, bad config, missing data), the
+exceptions for runs stopped from outside, and the exit statuses.
 
-A UserError is a problem the user can fix (bad input, bad config, missing data): the CLI prints it
-as a single line and exits non-zero, with no traceback. Anything else is a bug and keeps its
-traceback, with its own exit status, so that a crash is never read as a verdict (`compare`'s 1).
+The CLI prints a UserError as a single line and exits 2, with no traceback; a RunFault (a run that
+its disk or folder stopped) as one line, exit 4; a signal as one line, exit 128 + its number.
+Anything else is a bug: it keeps its traceback and exits 3, so that CI never reads a crash as a
+verdict (compare's 1).
 """
 
 import contextlib
@@ -12,10 +14,10 @@ from collections.abc import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-EXIT_REGRESSION = 1  # `compare` found a regression; nothing else exits 1
+EXIT_REGRESSION = 1  # a check failed: compare's regression (parity's difference, run --strict's failed job)
 EXIT_USAGE = 2  # bad input: an option, a config, a run folder that cannot be read
-EXIT_FAULT = 3  # a run stopped by a fault outside it (disk full, folder no longer writable)
-EXIT_BUG = 70  # an unexpected exception: a bug (BSD's EX_SOFTWARE)
+EXIT_BUG = 3  # an unexpected exception: an internal error
+EXIT_FAULT = 4  # a run stopped by a fault outside it (disk full, folder no longer writable)
 
 
 class UserError(Exception):
