@@ -10,6 +10,10 @@ Classification (input: logits of shape (n, C); output: probabilities of shape (n
 - ``quantize``: softmax(z / T) on a grid of 2^b levels {0, 1/L, ..., 1} with L = 2^b - 1, rounded by
   largest remainder so that each row still sums to exactly 1.
 
+Two classification objectives (``distill.objective``) replace the compressor: ``logit_matching``
+passes the logits through unchanged (``logits``), ``hard_labels`` keeps only the teacher's most
+likely class, as a one-hot row (``argmax``; ties to the first class).
+
 Regression (input: shape (n,); output: shape (n,)):
 - ``identity``: the teacher's outputs as they are;
 - ``affine``: ``a * t + b``, a one-in/one-out linear layer fitted to map the teacher's outputs onto
@@ -70,7 +74,11 @@ class Compressor:
 
     def apply(self, teacher_outputs: np.ndarray) -> np.ndarray:
         t = np.asarray(teacher_outputs, dtype=np.float64)
-        if self.task == "classification":
+        if self.task == "classification" and self.kind == "logits":
+            out = t
+        elif self.task == "classification" and self.kind == "argmax":
+            out = np.arange(t.shape[1]) == t.argmax(axis=1)[:, None]
+        elif self.task == "classification":
             out = softmax(t, self.temperature)
             if self.kind == "topk":
                 out = top_k(out, self.k)
@@ -89,6 +97,8 @@ class Compressor:
 
 def fit_compressor(task: str, spec: DistillSpec, teacher_train_outputs: np.ndarray, y_train: np.ndarray) -> Compressor:
     """Fit stage 2 on the training split's teacher outputs (and labels, for ``affine``)."""
+    if task == "classification" and spec.objective != "soft_targets":
+        return Compressor(task, "logits" if spec.objective == "logit_matching" else "argmax")
     if task == "classification":
         return Compressor(task, spec.classification_compressor, temperature=spec.temperature, k=spec.topk, bits=spec.bits)
     kind = spec.regression_compressor

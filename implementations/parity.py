@@ -6,6 +6,11 @@ each of N Adam steps, for each role (teacher, distilled student, scratch student
 (regression, binary and multi-class classification). Dropout is switched off here: each framework
 draws its own dropout masks, which no seed can make equal.
 
+The distilled student is compared for every objective of ``distill.objective`` on classification
+(soft targets, logit matching, hard teacher labels; regression has one), each on the training rows
+alone and with 64 rows of a transfer set mixed into its batches (rows without a label, where the
+loss is the teacher term alone: ``LossSpec.masked``).
+
 The teacher is the spec's: a ``residual_mlp`` teacher is compared with its skip connections; an
 ``ensemble`` teacher's forward pass is compared on the combined model of all its members, its steps
 on one member (each member trains alone); a ``hist_gradient_boosting`` teacher is not compared: it
@@ -22,12 +27,13 @@ import numpy as np
 
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
-from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights
-from distillbench.implementations.spec import PipelineSpec
+from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
+from distillbench.implementations.spec import OBJECTIVES, PipelineSpec
 
 FORWARD_TOLERANCE = 1e-5
 STEP_TOLERANCE = 1e-4
 CASES = {"regression": ("regression",), "classification": ("binary", "multiclass"), "all": ("regression", "binary", "multiclass")}
+TRANSFER_ROWS = 64
 
 
 def synthetic_problem(kind: str, n_rows: int, n_features: int, seed: int):
@@ -47,23 +53,31 @@ def _max_diff(a, b) -> float:
     return float(max(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64))) for p, q in zip(a, b)))
 
 
-def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends) -> dict:
+def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends,
+                objective: str | None = None, transfer: bool = False) -> dict:
+    """One role on one kind of problem; the distilled student with ``objective`` (default: the
+    spec's; None on regression) and, with ``transfer``, rows without labels in its batches."""
     task, n_classes, x, y = synthetic_problem(kind, 256, 12, seed)
     mlp = spec.teacher if role == "teacher" else spec.student
     mlp = dataclasses.replace(mlp, dropout=0.0)
     weights = initial_weights(mlp, x.shape[1], n_classes or 1, seed, role)
     if role == "student_kd":
+        objective = (objective or spec.distill.objective) if task == "classification" else None
+        distill = dataclasses.replace(spec.distill, objective=objective) if objective else spec.distill
         # Targets: the compressor applied to a fixed "teacher output", identical for both.
         rng = np.random.default_rng([seed, 7])
         raw = rng.normal(size=(len(x), n_classes)) * 3 if task == "classification" else y + 0.3 * rng.normal(size=len(x))
-        t = fit_compressor(task, spec.distill, raw, y).apply(raw)
-        loss = distill_loss(task, spec.distill)
+        t = fit_compressor(task, distill, raw, y).apply(raw)
+        if transfer:  # the last rows lose their labels
+            y = np.concatenate([y[:-TRANSFER_ROWS], no_labels(task, TRANSFER_ROWS)])
+        loss = distill_loss(task, distill, masked=transfer)
     else:
-        t, loss = None, LossSpec(task)
+        t, loss, objective, transfer = None, LossSpec(task), None, False
     models = [b.build(mlp, weights) for b in backends]
     trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
-    result = {"task": kind, "role": role, "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
+    result = {"task": kind, "role": role, "objective": objective, "transfer": transfer,
+              "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
     if role == "teacher" and mlp.kind == "ensemble":
         members = [initial_weights(mlp, x.shape[1], n_classes or 1, seed, role, k) for k in range(mlp.members)]
         combined = [b.predict(b.ensemble([b.build(mlp, w) for w in members], task), x) for b in backends]
@@ -91,10 +105,16 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
-    roles = ("teacher", "student_kd", "student_scratch")[spec.teacher.kind == "hist_gradient_boosting":]
-    cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
+    cases = []
+    for kind in CASES[task]:
+        if spec.teacher.kind != "hist_gradient_boosting":
+            cases.append(parity_case(spec, kind, "teacher", steps, seed, backends))
+        for objective in (None,) if kind == "regression" else OBJECTIVES:
+            for transfer in (False, True):
+                cases.append(parity_case(spec, kind, "student_kd", steps, seed, backends, objective, transfer))
+        cases.append(parity_case(spec, kind, "student_scratch", steps, seed, backends))
     return {
-        "frameworks": list(frameworks), "steps": steps, "seed": seed,
+        "frameworks": list(frameworks), "steps": steps, "seed": seed, "transfer_rows": TRANSFER_ROWS,
         "tolerance": {"forward": FORWARD_TOLERANCE, "step": STEP_TOLERANCE},
         "cases": cases, "ok": all(c["ok"] for c in cases),
     }

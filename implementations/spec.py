@@ -22,6 +22,9 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 CLASSIFICATION_COMPRESSORS = ("temperature", "topk", "quantize")
 REGRESSION_COMPRESSORS = ("identity", "affine", "quantize")
 TEACHER_KINDS = ("mlp", "residual_mlp", "ensemble", "hist_gradient_boosting")
+OBJECTIVES = ("soft_targets", "logit_matching", "hard_labels")
+GENERATORS = ("munge", "mixup", "gaussian")  # the transfer sets whose rows are generated
+TRANSFER_KINDS = ("none", *GENERATORS, "unlabeled")
 
 
 class ConfigError(UserError):
@@ -119,11 +122,23 @@ class DistillSpec:
     the soft-target gradients on the same scale as the hard-label ones as T changes; ``t_squared =
     false`` drops it. Binary tasks use two logits and a softmax, so the same formula applies.
     Regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(y_compressed, s)``.
+
+    ``objective`` chooses what a classification student learns from the teacher (regression
+    students match the compressed values whatever it says):
+
+    - ``soft_targets``: the compressed distribution, by the KL term above;
+    - ``logit_matching`` (Ba & Caruana 2014): the teacher's logits themselves, by the mean squared
+      error over rows and classes in place of the KL term; no compressor is applied (stage 2 passes
+      the logits through), so ``classification_compressor`` is refused and ``temperature`` unused;
+    - ``hard_labels``: the teacher's most likely class as a pseudo-label (stage 2: its one-hot),
+      by cross-entropy in place of the KL term (the KL at T = 1 against a one-hot, unscaled); the
+      compressor and ``temperature`` are likewise unused.
     """
 
     alpha: float = 0.5
     temperature: float = 4.0
     t_squared: bool = True
+    objective: str = "soft_targets"
     classification_compressor: str = "temperature"
     regression_compressor: str = "affine"
     topk: int = 3
@@ -148,6 +163,66 @@ class DistillSpec:
             raise ConfigError(f"distill.topk: must be an integer >= 1, got {self.topk!r}")
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
             raise ConfigError(f"distill.bits: must be an integer in [1, 16], got {self.bits!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"distill.objective: unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+        if self.objective != "soft_targets" and self.classification_compressor != "temperature":
+            raise ConfigError(f"distill.classification_compressor: used only by objective 'soft_targets', "
+                              f"not {self.objective!r} (no compressor is applied)")
+
+
+MAX_TRANSFER_SIZE = 64  # times the training rows: a transfer set is held in memory, with its teacher targets
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """Extra rows for the distilled student only, labelled by the teacher through the compressor
+    (``implementations/transfer.py``). On them the student's loss is the teacher term alone. ``kind``:
+
+    - ``none``: the training rows only;
+    - ``munge`` (Bucila, Caruana & Niculescu-Mizil 2006): each training row with, per attribute and
+      with probability ``p``, its nearest neighbour's value (continuous: drawn from a normal around
+      it with sd ``|a - b| / s``; a one-hot group moves as one attribute);
+    - ``mixup``: ``lam * a + (1 - lam) * b`` for random pairs of training rows, ``lam ~
+      Beta(mixup_alpha, mixup_alpha)``;
+    - ``gaussian``: training rows plus normal noise of sd ``noise_sd`` in the standardised space
+      (each one-hot group snapped back to its nearest one-hot, the largest value);
+    - ``unlabeled``: labels on a seeded ``labelled_fraction`` of the training rows only: the
+      teacher and both students train on those, the distilled student also gets the teacher's
+      outputs on the rest.
+
+    munge, mixup and gaussian make ``size`` times the training rows (0: none). A field that only
+    other kinds use is refused when set."""
+
+    kind: str = "none"
+    size: float = 1.0
+    p: float = 0.5
+    s: float = 1.0
+    mixup_alpha: float = 1.0
+    noise_sd: float = 0.1
+    labelled_fraction: float = 0.1
+
+    USED_BY = {"size": GENERATORS, "p": ("munge",), "s": ("munge",),
+               "mixup_alpha": ("mixup",), "noise_sd": ("gaussian",), "labelled_fraction": ("unlabeled",)}
+
+    def validate(self) -> None:
+        if self.kind not in TRANSFER_KINDS:
+            raise ConfigError(f"transfer.kind: unknown transfer set {self.kind!r} (known: {', '.join(TRANSFER_KINDS)})")
+        if not 0 <= self.size <= MAX_TRANSFER_SIZE:
+            raise ConfigError(f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), got {self.size!r}")
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"transfer.p: must be in [0, 1], got {self.p!r}")
+        for name in ("s", "mixup_alpha"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"transfer.{name}: must be > 0 and finite, got {getattr(self, name)!r}")
+        if not 0 <= self.noise_sd < math.inf:
+            raise ConfigError(f"transfer.noise_sd: must be >= 0 and finite, got {self.noise_sd!r}")
+        if not 0.0 < self.labelled_fraction < 1.0:
+            raise ConfigError(f"transfer.labelled_fraction: must be in (0, 1), got {self.labelled_fraction!r}")
+        defaults = TransferSpec()
+        for name, kinds in self.USED_BY.items():
+            if self.kind not in kinds and getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, not {self.kind!r}")
+
 
 
 @dataclass(frozen=True)
@@ -189,6 +264,7 @@ class PipelineSpec:
     student: MLPSpec = field(default_factory=_default_student)
     distill: DistillSpec = field(default_factory=DistillSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    transfer: TransferSpec = field(default_factory=TransferSpec)
     # A grid of configurations: dotted field path ("distill.temperature") -> the values to try, in the
     # file's order. Empty: one configuration, this spec. See ``variants()``.
     sweep: dict[str, list] = field(default_factory=dict)
@@ -202,12 +278,15 @@ class PipelineSpec:
         self.student.validate("student")
         self.distill.validate()
         self.training.validate()
+        self.transfer.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if not data["sweep"]:  # a config without a sweep reads as it did before sweeps existed
             del data["sweep"]
+        if self.transfer == TransferSpec():  # likewise without a transfer set
+            del data["transfer"]
         return data
 
     def variants(self) -> list["Variant"]:
@@ -295,7 +374,7 @@ def _with_value(spec: PipelineSpec, params: dict[str, Any]) -> PipelineSpec:
     data = spec.to_dict()
     for path, value in params.items():
         section, name = path.split(".")
-        data[section][name] = value
+        data.setdefault(section, {})[name] = value  # to_dict leaves out a default [transfer]
     return _build(PipelineSpec, data, "").validate()
 
 

@@ -33,21 +33,32 @@ from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_sk
 
 def loss_fn(spec: LossSpec):
     """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    if spec.task == "regression":
-        def regression(out, y, t):
-            s = out[:, 0]
-            loss = spec.alpha * tf.reduce_mean(tf.square(s - y))
-            return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * tf.reduce_mean(tf.square(s - t))
-        return regression
+    regression = spec.task == "regression"
 
-    def classification(out, y, t):
-        loss = spec.alpha * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
-        if spec.alpha == 1.0:
-            return loss
-        log_p = tf.nn.log_softmax(out / spec.temperature, axis=1)
-        kl = tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(t, t) - t * log_p, axis=1))  # xlogy: 0 log 0 = 0
-        return loss + (1.0 - spec.alpha) * spec.kl_scale * kl
-    return classification
+    def teacher_rows(out, t):  # the teacher term of each row, before its scale
+        if regression:
+            return tf.square(out[:, 0] - t)
+        if spec.objective == "logit_matching":
+            return tf.reduce_mean(tf.square(out - t), axis=1)
+        return tf.reduce_sum(tf.math.xlogy(t, t) - t * tf.nn.log_softmax(out / spec.temperature, axis=1), axis=1)  # xlogy: 0 log 0 = 0
+
+    def label_rows(out, y):
+        if regression:
+            return tf.square(out[:, 0] - y)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
+
+    def masked(out, y, t):
+        labelled = tf.math.is_finite(y) if regression else y >= 0
+        label = label_rows(out, tf.where(labelled, y, tf.zeros_like(y)))  # no NaN or -1 reaches the label term
+        w = spec.alpha * tf.cast(labelled, out.dtype)
+        return tf.reduce_mean(w * label + (1.0 - w) * spec.teacher_scale * teacher_rows(out, t))
+
+    def objective(out, y, t):
+        if spec.masked:
+            return masked(out, y, t)
+        loss = spec.alpha * tf.reduce_mean(label_rows(out, y))
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * spec.teacher_scale * tf.reduce_mean(teacher_rows(out, t))
+    return objective
 
 
 class TextbookAdam(keras.optimizers.Adam):

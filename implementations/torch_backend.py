@@ -23,21 +23,32 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear
 
 def loss_fn(spec: LossSpec):
     """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    if spec.task == "regression":
-        def regression(out, y, t):
-            s = out[:, 0]
-            loss = spec.alpha * torch.mean((s - y) ** 2)
-            return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * torch.mean((s - t) ** 2)
-        return regression
+    regression = spec.task == "regression"
 
-    def classification(out, y, t):
-        loss = spec.alpha * F.cross_entropy(out, y)
-        if spec.alpha == 1.0:
-            return loss
-        log_p = F.log_softmax(out / spec.temperature, dim=1)
-        kl = torch.sum(torch.xlogy(t, t) - t * log_p, dim=1).mean()  # xlogy: 0 log 0 = 0
-        return loss + (1.0 - spec.alpha) * spec.kl_scale * kl
-    return classification
+    def teacher_rows(out, t):  # the teacher term of each row, before its scale
+        if regression:
+            return (out[:, 0] - t) ** 2
+        if spec.objective == "logit_matching":
+            return torch.mean((out - t) ** 2, dim=1)
+        return torch.sum(torch.xlogy(t, t) - t * F.log_softmax(out / spec.temperature, dim=1), dim=1)  # xlogy: 0 log 0 = 0
+
+    def label_rows(out, y, reduction="none"):
+        if regression:
+            return (out[:, 0] - y) ** 2 if reduction == "none" else torch.mean((out[:, 0] - y) ** 2)
+        return F.cross_entropy(out, y, reduction=reduction)  # its own mean: not torch.mean's rounding
+
+    def masked(out, y, t):
+        labelled = torch.isfinite(y) if regression else y >= 0
+        label = label_rows(out, torch.where(labelled, y, torch.zeros_like(y)))  # no NaN or -1 reaches the label term
+        w = spec.alpha * labelled.to(out.dtype)
+        return torch.mean(w * label + (1.0 - w) * spec.teacher_scale * teacher_rows(out, t))
+
+    def objective(out, y, t):
+        if spec.masked:
+            return masked(out, y, t)
+        loss = spec.alpha * label_rows(out, y, "mean")
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * spec.teacher_scale * torch.mean(teacher_rows(out, t))
+    return objective
 
 
 class ResidualMLP(nn.Module):

@@ -17,8 +17,20 @@ from distillbench.implementations.spec import load_spec
 from distillbench.implementations.tf_backend import TensorFlowBackend
 
 STEPS = 20
-ROLES = ("teacher", "student_kd", "student_scratch")
 KINDS = ("regression", "binary", "multiclass")
+OBJECTIVES = ("soft_targets", "logit_matching", "hard_labels")
+
+
+def expected_cases(kind: str) -> list[tuple]:
+    """(task, role, objective, transfer rows) in the order parity runs them: every objective of the
+    distilled student (one on regression), without and with transfer rows in its batches."""
+    objectives = (None,) if kind == "regression" else OBJECTIVES
+    return ([(kind, "teacher", None, False)] + [(kind, "student_kd", o, t) for o in objectives for t in (False, True)]
+            + [(kind, "student_scratch", None, False)])
+
+
+def case_key(case: dict) -> tuple:
+    return case["task"], case["role"], case["objective"], case["transfer"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,14 +51,13 @@ def result():
 def test_parity_passes_with_the_stated_tolerances(result):
     assert result["tolerance"] == {"forward": 1e-5, "step": 1e-4}
     assert result["frameworks"] == ["torch", "tensorflow"]
-    assert [(c["task"], c["role"]) for c in result["cases"]] == [(k, r) for k in KINDS for r in ROLES]
+    assert [case_key(c) for c in result["cases"]] == [key for kind in KINDS for key in expected_cases(kind)]
     assert result["ok"]
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_difference_is_within_tolerance(result, kind, role):
-    case = next(c for c in result["cases"] if (c["task"], c["role"]) == (kind, role))
+@pytest.mark.parametrize("key", [key for kind in KINDS for key in expected_cases(kind)], ids=lambda k: "-".join(map(str, k)))
+def test_every_difference_is_within_tolerance(result, key):
+    case = next(c for c in result["cases"] if case_key(c) == key)
     assert case["ok"]
     assert case["forward"] <= parity.FORWARD_TOLERANCE
     assert [s["step"] for s in case["steps"]] == list(range(1, STEPS + 1))
@@ -61,7 +72,7 @@ def test_cli_parity_json(cli_parity_json):
     assert returncode == 0, stderr[-2000:]
     out = json.loads(stdout)
     assert out["ok"] is True and out["steps"] == 3
-    assert [(c["task"], c["role"]) for c in out["cases"]] == [("regression", r) for r in ROLES]
+    assert [case_key(c) for c in out["cases"]] == expected_cases("regression")
     assert all(len(c["steps"]) == 3 and c["ok"] for c in out["cases"])
 
 
