@@ -147,8 +147,8 @@ def write_builtin_source(folder: Path) -> None:
 # ---- the data, and its four files
 
 
-def _load(builtin: Builtin) -> tuple[list[str], list[list[float]], list[float] | list[str], list[str]]:
-    """Feature names, rows of features, target values, class names ([] for regression)."""
+def _load(builtin: Builtin) -> tuple[list[str], list[list[float]], list, list[str]]:
+    """Feature names, rows of features, target values (floats, or class names), class names ([] for regression)."""
     from sklearn import datasets
 
     loaders: dict[str, Callable] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from distillbench.datasets.load import RawDataset, load_dataset
 from distillbench.datasets.sources import OpenMLCache, file_sha256, one_line
 from distillbench.errors import UserError
+from distillbench.files import replaced_atomically
 
 # Bump when the preparation changes, so that arrays cached by older code are not reused.
 PREP_VERSION = 2  # 2: onehot_groups
@@ -218,8 +218,6 @@ def get_prepared(
     prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings)
     meta = {f.name: getattr(prepared, f.name) for f in dataclasses.fields(prepared) if f.name not in ARRAYS}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    with open(partial, "wb") as fh:
+    with replaced_atomically(path) as partial, open(partial, "wb") as fh:
         np.savez(fh, meta=np.array(json.dumps(meta)), **{name: getattr(prepared, name) for name in ARRAYS})
-    partial.replace(path)
     return prepared

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbench.errors import UserError
+from distillbench.files import replaced_atomically
 
 CACHE_ENV = "OPENML_CACHE_DIR"
 SOURCE_ENV = "DISTILLBENCH_OPENML_SOURCE"
@@ -160,9 +161,8 @@ class OpenMLCache:
         target.mkdir(parents=True, exist_ok=True)
         for name in ENTRY_FILES:
             if (source / name).is_file() and not (target / name).exists():
-                partial = target / f".{name}.{os.getpid()}.partial"
-                shutil.copyfile(source / name, partial)  # contents only: the copy is writable
-                partial.replace(target / name)
+                with replaced_atomically(target / name) as partial:
+                    shutil.copyfile(source / name, partial)  # contents only: the copy is writable
 
     def _require_server(self, dataset_id: int, server: str) -> None:
         """Raise a UserError at once if the OpenML server cannot be reached (openml has no timeout)."""

@@ -28,6 +28,7 @@ import numpy as np
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import OBJECTIVES, PipelineSpec
 
 FORWARD_TOLERANCE = 1e-5
@@ -107,12 +108,11 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
     cases = []
     for kind in CASES[task]:
-        if spec.teacher.kind != "hist_gradient_boosting":
-            cases.append(parity_case(spec, kind, "teacher", steps, seed, backends))
-        for objective in (None,) if kind == "regression" else OBJECTIVES:
-            for transfer in (False, True):
-                cases.append(parity_case(spec, kind, "student_kd", steps, seed, backends, objective, transfer))
-        cases.append(parity_case(spec, kind, "student_scratch", steps, seed, backends))
+        for role in ROLES[spec.teacher.kind == "hist_gradient_boosting":]:
+            objectives = ((None,) if kind == "regression" else OBJECTIVES) if role == "student_kd" else (None,)
+            for objective in objectives:
+                for transfer in (False, True) if role == "student_kd" else (False,):
+                    cases.append(parity_case(spec, kind, role, steps, seed, backends, objective, transfer))
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed, "transfer_rows": TRANSFER_ROWS,
         "tolerance": {"forward": FORWARD_TOLERANCE, "step": STEP_TOLERANCE},

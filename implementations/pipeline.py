@@ -22,8 +22,7 @@ from distillbench.implementations import transfer
 from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
 from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
 
-ROLES = ("teacher", "student_kd", "student_scratch")
-# Each role draws its initial weights from its own stream of the run's seed. The two students share
+# Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
 # one stream: the distilled and the scratch student start from the same weights and see the same
 # batches, so their difference is the teacher's doing alone.
 _INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}

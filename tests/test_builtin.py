@@ -35,7 +35,7 @@ from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import get_prepared
 from distillbench.datasets.sources import CACHE_ENV, DATASETS_SUBDIR, ENTRY_FILES, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import load_suite
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 
 TINY_CONFIG = "[teacher]\nwidths = [16]\n\n[student]\nwidths = [4]\n\n[training]\nepochs = 3\n"
 OFFLINE_SITECUSTOMIZE = '''\
@@ -74,6 +74,7 @@ def test_ids_are_private_and_the_suite_lists_them() -> None:
     assert dataset_source(BUILTINS[3].dataset_id).startswith("synthetic") and dataset_source(61) == "openml"
 
 
+@pytest.mark.slow
 def test_every_entry_loads_through_openml_and_prepares(tmp_path, offline) -> None:
     cache = OpenMLCache(tmp_path / "cache")  # no source: builtin IDs come from the builtin folder
     tasks = []
@@ -116,6 +117,7 @@ def test_every_entry_loads_through_openml_and_prepares(tmp_path, offline) -> Non
     assert load_dataset(BUILTINS[1].dataset_id, cache=other).source_file.is_relative_to(folder)
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic_atomic_and_regenerated_when_missing(tmp_path) -> None:
     write_builtin_source(tmp_path / "here")
     code = "import sys; from pathlib import Path; from distillbench.datasets.builtin import write_builtin_source; " \
@@ -188,6 +190,7 @@ def fallback_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return result, out
 
 
+@pytest.mark.slow
 def test_offline_run_falls_back_to_the_builtin_suite(fallback_run) -> None:
     result, out = fallback_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -211,6 +214,7 @@ def test_offline_run_falls_back_to_the_builtin_suite(fallback_run) -> None:
     assert {r["dataset_name"] for r in records} == {b.name for b in BUILTINS}
 
 
+@pytest.mark.slow
 def test_the_report_of_a_fallback_run_labels_its_datasets(fallback_run, tmp_path) -> None:
     result, out = fallback_run
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,6 +1,6 @@
 """Regression tracking: `distillbench compare` and `distillbench baseline update`.
 
-First on synthetic run folders: records with every key a real run writes (``job.RECORD_KEYS``), a
+First on synthetic run folders: records with every key a real run writes (``record.new_record``), a
 manifest stamped with this machine's real provenance (``env.environment()``), written by the
 harness's own ``RunFolder``; the test changes what it needs (a quality drop, a missing or failed job,
 another machine) and checks the verdicts and exit codes. Then the real thing: two runs of the smoke
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from distillbench.benchmarks.running.job import RECORD_KEYS
+from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION, new_record
 from distillbench.benchmarks.store.run_folder import RunFolder, read_records
 from distillbench.benchmarks.tracking.baseline import update_baseline
 from distillbench.benchmarks.tracking.compare import compare_runs
@@ -30,7 +30,7 @@ from distillbench.cli import main
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.env import environment
 from distillbench.errors import UserError
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 ENV = environment()
@@ -71,8 +71,7 @@ def make_record(run_id: str, dataset_id: int, seed: int, framework: str, role: s
         metrics = {"rmse": 4.0 - 10 * quality - 10 * offset, "mae": 3.0 - 8 * quality - 8 * offset,
                    "r2": 0.80 + quality + offset}
     latency = {"teacher": 200.0, "student_kd": 40.0, "student_scratch": 40.0}[role] * (1 + offset)
-    record = dict.fromkeys(RECORD_KEYS)
-    record.update(
+    record = new_record(
         run_id=run_id, dataset_id=dataset_id, dataset_name="iris" if classification else "boston",
         task="classification" if classification else "regression", framework=framework,
         framework_version="2.13.0" if framework == "torch" else "2.21.0", seed=seed, role=role, status="ok",
@@ -98,7 +97,7 @@ def make_records(run_id: str = "run", seeds=SEEDS, frameworks=FRAMEWORKS) -> lis
 def make_manifest(run_id: str, seeds=SEEDS, **changes) -> dict:
     now = time.time()
     manifest = {
-        "run_id": run_id, "status": "complete", "suite": "smoke", "config": PipelineSpec().to_dict(),
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "complete", "suite": "smoke", "config": PipelineSpec().to_dict(),
         "seeds": list(seeds), "frameworks": list(FRAMEWORKS), "threads": 2, "device": "cpu",
         "timing_budget_s": 2.0, "environment": copy.deepcopy(ENV), "started": now - 60, "finished": now,
         "datasets": [{"id": 61, "name": "iris", "checksum": "abc"}, {"id": 531, "name": "boston", "checksum": "def"}],
@@ -280,7 +279,7 @@ def test_a_failed_job_is_a_regression_with_its_reason(tmp_path) -> None:
     candidate = make_records("candidate")
     for r in candidate:
         if (r["dataset_id"], r["seed"], r["framework"]) == (61, 2, "tensorflow"):
-            for key in RECORD_KEYS[8:]:
+            for key in REQUIRED_FIELDS[REQUIRED_FIELDS.index("error"):]:  # what a failed job has no value of
                 r[key] = None
             r.update(status="failed", error="TrainingDiverged: validation loss is nan at epoch 3")
     comparison = compare_runs(*pair(tmp_path, candidate))
@@ -367,6 +366,7 @@ def distillbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
                           cwd=cwd, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path, capsys) -> None:
     base = write_run(tmp_path / "baseline", make_records("baseline"))
     same = write_run(tmp_path / "same", make_records("same"))
@@ -404,6 +404,32 @@ def test_cli_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(base), str(same), "--fail-on", "sometimes"])
     assert exc.value.code == 2
+
+
+def test_runs_of_an_older_schema_are_read_and_a_newer_one_is_refused(tmp_path, capsys) -> None:
+    old = make_records("old")
+    for r in old:
+        del r["schema_version"]
+    manifest = make_manifest("old")
+    del manifest["schema_version"]
+    base = write_run(tmp_path / "old", old, manifest)  # version 1: no schema_version anywhere
+    new = write_run(tmp_path / "new", make_records("new"))
+    assert all(r["schema_version"] == SCHEMA_VERSION for r in read_records(new))
+    comparison = compare_runs(base, new)
+    assert comparison.exit_code("all") == 0 and not changed(comparison)
+    assert all(r.change == 0 for r in comparison.rows if r.kind == "quality")
+
+    future_manifest = write_run(tmp_path / "m", make_records("m"), make_manifest("m", schema_version=SCHEMA_VERSION + 1))
+    future_records = write_run(tmp_path / "r", [r | {"schema_version": SCHEMA_VERSION + 1} for r in make_records("r")])
+    for future, file in ((future_manifest, "manifest.json"), (future_records, "records.jsonl")):
+        for args in (["compare", str(base), str(future)], ["report", str(future), "--out", str(tmp_path / "report")],
+                     ["history", str(future), "--out", str(tmp_path / "history")],
+                     ["baseline", "update", str(future), "--baselines", str(tmp_path / "baselines")]):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert err.startswith(f"distillbench: error: {future / file}: written with schema version "
+                                  f"{SCHEMA_VERSION + 1}, but this distillbench reads versions 1 to {SCHEMA_VERSION}"), err
+            assert len(err.strip().splitlines()) == 1, err
 
 
 # ---- baselines
@@ -483,6 +509,7 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
     return folder / "first", folder / "second"
 
 
+@pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) -> None:
     first, second = smoke_runs
     md = tmp_path / "compare.md"
@@ -499,6 +526,7 @@ def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) 
     assert "| boston | torch | student_kd | rmse |" in md.read_text()
 
 
+@pytest.mark.slow
 def test_history_of_real_runs(smoke_runs, tmp_path) -> None:
     result = distillbench("history", *map(str, smoke_runs), "--metric", "primary", "--metric", "train_seconds",
                           "--out", str(tmp_path / "history"))

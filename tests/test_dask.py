@@ -22,10 +22,11 @@ from types import SimpleNamespace
 import pytest
 
 from distillbench.benchmarks.store.run_folder import read_records
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 
+pytestmark = pytest.mark.slow
 FRAMEWORKS = ("torch", "tensorflow")
 EXPECTED = sorted((d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES)
 

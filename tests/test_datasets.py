@@ -49,6 +49,7 @@ def toy_arff(rows: list[str]) -> str:
 # ---- the 21 datasets of the shared cache
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset_id", [entry.dataset_id for entry in load_suite("standard").entries])
 def test_every_shared_dataset_loads_and_prepares(
     openml_cache: OpenMLCache, openml_manifest: dict, dataset_id: int
@@ -158,6 +159,7 @@ def test_regression_targets_are_standardised_on_the_training_split(openml_cache:
     assert p.y_mean != pytest.approx(raw.y.mean(), abs=1e-6)  # the training rows', not all rows'
 
 
+@pytest.mark.slow
 def test_prepared_arrays_are_cached_per_seed_and_settings(openml_cache: OpenMLCache) -> None:
     def stored() -> set:
         return set((openml_cache.root / "distillbench-prepared").glob("61-*.npz"))

@@ -12,6 +12,8 @@ import pytest
 
 from distillbench.datasets.sources import CACHE_ENV, ENTRY_FILES, SOURCE_ENV, OpenMLCache
 
+pytestmark = pytest.mark.slow
+
 
 def distillbench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, SOURCE_ENV)}

@@ -67,7 +67,7 @@ def test_bad_suite_files(tmp_path, text: str, message: str) -> None:
 
 
 def test_unknown_suite_and_missing_file(tmp_path) -> None:
-    with pytest.raises(UserError, match="unknown suite 'nope': choose one of .*smoke"):
+    with pytest.raises(UserError, match=r"unknown suite 'nope': choose one of .*smoke"):
         load_suite("nope")
     with pytest.raises(UserError, match="cannot be read"):
         load_suite(str(tmp_path / "absent.toml"))

@@ -15,7 +15,8 @@ import pytest
 
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceeded, check_tolerance
-from distillbench.implementations.pipeline import ROLES, Served, initial_weights
+from distillbench.implementations.pipeline import Served, initial_weights
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, cli, clean_env
@@ -79,6 +80,7 @@ def _model(backend, n_outputs: int):
     return backend.build(spec, weights)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_outputs", [3, 1], ids=["classification", "regression"])
 def test_each_format_serves_the_model_at_batch_1_and_4096(backend, rows, n_outputs) -> None:
     model = _model(backend, n_outputs)
@@ -111,6 +113,7 @@ def test_each_format_serves_the_model_at_batch_1_and_4096(backend, rows, n_outpu
     assert np.array_equal(int8.fn(rows), out)  # and back: the same numbers
 
 
+@pytest.mark.slow
 def test_importing_the_backends_does_not_import_the_converters() -> None:
     code = ("import sys; import distillbench.implementations.torch_backend, distillbench.implementations.tf_backend; "
             "print(sorted(m for m in ('onnx', 'onnxruntime', 'tf2onnx', 'onnxscript') if m in sys.modules))")
@@ -122,6 +125,7 @@ def test_importing_the_backends_does_not_import_the_converters() -> None:
 # ---- a broken export in a real job: a failed record with its reason, never a number
 
 
+@pytest.mark.slow
 def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(openml_source, openml_cache, monkeypatch) -> None:
     from distillbench.benchmarks.running.job import Job, run_job
     from distillbench.implementations.torch_backend import TorchBackend
@@ -175,6 +179,7 @@ def smoke_run(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(cwd=cwd, out=out, result=run, records=read_records(out), report=cwd / "report")
 
 
+@pytest.mark.slow
 def test_a_run_measures_every_model_in_every_format(smoke_run) -> None:
     records = smoke_run.records
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
@@ -198,6 +203,7 @@ def test_a_run_measures_every_model_in_every_format(smoke_run) -> None:
             assert r["tolerance"] is None and "int8" in r["call_path"]
 
 
+@pytest.mark.slow
 def test_the_report_has_a_deployment_section(smoke_run) -> None:
     md = (smoke_run.report / "report.md").read_text()
     assert "## Deployment" in md and md.index("## Deployment") < md.index("## Failed jobs")
@@ -216,6 +222,7 @@ def test_the_report_has_a_deployment_section(smoke_run) -> None:
     assert 'id="table-deployment"' in html and 'id="figure-deployment"' in html
 
 
+@pytest.mark.slow
 def test_a_failed_format_is_reported_as_such_not_as_a_failed_job(smoke_run, tmp_path) -> None:
     from distillbench.benchmarks.reporting.report import write_report
 
@@ -236,6 +243,7 @@ def test_a_failed_format_is_reported_as_such_not_as_a_failed_job(smoke_run, tmp_
     assert "| 1/1 |" in md.split("## Deployment")[0]  # the results table counts the seed as ok
 
 
+@pytest.mark.slow
 def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_run, tmp_path) -> None:
     from distillbench.benchmarks.tracking.compare import compare_runs
 
@@ -252,6 +260,7 @@ def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_ru
     assert {row.role for row in both.rows} >= set(DEPLOYED)
 
 
+@pytest.mark.slow
 def test_the_summary_printed_by_run_counts_jobs_not_formats(smoke_run) -> None:
     table = [line.split() for line in smoke_run.result.stdout.splitlines() if line.split()[:1] in (["iris"], ["boston"])]
     assert len(table) == len(SMOKE) * len(FRAMEWORKS) and all(row[-1] == "1/0" for row in table)

@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 
 from distillbench.benchmarks.running import metrics
-from distillbench.benchmarks.running.job import RECORD_KEYS
+from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER, PRIMARY_METRIC, TEST_METRICS
+from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION
 from distillbench.benchmarks.store.run_folder import RECORDS, RunFolder, read_records
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.errors import UserError
-from distillbench.implementations.pipeline import ROLES
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,7 @@ def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
 # ---- the smoke suite end to end, and the record schema
 
 
+@pytest.mark.slow
 def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     records, manifest = smoke_run.records, smoke_run.manifest
     expected = {(d, 0, f, role) for d in SMOKE for f in ("torch", "tensorflow") for role in ROLES}
@@ -133,22 +135,24 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     rows = [line.split() for line in smoke_run.result.stdout.splitlines()]
     for name, task, _, _ in SMOKE.values():
         for framework in ("torch", "tensorflow"):
-            assert [name, framework, metrics.PRIMARY[task]] in [row[:3] for row in rows], smoke_run.result.stdout
+            assert [name, framework, PRIMARY_METRIC[task]] in [row[:3] for row in rows], smoke_run.result.stdout
     assert "ETA" in smoke_run.result.stderr
     assert (smoke_run.out / "records.jsonl").read_text().endswith("\n")
 
 
+@pytest.mark.slow
 def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
     number = (int, float)
     for r in smoke_run.records:
-        missing = set(RECORD_KEYS) - set(r)
+        missing = set(REQUIRED_FIELDS) - set(r)
         assert not missing, missing
+        assert r["schema_version"] == SCHEMA_VERSION
         assert isinstance(r["run_id"], str) and r["run_id"]
         assert type(r["dataset_id"]) is int and type(r["seed"]) is int
         assert (r["dataset_name"], r["task"]) == SMOKE[r["dataset_id"]][:2]
         assert r["framework"] in ("torch", "tensorflow") and r["role"] in ROLES
         assert r["status"] == "ok" and r["error"] is None
-        assert isinstance(r["metrics"], dict) and r["primary_metric"] == metrics.PRIMARY[r["task"]]
+        assert isinstance(r["metrics"], dict) and r["primary_metric"] == PRIMARY_METRIC[r["task"]]
         assert isinstance(r["train_seconds"], float) and r["train_seconds"] > 0
         assert isinstance(r["train_cpu_seconds"], float) and r["train_cpu_seconds"] >= 0
         assert type(r["epochs"]) is int and 1 <= r["epochs"] <= 3  # the tiny config's budget
@@ -164,6 +168,7 @@ def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
                                               if d["id"] == r["dataset_id"])
 
 
+@pytest.mark.slow
 def test_quality_metrics_per_task(smoke_run) -> None:
     for r in smoke_run.records:
         m = r["metrics"]
@@ -176,6 +181,7 @@ def test_quality_metrics_per_task(smoke_run) -> None:
             assert m["rmse"] > 0 and 0 < m["mae"] <= m["rmse"] and m["r2"] <= 1
 
 
+@pytest.mark.slow
 def test_latency_percentiles_are_ordered_and_single_rows_skip_model_predict(smoke_run) -> None:
     for r in smoke_run.records:
         assert r["latency_p50_us"] <= r["latency_p90_us"] <= r["latency_p99_us"]
@@ -184,6 +190,7 @@ def test_latency_percentiles_are_ordered_and_single_rows_skip_model_predict(smok
     assert paths["tensorflow"].startswith("tf.function")
 
 
+@pytest.mark.slow
 def test_derived_numbers_per_role(smoke_run) -> None:
     records = by_key(smoke_run.records)
     for (dataset, seed, framework, role), r in records.items():
@@ -202,6 +209,7 @@ def test_derived_numbers_per_role(smoke_run) -> None:
             assert r["kd_gain"] is None
 
 
+@pytest.mark.slow
 def test_sizes_follow_the_architecture(smoke_run) -> None:
     for r in smoke_run.records:
         _, _, features, outputs = SMOKE[r["dataset_id"]]
@@ -212,8 +220,10 @@ def test_sizes_follow_the_architecture(smoke_run) -> None:
         assert r["n_params"] == kernels + sum(sizes[1:])
 
 
+@pytest.mark.slow
 def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     m = smoke_run.manifest
+    assert m["schema_version"] == SCHEMA_VERSION
     assert m["config"] == load_spec(str(data.config)).to_dict()
     assert m["suite"] == "smoke" and m["seeds"] == [0] and m["frameworks"] == ["torch", "tensorflow"]
     assert m["threads"] == os.cpu_count() and m["device"] == "cpu"
@@ -245,9 +255,9 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
 
 
 def test_metric_directions() -> None:
-    assert {name for name, higher in metrics.HIGHER_IS_BETTER.items() if higher} == {"accuracy", "balanced_accuracy", "roc_auc", "r2"}
-    assert {name for name, higher in metrics.HIGHER_IS_BETTER.items() if not higher} == {"log_loss", "rmse", "mae"}
-    assert metrics.PRIMARY == {"classification": "accuracy", "regression": "rmse"}
+    assert {name for name in TEST_METRICS if HIGHER_IS_BETTER[name]} == {"accuracy", "balanced_accuracy", "roc_auc", "r2"}
+    assert {name for name in TEST_METRICS if not HIGHER_IS_BETTER[name]} == {"log_loss", "rmse", "mae"}
+    assert PRIMARY_METRIC == {"classification": "accuracy", "regression": "rmse"}
 
 
 @pytest.mark.parametrize("metric, teacher, better, worse", [
@@ -309,6 +319,7 @@ def test_quality_metric_functions() -> None:
 # ---- results files: partial lines, the lock
 
 
+@pytest.mark.slow
 def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, tmp_path) -> None:
     out = tmp_path / "run"
     shutil.copytree(smoke_run.out, out)
@@ -336,6 +347,7 @@ def test_a_run_folder_has_one_writer(tmp_path) -> None:
     RunFolder(tmp_path).close()  # released with its holder
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_are_refused(data, tmp_path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -381,6 +393,7 @@ def _complete_lines(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None:
     out = tmp_path / "run"
     # Two jobs; a timing budget long enough that the second is still running when the kill lands.
@@ -448,6 +461,7 @@ def failing_run(data, tmp_path_factory) -> SimpleNamespace:
                            manifest=json.loads((out / "manifest.json").read_text()))
 
 
+@pytest.mark.slow
 def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert_ok(failing_run.result)  # failed jobs are results, not errors of the run
     records = {r["dataset_id"]: [] for r in failing_run.records}
@@ -456,24 +470,26 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert sorted(keys(failing_run.records)) == sorted((d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES)
     bad = records[531]
     assert all(r["status"] == "failed" and "no_such_column" in r["error"] for r in bad), [r["error"] for r in bad]
-    assert all(set(RECORD_KEYS) <= set(r) and r["metrics"] is None for r in bad)
+    assert all(set(REQUIRED_FIELDS) <= set(r) and r["metrics"] is None for r in bad)
     assert next(d for d in failing_run.manifest["datasets"] if d["id"] == 531)["error"]
     assert all(r["status"] == "ok" and r["task"] == "regression" for r in records[187])
     assert failing_run.manifest["jobs"] == {"planned": 3, "skipped_as_done": 0, "ok": 1, "failed": 2}
     assert "failed" in failing_run.result.stderr
 
 
+@pytest.mark.slow
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
     iris = [r for r in failing_run.records if r["dataset_id"] == 61]
     assert [r["role"] for r in iris] == list(ROLES)
     assert all(r["status"] == "failed" and r["error"].startswith("TrainingDiverged") for r in iris), [r["error"] for r in iris]
-    assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(RECORD_KEYS) <= set(r) for r in iris)
+    assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(REQUIRED_FIELDS) <= set(r) for r in iris)
     wine = [r for r in failing_run.records if r["dataset_id"] == 187]
     assert all(r["status"] == "ok" for r in wine)  # after the failure, in the same worker
     summary = failing_run.result.stdout
     assert re.search(r"^iris\s+torch\s.*\s0/1\s*$", summary, re.M) and re.search(r"^wine\s+torch\s.*\s1/0\s*$", summary, re.M), summary
 
 
+@pytest.mark.slow
 def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -> None:
     out = tmp_path / "run"
     result = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--job-timeout", "0.01", "--out", str(out),
@@ -525,6 +541,7 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_results) -> None:
     result, tmp = bad_input_results[case]
@@ -541,6 +558,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_result
 # ---- determinism across worker reuse
 
 
+@pytest.mark.slow
 def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke_run, data, tmp_path) -> None:
     """In the smoke run each framework's worker ran iris, then boston; here boston gets new processes."""
     out = tmp_path / "run"

@@ -33,7 +33,7 @@ def case_key(case: dict) -> tuple:
     return case["task"], case["role"], case["objective"], case["transfer"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)

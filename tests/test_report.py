@@ -149,6 +149,7 @@ def test_the_run_header_says_what_ran_where_and_how_long(report: Path) -> None:
     manifest = json.loads((RUN_SMALL / "manifest.json").read_text())
     header = {r["field"]: r["value"] for r in read_csv(report / "tables" / "run.csv")}
     assert header["run"] == "run_small" and header["status"] == "complete"
+    assert header["schema version"] == "1"  # written before records had a schema_version
     assert manifest["environment"]["git"]["commit"][:12] in header["code"]
     assert "torch 2.13.0" in header["versions"] and "tensorflow-cpu 2.21.0" in header["versions"]
     assert header["seeds"] == "0, 1, 2" and header["frameworks"] == "torch, tensorflow"
@@ -174,6 +175,7 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
             assert len(re.findall(r"(?<!\\)\|", header)) == columns
 
 
+@pytest.mark.slow
 def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> None:
     """`distillbench report` with no RUN_DIR: the newest run under results/, into reports/<run_id>/; one
     seed gives no interval, one framework no comparison, two datasets no CD diagram."""
@@ -279,6 +281,7 @@ PAGE_STATE = """Promise.all([...document.images].map(i => i.decode().then(() => 
 ERROR_EVENTS = ("Runtime.exceptionThrown", "Page.javascriptDialogOpening")
 
 
+@pytest.mark.slow
 def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> None:
     binary = shutil.which("chromium")
     if binary is None:

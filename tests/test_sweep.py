@@ -24,7 +24,8 @@ from distillbench.benchmarks.reporting.report import SWEEP_FIGURE_NAMES, write_r
 from distillbench.benchmarks.store.run_folder import latest_records, read_records
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import format_comparison
-from distillbench.implementations.pipeline import ROLES, Data, Pipeline, train_rows
+from distillbench.implementations.pipeline import Data, Pipeline, train_rows
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 
 TINY = """\
@@ -116,6 +117,7 @@ def test_unquoted_dotted_keys_and_ints_for_floats_are_accepted() -> None:
                                                   "temperature=8, widths=[16]", "temperature=8, widths=[64,32]"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep, message", [
     ({"distill.alpha": [0.3, 2.0]}, 'sweep."distill.alpha"[1]: must be in [0, 1], got 2.0'),
     ({"distill.alhpa": [0.3]}, 'sweep."distill.alhpa": unknown field (known: teacher.widths'),
@@ -166,6 +168,7 @@ def test_train_fraction_is_validated_outside_a_sweep_too() -> None:
 # ---- the training rows
 
 
+@pytest.mark.slow
 def test_train_rows_are_seeded_nested_and_the_same_in_both_frameworks() -> None:
     from distillbench.implementations.frameworks import get_backend
 
@@ -191,6 +194,7 @@ def test_train_rows_are_seeded_nested_and_the_same_in_both_frameworks() -> None:
 # ---- a run of a 2 x 2 grid
 
 
+@pytest.mark.slow
 def test_every_job_runs_the_4_configurations_with_every_role(grid) -> None:
     records = grid.records
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
@@ -208,6 +212,7 @@ def test_every_job_runs_the_4_configurations_with_every_role(grid) -> None:
     assert len(latest_records(records)) == len(records)  # configurations never overwrite one another
 
 
+@pytest.mark.slow
 def test_the_teacher_and_the_scratch_student_are_trained_once_per_setting(grid) -> None:
     for dataset_id in (61, 531):
         mine = {(r["variant"], r["role"]): r for r in grid.records if r["dataset_id"] == dataset_id}
@@ -225,6 +230,7 @@ def test_the_teacher_and_the_scratch_student_are_trained_once_per_setting(grid) 
         assert kd[0] != kd[1] or dataset_id == 61
 
 
+@pytest.mark.slow
 def test_the_report_has_a_sweep_section_and_the_pareto_figures(grid) -> None:
     md = (grid.report / "report.md").read_text()
     assert "## Sweep" in md and "This run is a sweep of 4 configurations per job" in md
@@ -242,6 +248,7 @@ def test_the_report_has_a_sweep_section_and_the_pareto_figures(grid) -> None:
     assert len((grid.report / "tables" / "results.csv").read_text().splitlines()) == 1 + 2
 
 
+@pytest.mark.slow
 def test_the_terminal_summary_keeps_configurations_apart(grid) -> None:
     from distillbench.benchmarks.reporting.summary import summary_rows
 
@@ -250,6 +257,7 @@ def test_the_terminal_summary_keeps_configurations_apart(grid) -> None:
     assert rows[0]["framework"] == "torch (temperature=2, alpha=0.3)"
 
 
+@pytest.mark.slow
 def test_compare_of_a_sweep_run_with_itself_is_clean_and_matches_configuration_to_configuration(grid) -> None:
     comparison = compare_runs(grid.out, grid.out)
     assert comparison.exit_code("all") == 0 and not comparison.jobs
@@ -261,6 +269,7 @@ def test_compare_of_a_sweep_run_with_itself_is_clean_and_matches_configuration_t
     assert "torch (temperature=8, alpha=0.7)" in format_comparison(comparison, "all")
 
 
+@pytest.mark.slow
 def test_a_run_without_a_sweep_keeps_its_records_as_before(grid) -> None:
     fixture = Path(__file__).parent / "data" / "run_small"
     records = read_records(fixture)
@@ -270,6 +279,7 @@ def test_a_run_without_a_sweep_keeps_its_records_as_before(grid) -> None:
     assert {row.framework for row in compare_runs(fixture, fixture).rows} <= {"torch", "tensorflow"}
 
 
+@pytest.mark.slow
 def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) -> None:
     from distillbench.benchmarks.running.job import Job, run_job
 
@@ -283,6 +293,7 @@ def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) 
 # ---- a run varying the training rows
 
 
+@pytest.mark.slow
 def test_a_sweep_of_the_training_rows_writes_the_log_log_figure_and_finite_slopes(scaling) -> None:
     assert all(r["status"] == "ok" for r in scaling.records)
     rows = {(r["dataset_id"], r["variant_params"]["training.train_fraction"]): r["train_rows"] for r in scaling.records}
@@ -311,6 +322,7 @@ def test_the_pareto_front_respects_the_metrics_direction() -> None:
     assert pareto_front([(10, 1.0), (10, 1.0)], higher_is_better=True) == [0]
 
 
+@pytest.mark.slow
 def test_a_failing_configuration_leaves_the_others_standing(openml_source, openml_cache) -> None:
     from distillbench.benchmarks.running.job import Job, run_job
 
@@ -328,6 +340,7 @@ def test_a_failing_configuration_leaves_the_others_standing(openml_source, openm
     assert all(r["error"] and "\n" not in r["error"] for r in failed), failed[0]["error"]
 
 
+@pytest.mark.slow
 def test_a_configuration_that_failed_is_named_in_the_report_and_rerun_by_resume(grid, tmp_path) -> None:
     import shutil
 

@@ -16,7 +16,6 @@ from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
 from distillbench.implementations.pipeline import (
-    ROLES,
     Data,
     LossSpec,
     NeutralModel,
@@ -25,6 +24,7 @@ from distillbench.implementations.pipeline import (
     fit,
     initial_weights,
 )
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import (
     ConfigError,
     MLPSpec,
@@ -116,6 +116,7 @@ def test_the_default_teacher_is_the_mlp_it_was():
     assert np.array_equal(np.concatenate(batch_order(50, 8, 7, 3)), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_default_mlp_teacher_trains_exactly_as_before(backends, framework):
     """kind = "mlp" through ``fit_teacher`` is the plain MLP trained by the shared loop: same weights."""
@@ -166,6 +167,7 @@ def numpy_forward(spec: MLPSpec, weights: list[np.ndarray], x: np.ndarray) -> np
     return h @ weights[-2] + weights[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_residual_mlp_computes_its_skip_connections(backends, framework):
     backend = backends[framework]
@@ -181,6 +183,7 @@ def test_the_residual_mlp_computes_its_skip_connections(backends, framework):
     assert served.n_params == sum(w.size for w in weights) and served.model_bytes > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_residual_teacher_parity_torch_vs_tensorflow(backends, kind):
     spec = PipelineSpec(teacher=RESIDUAL, training=TrainingSpec(batch_size=32))
@@ -198,6 +201,7 @@ def log_mean_softmax(logits: np.ndarray) -> np.ndarray:
     return np.log(p.mean(axis=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_ensemble_is_the_mean_of_its_members(backends, framework, kind):
@@ -238,6 +242,7 @@ def test_ensemble_members_start_from_different_weights_and_batches():
     assert all(not np.array_equal(orders[i], orders[j]) for i in range(4) for j in range(i + 1, 4))
 
 
+@pytest.mark.slow
 def test_ensemble_forward_parity_torch_vs_tensorflow(backends):
     spec = PipelineSpec(teacher=TeacherSpec(kind="ensemble", members=3, widths=[16, 8]), training=TrainingSpec(batch_size=32))
     for kind in KINDS:
@@ -250,6 +255,7 @@ def test_ensemble_forward_parity_torch_vs_tensorflow(backends):
 TREES = {"kind": "hist_gradient_boosting", "max_iter": 30, "max_leaf_nodes": 8}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     data, x_test = problem(kind)
@@ -276,6 +282,7 @@ def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     assert pipelines["torch"].deployments(torch_tree) == {} == pipelines["tensorflow"].deployments(tf_tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     backend = backends[framework]
@@ -289,11 +296,13 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)
 
 
+@pytest.mark.slow
 def test_the_tree_teacher_has_no_framework_parity_case():
     result = parity.run_parity(load_spec("trees"), task="regression", steps=2)
     assert result["ok"] and [c["role"] for c in result["cases"]] == ["student_kd", "student_kd", "student_scratch"]
 
 
+@pytest.mark.slow
 def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run):
     returncode, _, stderr = finished(trees_smoke_run)
     assert returncode == 0, stderr[-3000:]
@@ -313,6 +322,7 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
     assert manifest["config"]["teacher"]["kind"] == "hist_gradient_boosting"
 
 
+@pytest.mark.slow
 def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openml_cache):
     from distillbench.benchmarks.running.job import Job, run_job
 

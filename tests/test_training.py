@@ -32,7 +32,7 @@ def quality(task, pred, y):
     return float(np.mean(pred.argmax(axis=1) == y)) if task == "classification" else float(np.sqrt(np.mean((pred - y) ** 2)))
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from distillbench.benchmarks.store.record import is_ok
+from distillbench.benchmarks.store.run_folder import read_run
+
 FRAMEWORKS = ("torch", "tensorflow")
 TARGET_RATIO = 1.3
 
@@ -67,10 +70,10 @@ def measure_run(args, out: Path) -> dict:
     wall = time.perf_counter() - start
     if code != 0:
         sys.exit(f"harness_overhead: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
+    run = read_run(out)
+    manifest, records = run.manifest, run.records
     students = {fw: [r["latency_p50_us"] for r in records
-                     if r["framework"] == fw and r["role"] == "student_kd" and r["status"] == "ok"] for fw in FRAMEWORKS}
+                     if r["framework"] == fw and r["role"] == "student_kd" and is_ok(r)] for fw in FRAMEWORKS}
     return {
         "command_wall_seconds": wall,
         "wall_seconds": manifest["wall_seconds"],

@@ -3,16 +3,14 @@ framework against framework, across datasets, ranks, and the kinds of machine th
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import numpy as np
 
 from distillbench.benchmarks.reporting import stats
-from distillbench.benchmarks.running.metrics import HIGHER_IS_BETTER
-from distillbench.implementations.pipeline import ROLES
-
-STUDENTS = ("student_kd", "student_scratch")
+from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
+from distillbench.benchmarks.store.record import is_deployment, is_ok, job_machines
+from distillbench.implementations.roles import ROLES, STUDENTS
 
 
 def dataset_labels(records: list[dict], manifest: dict) -> dict[int, str]:
@@ -39,9 +37,9 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
     ok = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
     failed = defaultdict(set)  # (dataset, framework) -> seeds
     for r in records:
-        if r["status"] == "ok":
+        if is_ok(r):
             ok[(r["dataset_id"], r["framework"], r["role"])][r["seed"]] = r
-        elif not r.get("format"):  # a deployment format that failed fails its own record, not the job
+        elif not is_deployment(r):  # a deployment format that failed fails its own record, not the job
             failed[(r["dataset_id"], r["framework"])].add(r["seed"])
     entries = []
     for dataset_id in datasets:
@@ -140,7 +138,7 @@ def rank_methods(entries: list[dict], frameworks: list[str]) -> dict:
 def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None]:
     """Whether the ok jobs ran on several kinds of machine, and a note when they did or when they ran
     on another kind than the driver's (e.g. on a Dask cluster): None when all ran on the driver's."""
-    kinds = {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if r["status"] == "ok" and r.get("machine")}
+    kinds = job_machines(records)
     if not kinds or list(kinds.values()) == [manifest.get("environment", {}).get("machine")]:
         return False, None
     names = "; ".join(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}" for m in kinds.values())

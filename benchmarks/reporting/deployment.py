@@ -9,9 +9,8 @@ from distillbench.benchmarks.reporting.aggregate import dataset_labels, run_orde
 from distillbench.benchmarks.reporting.blocks import Table, make_figure
 from distillbench.benchmarks.running.metrics import ratio as _ratio
 from distillbench.benchmarks.running.metrics import retention as _retention
-from distillbench.implementations.pipeline import ROLES
-
-FORMATS = ("float32", "onnx", "int8")  # the float model (its role's own record), then its deployment formats
+from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.implementations.roles import FORMATS, ROLES
 
 
 def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
@@ -22,11 +21,11 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
     record (a run with --no-deploy has none)."""
     labels = dataset_labels(records, manifest)
     datasets, frameworks = run_order(records, manifest)
-    deployed = [r for r in records if r.get("format")]
+    deployed = [r for r in records if is_deployment(r)]
     models = {(r["dataset_id"], r["framework"], r["model_role"]) for r in deployed}
     cells = defaultdict(list)  # (dataset, framework, model role, format) -> records
     for r in records:
-        if r.get("format"):
+        if is_deployment(r):
             cells[(r["dataset_id"], r["framework"], r["model_role"], r["format"])].append(r)
         elif (r["dataset_id"], r["framework"], r["role"]) in models:
             cells[(r["dataset_id"], r["framework"], r["role"], "float32")].append(r)
@@ -38,12 +37,12 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
             for role in roles:
                 if (dataset_id, framework, role) not in models:
                     continue
-                floats = {r["seed"]: r for r in cells[(dataset_id, framework, role, "float32")] if r["status"] == "ok"}
+                floats = {r["seed"]: r for r in cells[(dataset_id, framework, role, "float32")] if is_ok(r)}
                 for fmt in formats:
                     rs = cells.get((dataset_id, framework, role, fmt))
                     if not rs:
                         continue
-                    ok = [r for r in rs if r["status"] == "ok"]
+                    ok = [r for r in rs if is_ok(r)]
                     metric = next((r["primary_metric"] for r in rs if r.get("primary_metric")), None)
 
                     def values(key, records=ok):
@@ -72,7 +71,7 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
                         "convert_seconds": stats.median(values("convert_seconds")),
                         "tolerance": next(iter(values("tolerance")), None),
                         "seeds": f"{len(ok)}/{len(rs)}",
-                        "failed": [r for r in rs if r["status"] != "ok"],
+                        "failed": [r for r in rs if not is_ok(r)],
                     })
     return entries
 

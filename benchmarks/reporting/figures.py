@@ -17,9 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from distillbench.benchmarks.reporting.stats import cliques
-from distillbench.implementations.pipeline import ROLES
-
-ROLE_COLORS = {"teacher": "#555555", "student_kd": "#1f77b4", "student_scratch": "#ff7f0e"}
+from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES
 MARKERS = "osD^v"
 STYLE = {"svg.hashsalt": "distillbench", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
@@ -53,7 +51,7 @@ def _half(estimate) -> float:
 
 
 def _role_legend(fig: Figure, roles=ROLES) -> None:
-    handles = [Line2D([], [], color=ROLE_COLORS[r], marker="o", ls="") for r in roles]
+    handles = [Line2D([], [], color=ROLE_COLOURS[r], marker="o", ls="") for r in roles]
     fig.legend(handles, roles, loc="upper center", ncol=len(roles), frameon=False, bbox_to_anchor=(0.5, 1.0))
 
 
@@ -73,7 +71,7 @@ def quality_figure(entries: list[dict], frameworks: list[str]) -> Figure:
                 estimate = entry["quality"][role] if entry else None
                 if estimate and estimate.mean is not None:
                     ax.errorbar(i + 0.2 * (j - 1), estimate.mean, yerr=_half(estimate), fmt="o", capsize=3,
-                                color=ROLE_COLORS[role])
+                                color=ROLE_COLOURS[role])
         ax.set_xticks(range(len(frameworks)), frameworks)
         ax.set_xlim(-0.6, len(frameworks) - 0.4)
         ax.set_title(label, parse_math=False)
@@ -123,7 +121,7 @@ def framework_time_figure(entries: list[dict], pairs: list[tuple[str, str]]) -> 
                 for role in ROLES:
                     x, y = partner[key][role], entry[key][role]
                     if x and y:
-                        ax.plot(x, y, marker, color=ROLE_COLORS[role], alpha=0.8)
+                        ax.plot(x, y, marker, color=ROLE_COLOURS[role], alpha=0.8)
                         values += [x, y]
         if values:
             lo, hi = min(values) / 1.5, max(values) * 1.5
@@ -153,9 +151,9 @@ def latency_figure(records: list[dict], frameworks: list[str]) -> Figure:
                 continue
             box = ax.boxplot([r["latency_p50_us"] for r in rs], positions=[x], widths=0.6, patch_artist=True,
                              medianprops={"color": "black"}, flierprops={"marker": "."})
-            box["boxes"][0].set(facecolor=ROLE_COLORS[role], alpha=0.5)
+            box["boxes"][0].set(facecolor=ROLE_COLOURS[role], alpha=0.5)
             p99 = [r["latency_p99_us"] for r in rs if r.get("latency_p99_us")]
-            ax.plot([x] * len(p99), p99, "x", color=ROLE_COLORS[role], alpha=0.6)
+            ax.plot([x] * len(p99), p99, "x", color=ROLE_COLOURS[role], alpha=0.6)
     ax.set_xticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=7)
     _log(ax, "y", [r.get(k) for r in records for k in ("latency_p50_us", "latency_p99_us")])
     ax.set_ylabel("latency per row, batch 1 (us)")
@@ -273,7 +271,7 @@ def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
     for (dataset_id, label), ax in zip(datasets, axes):
         xs, ys = [], []
         for f in (f for f in fits if f["dataset_id"] == dataset_id):
-            color = ROLE_COLORS.get(f["role"], "#777777")
+            color = ROLE_COLOURS.get(f["role"], "#777777")
             ax.plot(f["rows"], f["seconds"], MARKERS[frameworks.index(f["framework"]) % len(MARKERS)], color=color,
                     alpha=0.7, ms=4)
             if f["slope"] is not None:
@@ -292,9 +290,6 @@ def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
     for ax in axes[len(datasets):]:
         ax.set_axis_off()
     return fig
-
-
-FORMAT_MARKERS = {"float32": "o", "onnx": "s", "int8": "^"}
 
 
 def _bytes_label(value: float, _=None) -> str:
@@ -326,17 +321,17 @@ def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[
                                                                             e[key], y, e["format"]))
             for (_, role), points in groups.items():
                 points.sort()
-                color = ROLE_COLORS.get(role, "#999999")
+                color = ROLE_COLOURS.get(role, "#999999")
                 ax.plot([p[1] for p in points], [p[2] for p in points], "-", color=color, alpha=0.3, lw=0.8)
                 for _, x, y, fmt in points:
-                    ax.plot(x, y, FORMAT_MARKERS.get(fmt, "x"), color=color, alpha=0.8, ms=5)
+                    ax.plot(x, y, FORMATS.get(fmt, "x"), color=color, alpha=0.8, ms=5)
             _log(ax, "x", [e[key] for e in es])
             if key == "bytes":
                 ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
             ax.set_xlabel(label)
             if j == 0:
                 ax.set_ylabel(f"{framework}\n% of float32 teacher quality")
-    handles = ([Line2D([], [], color=ROLE_COLORS[r], marker="o", ls="") for r in ROLES]
-               + [Line2D([], [], color="black", marker=FORMAT_MARKERS.get(f, "x"), ls="") for f in formats])
+    handles = ([Line2D([], [], color=ROLE_COLOURS[r], marker="o", ls="") for r in ROLES]
+               + [Line2D([], [], color="black", marker=FORMATS.get(f, "x"), ls="") for f in formats])
     fig.legend(handles, [*ROLES, *formats], loc="outside upper center", ncol=len(ROLES) + len(formats), frameon=False)
     return fig

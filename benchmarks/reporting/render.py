@@ -11,6 +11,7 @@ import io
 
 from distillbench.benchmarks.reporting.blocks import Figure, Table
 from distillbench.benchmarks.reporting.stats import Estimate
+from distillbench.text import markdown_table, md_escape
 
 
 def _number(value, digits: int = 4) -> str:
@@ -78,19 +79,11 @@ def table_tex(table: Table) -> str:
 
 # ---------------------------------------------------------------- Markdown
 
-def md_escape(text: str) -> str:
-    """Plain text for GFM: no HTML (< >), no table breaks (|), one line."""
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", r"\|")
-            .replace("\r", " ").replace("\n", " "))
-
-
 def to_markdown(title: str, blocks: list) -> str:
     lines = [f"# {md_escape(title)}", ""]
     for block in blocks:
         if isinstance(block, Table):
-            lines += ["| " + " | ".join(md_escape(c) for c in block.columns) + " |",
-                      "|" + "---|" * len(block.columns),
-                      *("| " + " | ".join(md_escape(cell(v)) for v in row) + " |" for row in block.rows),
+            lines += [markdown_table(block.columns, [[cell(v) for v in row] for row in block.rows]),
                       "", f"_Table: [tables/{block.name}.csv](tables/{block.name}.csv), "
                           f"[tables/{block.name}.tex](tables/{block.name}.tex)_"]
         elif isinstance(block, Figure):

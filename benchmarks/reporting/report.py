@@ -8,19 +8,20 @@ notes and error messages are user-uploaded text.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from distillbench.benchmarks.reporting import figures
-from distillbench.benchmarks.reporting.aggregate import (STUDENTS, across_rows, dataset_labels, framework_rows,
-                                                         machine_kinds, rank_methods, run_order, summarize)
+from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_labels, framework_rows, machine_kinds,
+                                                         rank_methods, run_order, summarize)
 from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
 from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
-from distillbench.benchmarks.store.run_folder import latest_records, read_manifest, read_records
-from distillbench.implementations.pipeline import ROLES
+from distillbench.benchmarks.store.record import is_ok
+from distillbench.benchmarks.store.run_folder import Run, read_run
+from distillbench.files import write_atomic
+from distillbench.implementations.roles import ROLES, STUDENTS
 
 MIN_CD_DATASETS = 5
 FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment")
@@ -31,10 +32,9 @@ SWEEP_FIGURE_NAMES = ("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scalin
 SWEEP_TABLE_NAMES = ("sweep", "sweep_scaling")
 
 
-def build(run_dir: Path) -> tuple[str, list]:
+def build(run: Run) -> tuple[str, list]:
     """The report's title and blocks: ("h2", text), ("p", text), Table, Figure."""
-    manifest = read_manifest(run_dir)
-    all_records = latest_records(read_records(run_dir))
+    manifest, all_records = run.manifest, run.records
     variants = sweep_variants(all_records, manifest)
     # A sweep: the sections before "Sweep" show its first configuration, the Sweep section all of them.
     records = [r for r in all_records if r.get("variant") == variants[0]["label"]]
@@ -59,7 +59,7 @@ def build(run_dir: Path) -> tuple[str, list]:
              "student p50. Seeds: ok / run.")]
     if entries:
         blocks.append(Table("results", [
-            "dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention % (kd)",
+            "dataset", "framework", "metric", *ROLES, "retention % (kd)",
             "retention % (scratch)", "KD gain %", "teacher params", "student params", "teacher p50 us",
             "student p50 us", "speed-up", "seeds"],
             [[e["label"], e["framework"], e["metric"], *(e["quality"][r] for r in ROLES),
@@ -116,7 +116,7 @@ def build(run_dir: Path) -> tuple[str, list]:
             blocks.append(("p", f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
                                 f"all results; this run has {n}."))
         blocks += [("h2", "Latency"), ("p", machines) if mixed else
-                   make_figure("latency", figures.latency_figure, [r for r in records if r["status"] == "ok"], frameworks,
+                   make_figure("latency", figures.latency_figure, [r for r in records if is_ok(r)], frameworks,
                            caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
                                    "and p99 (crosses)")]
 
@@ -132,17 +132,11 @@ def build(run_dir: Path) -> tuple[str, list]:
 
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``path`` so that a reader sees the old file or the new one, never a part."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(partial, path)
-
-
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
-    title, blocks = build(Path(run_dir))
-    out = Path(out) if out else Path("reports") / read_manifest(run_dir)["run_id"]
+    run = read_run(run_dir)
+    title, blocks = build(run)
+    out = Path(out) if out else Path("reports") / run.manifest["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for name in FIGURE_NAMES + SWEEP_FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report

@@ -3,14 +3,11 @@ failed (failed)."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
-
-
-def _when(timestamp: float | None) -> str:
-    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.text import utc_time
 
 
 def _seconds(value: float | None) -> str:
@@ -40,13 +37,14 @@ def run_table(manifest: dict) -> Table:
     jobs = manifest.get("jobs", {})
     fields = [
         ("run", manifest.get("run_id")),
+        ("schema version", manifest.get("schema_version", 1)),  # of its records and manifest (store/record.py)
         ("suite", manifest.get("suite") or "custom (--datasets)"),
         *([("fallback", f"ran suite {fallback.get('to')} instead of {fallback.get('from')}: {fallback.get('reason')}")]
           if (fallback := manifest.get("fallback")) else []),
         ("status", manifest.get("status")),
         ("command", " ".join(manifest.get("command", []))),
-        ("started", _when(manifest.get("started"))),
-        ("finished", _when(manifest.get("finished"))),
+        ("started", utc_time(manifest.get("started"))),
+        ("finished", utc_time(manifest.get("finished"))),
         ("duration", f"{_seconds(manifest.get('wall_seconds'))} (measured training and inference "
                      f"{_seconds(manifest.get('measured_seconds'))})"),
         ("harness overhead", "-" if overhead is None else f"{100 * overhead:.1f}% of the run's wall time"),
@@ -88,7 +86,7 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
     planned job with no record (a run cut short)."""
     reasons, per_variant = {}, defaultdict(dict)
     for r in records:
-        if r["status"] != "ok" and not r.get("format"):  # failed deployment formats: the Deployment section
+        if not is_ok(r) and not is_deployment(r):  # failed deployment formats: the Deployment section
             reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"
             per_variant[(r["dataset_id"], r["seed"], r["framework"])][r.get("variant")] = reasons[(r["dataset_id"], r["seed"], r["framework"])]
     for key, why in per_variant.items():  # a sweep: say which configurations failed, unless all did for one reason

@@ -23,11 +23,11 @@ class Estimate(NamedTuple):
 
     @property
     def low(self) -> float | None:
-        return None if self.half is None else self.mean - self.half
+        return None if self.mean is None or self.half is None else self.mean - self.half
 
     @property
     def high(self) -> float | None:
-        return None if self.half is None else self.mean + self.half
+        return None if self.mean is None or self.half is None else self.mean + self.half
 
 
 def _finite(values) -> list[float]:
@@ -108,7 +108,7 @@ def cliques(mean_ranks, cd: float) -> list[tuple[int, int]]:
     """Groups of methods whose mean ranks differ by less than ``cd``: maximal runs (first, last) of
     positions in ascending rank order, each holding at least two methods."""
     order = sorted(mean_ranks)
-    groups = []
+    groups: list[tuple[int, int]] = []
     for i in range(len(order)):
         j = max(j for j in range(i, len(order)) if order[j] - order[i] < cd)
         if j > i and not (groups and groups[-1][1] >= j):

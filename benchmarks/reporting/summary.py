@@ -1,13 +1,15 @@
-"""The compact per-dataset, per-framework summary of a run (terminal table and minimal report)."""
+"""The compact per-dataset, per-framework summary of a run: the table `distillbench run` prints."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
 
-from distillbench.benchmarks.store.run_folder import framework_label
+from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.implementations.roles import ROLES
+from distillbench.text import text_table
 
-COLUMNS = ("dataset", "framework", "metric", "teacher", "student_kd", "student_scratch", "retention %", "kd gain %", "speed-up", "ok/failed")
+COLUMNS = ("dataset", "framework", "metric", *ROLES, "retention %", "kd gain %", "speed-up", "ok/failed")
 
 
 def _mean(values: list) -> float | None:
@@ -23,16 +25,16 @@ def summary_rows(records: list[dict]) -> list[dict]:
         groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework_label(r))].append(r)
     rows = []
     for (dataset, _, _, framework), group in sorted(groups.items()):
-        ok = [r for r in group if r["status"] == "ok"]
+        ok = [r for r in group if is_ok(r)]
         metric = next((r["primary_metric"] for r in ok), None)
-        by_role = {role: [r for r in ok if r["role"] == role] for role in ("teacher", "student_kd", "student_scratch")}
+        by_role = {role: [r for r in ok if r["role"] == role] for role in ROLES}
         rows.append({
             "dataset": dataset, "framework": framework, "metric": metric or "-",
             **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
             "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
             "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
             "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
-            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if r['status'] != 'ok' and not r.get('format')})}",
+            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
         })
     return rows
 
@@ -45,12 +47,5 @@ def _cell(value) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], markdown: bool = False) -> str:
-    cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+def format_table(rows: list[dict]) -> str:
+    return text_table(COLUMNS, [[_cell(row[c]) for c in COLUMNS] for row in rows])

@@ -10,7 +10,8 @@ import numpy as np
 from distillbench.benchmarks.reporting import figures, stats
 from distillbench.benchmarks.reporting.aggregate import dataset_labels, run_order, summarize
 from distillbench.benchmarks.reporting.blocks import Table, make_figure
-from distillbench.implementations.pipeline import ROLES
+from distillbench.benchmarks.store.record import is_ok
+from distillbench.implementations.roles import ROLES
 
 
 def sweep_variants(records: list[dict], manifest: dict) -> list[dict]:
@@ -59,7 +60,7 @@ def scaling_fits(records: list[dict], labels: dict[int, str], frameworks: list[s
     intercept and R^2 (None with fewer than two distinct row counts)."""
     points = defaultdict(list)
     for r in records:
-        if (r["status"] == "ok" and r["role"] in ROLES and not r.get("reused")
+        if (is_ok(r) and r["role"] in ROLES and not r.get("reused")
                 and r.get("train_rows") and r.get("train_seconds")):
             points[(r["dataset_id"], r["framework"], r["role"])].append((r["train_rows"], r["train_seconds"]))
     fits = []
@@ -100,7 +101,7 @@ def sweep_blocks(records: list[dict], manifest: dict, variants: list[dict], fram
         return "/".join("yes" if key in members else "no" for members in (on_params, on_bytes))
 
     blocks.append(Table("sweep", [
-        "dataset", "framework", "#", "configuration", "metric", "teacher", "student_kd", "student_scratch", "KD gain %",
+        "dataset", "framework", "#", "configuration", "metric", *ROLES, "KD gain %",
         "student params", "student bytes", "student p50 us", "kd train s", "scratch train s", "train rows",
         "front params/bytes", "seeds"],
         [[e["label"], e["framework"], e["number"], e["variant"], e["metric"], *(e["quality"][r] for r in ROLES),

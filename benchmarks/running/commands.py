@@ -68,7 +68,8 @@ def _run(args) -> int:
     from distillbench.benchmarks.reporting.summary import format_table, summary_rows
     from distillbench.benchmarks.running.fallback import suite_fallback
     from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
-    from distillbench.benchmarks.store.run_folder import latest_records, read_records
+    from distillbench.benchmarks.store.record import is_ok
+    from distillbench.benchmarks.store.run_folder import read_run
     from distillbench.datasets.suites import SuiteEntry, load_suite
     from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
@@ -117,9 +118,9 @@ def _run(args) -> int:
     elif args.scheduler:
         options.threads = 1  # this machine's cores say nothing about the cluster's: --threads sets them
     out = run(options)
-    records = latest_records(read_records(out))
+    records = read_run(out).records
     print(format_table(summary_rows(records)))
-    failed = sum(r["status"] != "ok" for r in records)
+    failed = sum(not is_ok(r) for r in records)
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
     if fallback:
         print(f"note: {fallback['message']}")

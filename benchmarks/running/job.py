@@ -20,20 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from distillbench.benchmarks.running import metrics, timing
+from distillbench.benchmarks.store.metric_registry import PRIMARY_METRIC
+from distillbench.benchmarks.store.record import FAILED, OK, new_record
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
 from distillbench.implementations.deploy import check_tolerance
-from distillbench.implementations.pipeline import ROLES, Data, Pipeline, Served
+from distillbench.implementations.pipeline import Data, Pipeline, Served
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import Variant, spec_from_dict
-
-RECORD_KEYS = (
-    "run_id", "dataset_id", "dataset_name", "task", "framework", "seed", "role", "status", "error",
-    "metrics", "primary_metric", "train_seconds", "train_cpu_seconds", "epochs", "latency_p50_us",
-    "latency_p90_us", "latency_p99_us", "throughput_rows_per_s", "n_params", "model_bytes", "macs_per_row",
-    "retention", "kd_gain", "speedup", "compression",
-)
-
 
 @dataclass(frozen=True)
 class Job:
@@ -128,11 +123,11 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
     """Records of the model converted to each deployment format (role ``<role>_<format>``), each
     checked against the framework's own outputs. A format that fails is a failed record of its
     own: the job's other results stand."""
-    metric = metrics.PRIMARY[data.task]
+    metric = PRIMARY_METRIC[data.task]
     out = {}
     for fmt, convert in pipeline.deployments(model).items():
         name = f"{role}_{fmt}"
-        record = _base(job, data) | {"role": name, "model_role": role, "format": fmt, "status": "ok"}
+        record = _base(job, data) | {"role": name, "model_role": role, "format": fmt, "status": OK}
         try:
             start = time.perf_counter()
             served = convert()
@@ -144,7 +139,7 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
                 record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
         except Exception as exc:  # noqa: BLE001
-            record.update(status="failed", error=_reason(exc))
+            record.update(status=FAILED, error=_reason(exc))
         out[name] = record
     return out
 
@@ -154,13 +149,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def _base(job: Job, data) -> dict:
-    base = dict.fromkeys(RECORD_KEYS)
-    base.update(dataset_id=job.dataset_id, dataset_source=dataset_source(job.dataset_id), seed=job.seed,
-                framework=job.framework, threads=job.threads, device=job.device, machine=machine(),
-                host=socket.gethostname())
+    base = new_record(dataset_id=job.dataset_id, dataset_source=dataset_source(job.dataset_id), seed=job.seed,
+                      framework=job.framework, threads=job.threads, device=job.device, machine=machine(),
+                      host=socket.gethostname())
     if data is not None:
         base.update(dataset_name=data.name, task=data.task, dataset_checksum=data.checksum,
-                    primary_metric=metrics.PRIMARY[data.task])
+                    primary_metric=PRIMARY_METRIC[data.task])
     return base
 
 
@@ -206,7 +200,7 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
             record.update(reused=True, reused_from=shared[keys[role]]["label"])
     trained = [role for role in ROLES if role not in reused]
     for role in trained:
-        records[role] = _base(job, data) | {"role": role, "status": "ok"}
+        records[role] = _base(job, data) | {"role": role, "status": OK}
     if "teacher" in trained:
         models["teacher"], cost = _train(pipeline.fit_teacher)
         records["teacher"].update(cost)
@@ -221,7 +215,7 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     for role in trained:  # timed only now: no training runs while a timing is taken
         measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget)
         records[role].update(measured)
-    _derive(records, metrics.PRIMARY[data.task])
+    _derive(records, PRIMARY_METRIC[data.task])
     for role in trained:
         deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"])
                           if job.deploy else {})
@@ -274,7 +268,7 @@ def run_job(job: Job) -> list[dict]:
 
 
 def _failed(job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
-    return [_base(job, data) | {"role": role, "status": "failed", "error": reason, "traceback": detail,
+    return [_base(job, data) | {"role": role, "status": FAILED, "error": reason, "traceback": detail,
                                 "started": started, "finished": time.time()} | _variant_fields(variant, None)
             for role in ROLES]
 

@@ -1,8 +1,8 @@
 """Quality metrics on the test split, and the derived comparisons between roles.
 
 Every metric is computed in the target's own units (regression predictions are un-standardised
-first). The primary metric, used for retention and gain, is accuracy for classification and RMSE
-for regression.
+first). Each metric's direction, and the primary metric of a task (used for retention and gain:
+accuracy for classification, RMSE for regression), are in ``store/metric_registry.py``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-HIGHER_IS_BETTER = {
-    "accuracy": True, "balanced_accuracy": True, "log_loss": False, "roc_auc": True,
-    "rmse": False, "mae": False, "r2": True,
-}
-PRIMARY = {"classification": "accuracy", "regression": "rmse"}
+from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.store.record import FAILED, OK, SCHEMA_VERSION, is_deployment, is_ok, job_key
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
@@ -94,7 +95,7 @@ class Progress:
         self.done += 1
         eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
         self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
-        if status != "ok":
+        if status != OK:
             print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -157,15 +158,15 @@ def run(options: RunOptions) -> Path:
         raise
     folder.truncate_partial_line()
     latest = latest_records(read_records(out))
-    unfinished = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest  # e.g. one configuration of a sweep failed
-                  if r["status"] != "ok" and not r.get("format")}
-    done = {(r["dataset_id"], r["seed"], r["framework"]) for r in latest if r["status"] == "ok"} - unfinished
+    # A job with a failed record is unfinished (e.g. one configuration of a sweep failed), however many are ok.
+    unfinished = {job_key(r) for r in latest if not is_ok(r) and not is_deployment(r)}
+    done = {job_key(r) for r in latest if is_ok(r)} - unfinished
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
                 options.device, options.cache, options.source, options.timing_budget, options.deploy)
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
-        "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
+        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
         "frameworks": options.frameworks, "threads": executor.threads, "device": options.device,
         "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
@@ -219,6 +220,6 @@ def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
     status = {}  # a job of a sweep failed when any of its configurations did
     for r in latest:
         if r["role"] == "teacher":
-            key = (r["dataset_id"], r["seed"], r["framework"])
-            status[key] = "failed" if "failed" in (status.get(key), r["status"]) else r["status"]
-    manifest["jobs"].update(ok=sum(s == "ok" for s in status.values()), failed=sum(s == "failed" for s in status.values()))
+            key = job_key(r)
+            status[key] = FAILED if FAILED in (status.get(key), r["status"]) else r["status"]
+    manifest["jobs"].update(ok=sum(s == OK for s in status.values()), failed=sum(s == FAILED for s in status.values()))

@@ -3,6 +3,7 @@
 
 A killed run never leaves a half-written line that counts: each record is one ``write`` of a whole
 line followed by fsync, and a reader ignores (and ``--resume`` cuts off) a trailing partial line.
+Every command reads a run folder through ``read_run``; the records' schema is ``record.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import fcntl
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from distillbench.benchmarks.store.record import SCHEMA_VERSION, record_key
 from distillbench.errors import UserError
+from distillbench.files import write_atomic
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -31,6 +35,15 @@ def _clean(value):
     return value
 
 
+def check_schema(data: dict, path: Path) -> None:
+    """A record or manifest this code can read: any schema version up to ``SCHEMA_VERSION`` (one
+    without ``schema_version`` is version 1); a newer or unknown one is a one-line UserError."""
+    version = data.get("schema_version", 1)
+    if not (type(version) is int and 1 <= version <= SCHEMA_VERSION):
+        raise UserError(f"{path}: written with schema version {version!r}, but this distillbench reads versions 1 to "
+                        f"{SCHEMA_VERSION} (a newer distillbench wrote it: read it with that one)")
+
+
 def read_records(run_dir: Path) -> list[dict]:
     """All complete records of a run; a line cut short by a kill is ignored."""
     path = Path(run_dir) / RECORDS
@@ -40,33 +53,46 @@ def read_records(run_dir: Path) -> list[dict]:
     lines = text.split("\n")
     if not text.endswith("\n"):
         lines = lines[:-1]  # the partial last line of a killed run
-    return [json.loads(line) for line in lines if line.strip()]
+    records = [json.loads(line) for line in lines if line.strip()]
+    for record in records:
+        check_schema(record, path)
+    return records
 
 
 def latest_records(records: list[dict]) -> list[dict]:
-    """One record per (dataset, seed, framework, configuration of a sweep, role): the last written (a
-    resumed run re-runs failed jobs and appends their new records)."""
-    latest = {}
-    for record in records:
-        latest[(record["dataset_id"], record["seed"], record["framework"], record.get("variant"), record["role"])] = record
-    return list(latest.values())
-
-
-def framework_label(record: dict) -> str:
-    """The framework, and the configuration of a sweep: "torch (temperature=2, alpha=0.3)". Runs are
-    compared configuration to configuration; records of a run without a sweep are keyed as before."""
-    variant = record.get("variant")
-    return record["framework"] if variant is None else f"{record['framework']} ({variant})"
+    """One record per ``record_key`` (dataset, seed, framework, configuration of a sweep, role): the
+    last written (a resumed run re-runs failed jobs and appends their new records)."""
+    return list({record_key(record): record for record in records}.values())
 
 
 def read_manifest(run_dir: Path) -> dict:
     path = Path(run_dir) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{run_dir}: not a run folder (no {MANIFEST})") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
+    check_schema(manifest, path)
+    return manifest
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    manifest: dict
+    records: list[dict]  # the latest record per record_key
+
+
+def read_run(run_dir: Path) -> Run:
+    """A run folder as every command reads it: its manifest and its latest records, written with any
+    schema version up to ``SCHEMA_VERSION``."""
+    manifest = read_manifest(run_dir)
+    try:
+        records = latest_records(read_records(run_dir))
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{Path(run_dir) / RECORDS}: not a records file ({type(exc).__name__}: {exc})") from None
+    return Run(Path(run_dir), manifest, records)
 
 
 def newest_run(results: Path = Path("results")) -> Path:
@@ -106,9 +132,7 @@ class RunFolder:
 
     def write_manifest(self, manifest: dict) -> None:
         """Replace the manifest atomically: a reader sees the old one or the new one, never half."""
-        partial = self.path / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n")
-        os.replace(partial, self.path / MANIFEST)
+        write_atomic(self.path / MANIFEST, json.dumps(_clean(manifest), indent=1, sort_keys=True) + "\n")
 
     def close(self) -> None:
         if self._records is not None:

@@ -10,7 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.record import is_ok, job_key
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
 from distillbench.errors import UserError
 
 BASELINES = Path("results") / "baselines"
@@ -40,8 +41,8 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file() or not (run_dir / RECORDS).is_file():
         raise UserError(f"{run_dir}: not a run folder (needs {RECORDS} and {MANIFEST})")
-    manifest = read_manifest(run_dir)
-    records = latest_records(read_records(run_dir))
+    run = read_run(run_dir)
+    manifest, records = run.manifest, run.records
     if not records:
         raise UserError(f"{run_dir}: holds no records")
     name = name or manifest.get("suite")
@@ -49,7 +50,7 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
         raise UserError(f"{run_dir}: the run has no suite (--datasets): name the baseline with --name")
     if name in (".", "..") or "/" in name or name.startswith("."):
         raise UserError(f"--name {name!r}: must be a plain folder name")
-    failed = sorted({(r["dataset_id"], r["seed"], r["framework"]) for r in records if r.get("status") != "ok"})
+    failed = sorted({job_key(r) for r in records if not is_ok(r)})
     if not allow_failed:
         if manifest.get("status") != "complete":
             raise UserError(f"{run_dir}: the run is {manifest.get('status')}, not complete (finish it with "

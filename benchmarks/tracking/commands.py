@@ -96,6 +96,7 @@ def _compare(args) -> int:
     from distillbench.benchmarks.tracking.compare import compare_runs
     from distillbench.benchmarks.tracking.comparison_text import format_comparison
     from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
+    from distillbench.files import write_atomic
 
     if not args.k >= 0 or not args.timing_threshold >= 0 or not 0 < args.alpha < 1:
         raise UserError("--k and --timing-threshold must be non-negative, --alpha in (0, 1)")
@@ -110,9 +111,7 @@ def _compare(args) -> int:
     comparison = compare_runs(baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired))
     print(format_comparison(comparison, args.fail_on), end="")
     if md is not None:
-        partial = md.with_name(md.name + ".partial")
-        partial.write_text(format_comparison(comparison, args.fail_on, markdown=True))
-        partial.replace(md)
+        write_atomic(md, format_comparison(comparison, args.fail_on, markdown=True))
         print(f"\nmarkdown: {md}", file=sys.stderr)
     return comparison.exit_code(args.fail_on)
 

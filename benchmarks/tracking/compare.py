@@ -25,14 +25,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillbench.benchmarks.store.run_folder import RECORDS, framework_label, latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.metric_registry import DERIVED_QUALITY, TEST_METRICS, TIMING_METRICS
+from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.run_differences import job_machine_differences, machine_differences, run_notes
-from distillbench.benchmarks.tracking.verdicts import (DERIVED_QUALITY, IMPROVED, REGRESSED, TIMING_HIGHER_IS_BETTER,
-                                                       UNCHANGED, Thresholds, compare_quality, compare_timing,
-                                                       quality_directions)
-from distillbench.errors import UserError
+from distillbench.benchmarks.tracking.verdicts import (IMPROVED, REGRESSED, UNCHANGED, Thresholds, compare_quality,
+                                                       compare_timing)
+from distillbench.implementations.roles import role_sort_key
 
-ROLE_ORDER = ("teacher", "student_kd", "student_scratch")
 # The distillation invariant: the largest relative difference (%) between the distilled and the
 # scratch student of a seed, over their test metrics. At most KD_IDENTICAL is "the same model".
 KD_EFFECT = "kd_vs_scratch_%"
@@ -111,17 +111,6 @@ class Comparison:
         return 1 if rows or jobs else 0
 
 
-# ---- loading
-
-
-def load_run(path: Path) -> tuple[dict, list[dict]]:
-    manifest = read_manifest(path)
-    try:
-        records = latest_records(read_records(path))
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"{path / RECORDS}: not a records file ({type(exc).__name__}: {exc})") from None
-    return manifest, records
-
 # ---- the comparison
 
 
@@ -139,13 +128,9 @@ def _values(records: list[dict], metric: str, kind: str) -> dict[int, float]:
 
 
 def _metric_names(records: list[dict]) -> list[str]:
-    names = []
-    for r in records:
-        for name in r.get("metrics") or {}:
-            if name in quality_directions() and name not in names:
-                names.append(name)
-    order = list(quality_directions())
-    return sorted(names, key=lambda n: order.index(n) if n in order else len(order)) + list(DERIVED_QUALITY)
+    """The quality metrics of these records, in the registry's order."""
+    names = {name for r in records for name in r.get("metrics") or {}}
+    return [name for name in TEST_METRICS if name in names] + list(DERIVED_QUALITY)
 
 
 def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]:
@@ -153,12 +138,12 @@ def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]
     cand = {(r["dataset_id"], r["seed"], framework_label(r), r["role"]): r for r in candidate}
     per_job: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     errors, names = {}, {}
-    candidate_deploys = any(r.get("format") for r in candidate)
-    for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2], _role_index(k[3]))):
+    candidate_deploys = any(is_deployment(r) for r in candidate)
+    for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2], role_sort_key(k[3]))):
         b, c = base.get(key), cand.get(key)
-        b_ok = b is not None and b.get("status") == "ok"
-        c_ok = c is not None and c.get("status") == "ok"
-        if c is None and b is not None and b.get("format") and not candidate_deploys:
+        b_ok = b is not None and is_ok(b)
+        c_ok = c is not None and is_ok(c)
+        if c is None and b is not None and is_deployment(b) and not candidate_deploys:
             continue  # a deployment format of a baseline run with them, the candidate ran with --no-deploy
         if c is None and b is not None:
             status = "missing"
@@ -218,18 +203,10 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
                mean_b, mean_c, mean_c - mean_b, 0.0, basis, None, verdict)
 
 
-def _role_index(role: str) -> tuple[int, str]:
-    """Sort key: the roles in pipeline order, each model's deployment formats after the float ones."""
-    for i, base in enumerate(ROLE_ORDER):
-        if role == base or role.startswith(base + "_"):
-            return (i, role)
-    return (len(ROLE_ORDER), role)
-
-
 def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds | None = None) -> Comparison:
     thresholds = thresholds or Thresholds()
-    manifest_b, records_b = load_run(baseline_dir)
-    manifest_c, records_c = load_run(candidate_dir)
+    run_b, run_c = read_run(baseline_dir), read_run(candidate_dir)
+    (manifest_b, records_b), (manifest_c, records_c) = (run_b.manifest, run_b.records), (run_c.manifest, run_c.records)
     differences = machine_differences(manifest_b, manifest_c) + job_machine_differences(records_b, records_c)
     notes = run_notes(manifest_b, manifest_c)
 
@@ -237,15 +214,15 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     names = {}
     for records, cells in ((records_b, cells_b), (records_c, cells_c)):
         for r in records:
-            if r.get("status") == "ok":
+            if is_ok(r):
                 cells[(r["dataset_id"], framework_label(r), r["role"])].append(r)
                 names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
 
     rows, one_seed = [], False
-    shared = sorted(set(cells_b) & set(cells_c), key=lambda k: (names[k[0]], k[0], k[1], _role_index(k[2])))
+    shared = sorted(set(cells_b) & set(cells_c), key=lambda k: (names[k[0]], k[0], k[1], role_sort_key(k[2])))
     for cell in shared:
         group_b, group_c = cells_b[cell], cells_c[cell]
-        for kind, metrics in (("quality", _metric_names(group_b + group_c)), ("timing", list(TIMING_HIGHER_IS_BETTER))):
+        for kind, metrics in (("quality", _metric_names(group_b + group_c)), ("timing", list(TIMING_METRICS))):
             for metric in metrics:
                 values_b, values_c = _values(group_b, metric, kind), _values(group_c, metric, kind)
                 if not values_b or not values_c:

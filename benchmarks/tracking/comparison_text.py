@@ -3,12 +3,14 @@ between them, the regressions first, then every row."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.tracking.compare import KD_EFFECT, ROLE_ORDER, Comparison, JobChange, Row
-from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, TIMING_UNITS, UNCHANGED, sample_sd
+from distillbench.benchmarks.store.metric_registry import BY_NAME
+from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
+from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
+from distillbench.implementations.roles import ROLES
+from distillbench.text import markdown_table, text_table, utc_time
 
 
 
@@ -46,23 +48,13 @@ def row_cells(row: Row) -> list[str]:
         p = "" if row.p_value is None else f", p={row.p_value:.3g}"
         threshold = f"x{row.threshold:.2f}{p} ({row.basis})"
     verdict = row.verdict + (" (advisory)" if row.advisory and row.verdict != UNCHANGED else "")
-    metric = row.metric if row.kind == "quality" else f"{row.metric} [{TIMING_UNITS[row.metric]}]"
+    metric = row.metric if row.kind == "quality" else f"{row.metric} [{BY_NAME[row.metric].unit}]"
     return [row.dataset, row.framework, row.role, metric, _spread(row.baseline, row.center_b, row.kind),
             _spread(row.candidate, row.center_c, row.kind), change, threshold, verdict.upper() if row.fails else verdict]
 
 
 def _table(header: tuple, rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _when(timestamp) -> str:
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+    return markdown_table(header, rows) if markdown else text_table(header, rows)
 
 
 def _run_line(label: str, path: Path, manifest: dict) -> str:
@@ -71,7 +63,7 @@ def _run_line(label: str, path: Path, manifest: dict) -> str:
     machine = env.get("machine") or {}
     commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
     return (f"{label}: {path} (run {manifest.get('run_id')}, suite {manifest.get('suite') or 'custom'}, "
-            f"seeds {manifest.get('seeds')}, commit {commit}, {_when(manifest.get('started'))}; "
+            f"seeds {manifest.get('seeds')}, commit {commit}, {utc_time(manifest.get('started'))}; "
             f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {manifest.get('threads')} threads)")
 
 
@@ -79,7 +71,7 @@ JOB_COLUMNS = ("dataset", "seed", "framework", "roles", "status", "reason")
 
 
 def _job_cells(job: JobChange) -> list[str]:
-    roles = "all" if sorted(job.roles) == sorted(ROLE_ORDER) else ", ".join(job.roles)
+    roles = "all" if sorted(job.roles) == sorted(ROLES) else ", ".join(job.roles)
     status = job.status.upper() if job.is_regression else job.status
     return [f"{job.dataset} ({job.dataset_id})", str(job.seed), job.framework, roles, status, job.error or ""]
 

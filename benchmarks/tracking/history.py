@@ -11,21 +11,24 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
 
-from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, framework_label
-from distillbench.benchmarks.tracking.compare import ROLE_ORDER, load_run
+from distillbench.benchmarks.store.metric_registry import TEST_METRICS
+from distillbench.benchmarks.store.record import framework_label, is_ok
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
 from distillbench.errors import UserError
+from distillbench.files import replaced_atomically
+from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES, split_role
+from distillbench.text import utc_time
 
-PRIMARY = "primary"  # the record's own primary metric: accuracy (classification) or rmse (regression)
-DEFAULT_METRICS = (PRIMARY, "kd_gain", "latency_p50_us")
+# `--metric primary`: each record's own primary metric (metric_registry.PRIMARY_METRIC of its task).
+EACH_PRIMARY = "primary"
+DEFAULT_METRICS = (EACH_PRIMARY, "kd_gain", "latency_p50_us")
 RECORD_METRICS = ("retention", "kd_gain", "speedup", "compression", "train_seconds", "train_cpu_seconds",
                   "epochs", "latency_p50_us", "latency_p90_us", "latency_p99_us", "throughput_rows_per_s",
                   "n_params", "model_bytes", "peak_rss_mb", "seconds_per_epoch")
-QUALITY_METRICS = ("accuracy", "balanced_accuracy", "log_loss", "roc_auc", "rmse", "mae", "r2")
-KNOWN_METRICS = (PRIMARY, *QUALITY_METRICS, *RECORD_METRICS)
+KNOWN_METRICS = (EACH_PRIMARY, *TEST_METRICS, *RECORD_METRICS)
 CSV_COLUMNS = ("run_id", "started", "commit", "dirty", "suite", "machine", "dataset_id", "dataset", "framework",
                "role", "requested", "metric", "mean", "sd", "n")
 
@@ -48,9 +51,9 @@ def find_runs(folders: list[Path]) -> list[Path]:
 
 
 def _value(record: dict, metric: str) -> tuple[str, float | None]:
-    if metric == PRIMARY:
+    if metric == EACH_PRIMARY:
         metric = record.get("primary_metric") or "?"
-    if metric in QUALITY_METRICS:
+    if metric in TEST_METRICS:
         value = (record.get("metrics") or {}).get(metric)
     else:
         value = record.get(metric)
@@ -62,7 +65,8 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
     """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
     loaded, seen = [], set()
     for path in runs:
-        manifest, records = load_run(path)
+        run = read_run(path)
+        manifest, records = run.manifest, run.records
         key = (manifest.get("run_id"), manifest.get("started"))
         if key in seen:
             continue
@@ -77,7 +81,7 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
         groups = defaultdict(list)
         names = {}
         for r in records:
-            if r.get("status") != "ok":
+            if not is_ok(r):
                 continue
             names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
             for wanted in metrics:
@@ -97,22 +101,16 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
     return rows
 
 
-DEPLOY_MARKERS = {"onnx": "s", "int8": "^"}
-
-
 def _role(role: str) -> int:
-    return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+    return ROLES.index(role) if role in ROLES else len(ROLES)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as fh:
+    with replaced_atomically(path) as partial, open(partial, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["started"]))
-                             if row["started"] else ""})
-    partial.replace(path)
+            writer.writerow({**row, "started": utc_time(row["started"]) if row["started"] else ""})
 
 
 def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
@@ -122,7 +120,7 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     metrics = list(dict.fromkeys(r["requested"] for r in rows))  # one row of panels per requested metric
     metrics.sort(key=lambda m: (order or metrics).index(m))
@@ -130,13 +128,12 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
     runs = sorted({(r["started"] or 0, r["run_id"], r["commit"], bool(r["dirty"])) for r in rows})
     fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.2 * len(datasets), 3.0 * len(metrics) + 1.2),
                              squeeze=False)
-    colours = {"teacher": "tab:blue", "student_kd": "tab:orange", "student_scratch": "tab:green"}
     styles = {"torch": "-", "tensorflow": "--"}
     series = defaultdict(list)
     for r in rows:
         series[(r["requested"], r["dataset_id"], r["framework"], r["role"])].append(r)
-    ticks = [datetime.fromtimestamp(s) for s, *_ in runs]
-    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s):%m-%d %H:%M}"
+    ticks = [datetime.fromtimestamp(s, timezone.utc) for s, *_ in runs]
+    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s, timezone.utc):%m-%d %H:%M}"
               for s, _, commit, dirty in runs]
     lowest = {}  # per column, the lowest panel with data: it carries the x labels
     for i, metric in enumerate(metrics):
@@ -146,13 +143,13 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 if m != metric or d != dataset_id:
                     continue
                 points.sort(key=lambda p: p["started"] or 0)
-                x = [datetime.fromtimestamp(p["started"] or 0) for p in points]
+                x = [datetime.fromtimestamp(p["started"] or 0, timezone.utc) for p in points]
                 y = [p["mean"] for p in points]
                 err = [p["sd"] or 0.0 for p in points]
                 # A deployment format (role "<role>_<format>"): its model's colour, a marker of its own.
-                model_role, _, fmt = role.rpartition("_") if role.endswith(tuple("_" + f for f in DEPLOY_MARKERS)) else (role, "", "")
-                ax.errorbar(x, y, yerr=err, marker=DEPLOY_MARKERS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
-                            linestyle=styles.get(framework, ":"), color=colours.get(model_role, "tab:gray"),
+                model_role, fmt = split_role(role)
+                ax.errorbar(x, y, yerr=err, marker=FORMATS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
+                            linestyle=styles.get(framework, ":"), color=ROLE_COLOURS.get(model_role, "tab:gray"),
                             label=f"{framework} {role}")
             if not ax.has_data():  # e.g. accuracy of a regression dataset
                 ax.set_visible(False)
@@ -173,17 +170,16 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 handles.append(handle)
                 names.append(name)
     order = sorted(range(len(names)), key=lambda k: (_role(names[k].split()[-1]), names[k]))
-    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start, labelled with the commit (* = dirty)",
+    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start (UTC), labelled with the commit (* = dirty)",
                  fontsize=9)
     if handles:
         fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center",
                    ncol=min(len(names), 3), fontsize=8, frameon=False)
     legend_rows = (min(len(names), 6) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 + 0.12 * legend_rows / (len(metrics) + 1), 1, 0.97))
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=110)
+    with replaced_atomically(path) as partial:
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
-    partial.replace(path)
 
 
 def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[Path, Path, list[dict]]:

@@ -4,7 +4,7 @@ data (notes of a comparison)."""
 
 from __future__ import annotations
 
-import json
+from distillbench.benchmarks.store.record import job_machines
 
 # What must match for timings to be comparable (packages: the ones on the measured code path).
 TIMING_PACKAGES = ("torch", "tensorflow-cpu", "tensorflow", "keras", "numpy")
@@ -35,22 +35,10 @@ def machine_differences(baseline: dict, candidate: dict) -> list[str]:
 def job_machine_differences(records_b: list[dict], records_c: list[dict]) -> list[str]:
     """The kinds of machine the ok jobs ran on (each record's ``machine``: with ``--executor dask``
     not necessarily the driver's): timing counts only when all jobs of both runs ran on one kind."""
-    kinds = [{repr(sorted((r.get("machine") or {}).items())) for r in records if r.get("status") == "ok"}
-             for records in (records_b, records_c)]
+    kinds = [set(job_machines(records)) for records in (records_b, records_c)]
     if len(kinds[0] | kinds[1]) <= 1:
         return []
     return [f"the jobs ran on {len(kinds[0])} vs {len(kinds[1])} kinds of machine, not all the same"]
-
-
-def _record_machine_differences(baseline: list[dict], candidate: list[dict]) -> list[str]:
-    """The machines the jobs ran on, as each record says (jobs may run elsewhere than the driver)."""
-    def machines(records):
-        return {json.dumps(r["machine"], sort_keys=True) for r in records if r.get("status") == "ok" and r.get("machine")}
-
-    b, c = machines(baseline), machines(candidate)
-    if not b or not c or b == c:
-        return []
-    return [f"the jobs ran on {len(b)} machine(s) vs {len(c)}: {'; '.join(sorted(b ^ c))[:300]}"]
 
 
 def _full_config(config: dict | None) -> dict:

@@ -20,41 +20,20 @@ says so at ``alpha`` (with too few seeds for the test to reach ``alpha``, the ra
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from dataclasses import dataclass, field
 
+from distillbench.benchmarks.store.metric_registry import DEFAULT_FLOORS, HIGHER_IS_BETTER, QUALITY_METRICS
 from distillbench.errors import UserError
 
-# Quality: the test metrics (metrics.HIGHER_IS_BETTER), then the students' numbers derived from them.
-DERIVED_QUALITY = ("retention", "kd_gain")
-TIMING_HIGHER_IS_BETTER = {"train_seconds": False, "latency_p50_us": False, "throughput_rows_per_s": True}
-TIMING_UNITS = {"train_seconds": "s", "latency_p50_us": "us", "throughput_rows_per_s": "rows/s"}
-
-# The least change that counts, per metric: a number is an absolute difference in the metric's units;
-# "N%" is relative to the baseline's mean (for the metrics in the target's units, whose scale differs
-# from one dataset to the next). retention and kd_gain are percentages: their floor is in points.
-DEFAULT_FLOORS = {
-    "accuracy": "0.01", "balanced_accuracy": "0.01", "roc_auc": "0.01", "r2": "0.01",
-    "log_loss": "5%", "rmse": "2%", "mae": "2%",
-    "retention": "2", "kd_gain": "2",
-}
+# The metrics, their directions and their default floors (the least change that counts): the registry.
 DEFAULT_K = 2.0
 DEFAULT_TIMING_THRESHOLD = 0.25  # 25% slower (ratio of medians 1.25)
 DEFAULT_ALPHA = 0.05
 FAIL_ON = ("quality", "timing", "all", "none")
 
 IMPROVED, UNCHANGED, REGRESSED = "improved", "unchanged", "regressed"
-
-
-@functools.cache
-def quality_directions() -> dict[str, bool]:
-    """Whether higher is better, per quality metric. Imported on use: ``metrics`` loads scikit-learn,
-    which every `distillbench` command would otherwise pay for when the CLI registers its commands."""
-    from distillbench.benchmarks.running.metrics import HIGHER_IS_BETTER
-
-    return {**HIGHER_IS_BETTER, **dict.fromkeys(DERIVED_QUALITY, True)}
 
 
 @dataclass(frozen=True)
@@ -76,8 +55,8 @@ def parse_floor(text: str) -> tuple[str, str]:
     """``METRIC=VALUE`` with VALUE a non-negative number or a percentage ``N%``."""
     metric, sep, value = text.partition("=")
     metric, value = metric.strip(), value.strip()
-    if not sep or metric not in quality_directions():
-        raise UserError(f"--floor {text!r}: expected METRIC=VALUE with METRIC one of {', '.join(quality_directions())}")
+    if not sep or metric not in QUALITY_METRICS:
+        raise UserError(f"--floor {text!r}: expected METRIC=VALUE with METRIC one of {', '.join(QUALITY_METRICS)}")
     try:
         number = float(value[:-1] if value.endswith("%") else value)
     except ValueError:
@@ -120,7 +99,7 @@ def compare_quality(metric: str, baseline: dict[int, float], candidate: dict[int
         margin, basis = thresholds.k * se, f"{thresholds.k:g} SE {how}"
     else:
         margin, basis = floor, "floor"
-    better = change if quality_directions()[metric] else -change
+    better = change if HIGHER_IS_BETTER[metric] else -change
     verdict = REGRESSED if better < -margin else IMPROVED if better > margin else UNCHANGED
     return change, margin, basis, verdict
 
@@ -136,7 +115,7 @@ def compare_timing(metric: str, baseline: list[float], candidate: list[float], t
     from scipy.stats import mannwhitneyu
 
     med_b, med_c = statistics.median(baseline), statistics.median(candidate)
-    higher_better = TIMING_HIGHER_IS_BETTER[metric]
+    higher_better = HIGHER_IS_BETTER[metric]
     if med_b <= 0 or med_c <= 0:
         return None, None, "not positive", UNCHANGED
     slowdown = med_b / med_c if higher_better else med_c / med_b

@@ -1,0 +1,124 @@
+"""The record: one JSON object per (dataset, seed, framework, configuration of a sweep, role) in a run
+folder's ``records.jsonl``, and the schema version stamped into every record and manifest.
+
+A record stays a plain dict (it is read and written as JSON); ``Record`` declares its fields and
+their types, and the helpers below are the one way to ask a record what it is.
+
+Schema versions: 1, records and manifests with no ``schema_version`` (before the field existed);
+2, the same fields with ``schema_version``. A reader takes any version up to ``SCHEMA_VERSION``
+(``run_folder.read_run``) and refuses a newer one.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
+import json
+from typing import NotRequired, TypedDict
+
+SCHEMA_VERSION = 2
+OK, FAILED = "ok", "failed"
+
+
+class Record(TypedDict):
+    # Every record has these keys, None where a failed job or a role has no value.
+    schema_version: int
+    run_id: str | None
+    dataset_id: int
+    dataset_name: str | None
+    task: str | None  # classification | regression
+    framework: str
+    seed: int
+    role: str  # a role of implementations.roles: a model role, or "<model role>_<format>"
+    status: str  # OK | FAILED
+    error: str | None  # why it failed: one line
+    metrics: dict | None  # the test metrics (store.metric_registry.TEST_METRICS) of this model
+    primary_metric: str | None  # the task's primary metric (metric_registry.PRIMARY_METRIC)
+    train_seconds: float | None
+    train_cpu_seconds: float | None
+    epochs: int | None
+    latency_p50_us: float | None
+    latency_p90_us: float | None
+    latency_p99_us: float | None
+    throughput_rows_per_s: float | None
+    n_params: int | None
+    model_bytes: int | None
+    macs_per_row: int | None
+    retention: float | None  # students and deployment roles: % of the teacher's primary metric
+    kd_gain: float | None  # student_kd: % better than student_scratch
+    speedup: float | None  # teacher p50 latency / this model's
+    compression: float | None  # teacher parameters / this model's
+    # Where the job ran and what it ran on (every record of a job that got that far).
+    dataset_source: NotRequired[str]
+    dataset_checksum: NotRequired[str]
+    threads: NotRequired[int | None]
+    device: NotRequired[str]
+    machine: NotRequired[dict]
+    host: NotRequired[str]
+    framework_version: NotRequired[str]
+    started: NotRequired[float]
+    finished: NotRequired[float]
+    traceback: NotRequired[str | None]  # a failed job: the end of the traceback
+    # How the model was trained and measured.
+    best_epoch: NotRequired[int]
+    seconds_per_epoch: NotRequired[float]
+    peak_rss_mb: NotRequired[float]
+    members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs and best epoch
+    compress_seconds: NotRequired[float]
+    compressor: NotRequired[dict]
+    measure_seconds: NotRequired[float]
+    throughput_batch: NotRequired[int]
+    call_path: NotRequired[str]
+    # A deployment role: the model it converts, the format, and how far its outputs are from the model's.
+    model_role: NotRequired[str]
+    format: NotRequired[str]
+    convert_seconds: NotRequired[float]
+    max_abs_diff: NotRequired[float]
+    tolerance: NotRequired[float | None]
+    agreement: NotRequired[float | None]
+    # A sweep: the configuration, and a model reused from an earlier configuration of the job.
+    variant: NotRequired[str]
+    variant_params: NotRequired[dict]
+    train_rows: NotRequired[int | None]
+    teacher_reused: NotRequired[bool]
+    reused: NotRequired[bool]
+    reused_from: NotRequired[str]
+
+
+# The keys every record has, in declaration order.
+REQUIRED_FIELDS = tuple(k for k in Record.__annotations__ if k in Record.__required_keys__)
+
+
+def new_record(**fields) -> Record:
+    """A record of this schema version: every required key (None until set), then ``fields``."""
+    return {**dict.fromkeys(REQUIRED_FIELDS), "schema_version": SCHEMA_VERSION, **fields}
+
+
+def is_ok(record: dict) -> bool:
+    return record.get("status") == OK
+
+
+def is_deployment(record: dict) -> bool:
+    """A deployment role's record (the model in another format); its failure fails only itself."""
+    return bool(record.get("format"))
+
+
+def job_key(record: dict) -> tuple[int, int, str]:
+    """(dataset, seed, framework): the job that wrote the record (``running.job.Job.key``)."""
+    return (record["dataset_id"], record["seed"], record["framework"])
+
+
+def record_key(record: dict) -> tuple:
+    """(dataset, seed, framework, configuration of a sweep, role): what a record is the result of;
+    a resumed run appends records with the key of an earlier one, which they replace."""
+    return (*job_key(record), record.get("variant"), record["role"])
+
+
+def job_machines(records: list[dict]) -> dict[str, dict]:
+    """The kinds of machine the ok records ran on (each record's ``machine``: with ``--executor dask``
+    not necessarily the driver's), keyed by a canonical text of each: the one "same machine?" check."""
+    return {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in records if is_ok(r) and r.get("machine")}
+
+
+def framework_label(record: dict) -> str:
+    """The framework, and the configuration of a sweep: "torch (temperature=2, alpha=0.3)". Runs are
+    compared configuration to configuration; records of a run without a sweep are keyed as before."""
+    variant = record.get("variant")
+    return record["framework"] if variant is None else f"{record['framework']} ({variant})"
