@@ -177,7 +177,8 @@ def _onehot_groups(encoder: ColumnTransformer) -> list[list[int]]:
     if columns.stop == columns.start:
         return []
     onehot = encoder.named_transformers_["categorical"][-1]
-    owners = [name.split("=", 1)[0] for name in onehot.get_feature_names_out([str(i) for i in range(onehot.n_features_in_)])]
+    positions = [str(i) for i in range(onehot.n_features_in_)]
+    owners = [name.split("=", 1)[0] for name in onehot.get_feature_names_out(positions)]
     groups: dict[str, list[int]] = {}
     for offset, owner in enumerate(owners):
         groups.setdefault(owner, []).append(columns.start + offset)

@@ -98,7 +98,8 @@ def _parity(args) -> int:
               f"{worst['loss']:9.2e} {worst['weights']:9.2e}  {'ok' if case['ok'] else 'FAIL'}")
         if args.per_step:
             for s in case["steps"]:
-                print(f"{'':<11} {'  step ' + str(s['step']):<35} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} {s['weights']:9.2e}")
+                print(f"{'':<11} {'  step ' + str(s['step']):<35} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} "
+                      f"{s['weights']:9.2e}")
     print("parity: ok" if result["ok"] else "parity: FAILED (differences above tolerance)")
     return 0 if result["ok"] else 1
 

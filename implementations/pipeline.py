@@ -358,7 +358,8 @@ class Pipeline:
             targets = np.zeros((0, self.data.n_classes) if self.data.task == "classification" else 0, np.float32)
         return transfer.TransferSet(spec.kind, x, targets, generated - start, time.perf_counter() - generated)
 
-    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray, extra: transfer.TransferSet | None = None):
+    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray,
+                       extra: transfer.TransferSet | None = None):
         """On the training rows with their labels and targets, and on ``extra``'s rows (a transfer
         set) with their targets alone (``LossSpec.masked``)."""
         model = self.new_model("student_kd")
@@ -368,7 +369,8 @@ class Pipeline:
         if masked:
             x, y, t = (np.concatenate([x, extra.x]), np.concatenate([y, no_labels(d.task, len(extra.x))]),
                        np.concatenate([t, extra.targets]))
-        return model, self._fit(model, distill_loss(d.task, self.spec.distill, masked), t_val=targets_val, train=(x, y, t))
+        loss = distill_loss(d.task, self.spec.distill, masked)
+        return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t))
 
     def fit_student_scratch(self):
         model = self.new_model("student_scratch")

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from distillbench.errors import UserError
 
@@ -164,7 +164,8 @@ class DistillSpec:
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
             raise ConfigError(f"distill.bits: must be an integer in [1, 16], got {self.bits!r}")
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"distill.objective: unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+            raise ConfigError(f"distill.objective: unknown objective {self.objective!r} "
+                              f"(known: {', '.join(OBJECTIVES)})")
         if self.objective != "soft_targets" and self.classification_compressor != "temperature":
             raise ConfigError(f"distill.classification_compressor: used only by objective 'soft_targets', "
                               f"not {self.objective!r} (no compressor is applied)")
@@ -201,14 +202,16 @@ class TransferSpec:
     noise_sd: float = 0.1
     labelled_fraction: float = 0.1
 
-    USED_BY = {"size": GENERATORS, "p": ("munge",), "s": ("munge",),
-               "mixup_alpha": ("mixup",), "noise_sd": ("gaussian",), "labelled_fraction": ("unlabeled",)}
+    USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "size": GENERATORS, "p": ("munge",), "s": ("munge",), "mixup_alpha": ("mixup",), "noise_sd": ("gaussian",),
+        "labelled_fraction": ("unlabeled",)}
 
     def validate(self) -> None:
         if self.kind not in TRANSFER_KINDS:
             raise ConfigError(f"transfer.kind: unknown transfer set {self.kind!r} (known: {', '.join(TRANSFER_KINDS)})")
         if not 0 <= self.size <= MAX_TRANSFER_SIZE:
-            raise ConfigError(f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), got {self.size!r}")
+            raise ConfigError(f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), "
+                              f"got {self.size!r}")
         if not 0.0 <= self.p <= 1.0:
             raise ConfigError(f"transfer.p: must be in [0, 1], got {self.p!r}")
         for name in ("s", "mixup_alpha"):
@@ -221,7 +224,8 @@ class TransferSpec:
         defaults = TransferSpec()
         for name, kinds in self.USED_BY.items():
             if self.kind not in kinds and getattr(self, name) != getattr(defaults, name):
-                raise ConfigError(f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, not {self.kind!r}")
+                raise ConfigError(f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, "
+                                  f"not {self.kind!r}")
 
 
 

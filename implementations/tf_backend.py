@@ -40,7 +40,8 @@ def loss_fn(spec: LossSpec):
             return tf.square(out[:, 0] - t)
         if spec.objective == "logit_matching":
             return tf.reduce_mean(tf.square(out - t), axis=1)
-        return tf.reduce_sum(tf.math.xlogy(t, t) - t * tf.nn.log_softmax(out / spec.temperature, axis=1), axis=1)  # xlogy: 0 log 0 = 0
+        log_p = tf.nn.log_softmax(out / spec.temperature, axis=1)
+        return tf.reduce_sum(tf.math.xlogy(t, t) - t * log_p, axis=1)  # xlogy: 0 log 0 = 0
 
     def label_rows(out, y):
         if regression:
@@ -57,7 +58,9 @@ def loss_fn(spec: LossSpec):
         if spec.masked:
             return masked(out, y, t)
         loss = spec.alpha * tf.reduce_mean(label_rows(out, y))
-        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * spec.teacher_scale * tf.reduce_mean(teacher_rows(out, t))
+        if spec.alpha == 1.0:
+            return loss
+        return loss + (1.0 - spec.alpha) * spec.teacher_scale * tf.reduce_mean(teacher_rows(out, t))
     return objective
 
 

@@ -30,7 +30,8 @@ def loss_fn(spec: LossSpec):
             return (out[:, 0] - t) ** 2
         if spec.objective == "logit_matching":
             return torch.mean((out - t) ** 2, dim=1)
-        return torch.sum(torch.xlogy(t, t) - t * F.log_softmax(out / spec.temperature, dim=1), dim=1)  # xlogy: 0 log 0 = 0
+        log_p = F.log_softmax(out / spec.temperature, dim=1)
+        return torch.sum(torch.xlogy(t, t) - t * log_p, dim=1)  # xlogy: 0 log 0 = 0
 
     def label_rows(out, y, reduction="none"):
         if regression:
@@ -47,7 +48,9 @@ def loss_fn(spec: LossSpec):
         if spec.masked:
             return masked(out, y, t)
         loss = spec.alpha * label_rows(out, y, "mean")
-        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * spec.teacher_scale * torch.mean(teacher_rows(out, t))
+        if spec.alpha == 1.0:
+            return loss
+        return loss + (1.0 - spec.alpha) * spec.teacher_scale * torch.mean(teacher_rows(out, t))
     return objective
 
 

@@ -42,7 +42,7 @@ def generate(spec: TransferSpec, x: np.ndarray, onehot_groups, seed: int) -> np.
     """The rows of a munge, mixup or gaussian transfer set made from the training rows ``x``:
     float32, ``round(spec.size * len(x))`` rows."""
     rng = np.random.default_rng([seed, _GENERATED])
-    base = base_rows(len(x), int(round(spec.size * len(x))), rng)
+    base = base_rows(len(x), round(spec.size * len(x)), rng)
     if spec.kind == "munge":
         out = munge(x, onehot_groups, base, spec.p, spec.s, rng)
     elif spec.kind == "mixup":
@@ -89,7 +89,7 @@ def munge(x: np.ndarray, onehot_groups, base: np.ndarray, p: float, s: float, rn
     attribute, continuous = attributes(x.shape[1], onehot_groups)
     a = x[base].astype(np.float64)
     b = x[nearest_neighbours(x)[base]].astype(np.float64)
-    swap = (rng.random((len(base), attribute.max() + 1)) < p)[:, attribute] if len(attribute) else np.zeros_like(a, bool)
+    swap = (rng.random((len(base), len(onehot_groups) + continuous.sum())) < p)[:, attribute]
     drawn = np.where(continuous, rng.normal(b, np.abs(a - b) / s), b)
     return np.where(swap, drawn, a)
 
@@ -117,5 +117,5 @@ def labelled_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     """The ``unlabeled`` kind: which training rows keep their label (a boolean mask): the first
     ``round(fraction * n)`` of a permutation drawn from the seed, at least one."""
     keep = np.zeros(n_rows, dtype=bool)
-    keep[np.random.default_rng([seed, _LABELLED]).permutation(n_rows)[: max(1, int(round(fraction * n_rows)))]] = True
+    keep[np.random.default_rng([seed, _LABELLED]).permutation(n_rows)[: max(1, round(fraction * n_rows))]] = True
     return keep

@@ -79,8 +79,10 @@ INVALID = [
     ({"training": {"beta_2": 1.0}}, "training.beta_2"),
     ({"training": {"epsilon": 0.0}}, "training.epsilon"),
     ({"distill": {"objective": "kl"}}, "distill.objective"),
-    ({"distill": {"objective": "logit_matching", "classification_compressor": "topk"}}, "distill.classification_compressor"),
-    ({"distill": {"objective": "hard_labels", "classification_compressor": "quantize"}}, "distill.classification_compressor"),
+    ({"distill": {"objective": "logit_matching", "classification_compressor": "topk"}},
+     "distill.classification_compressor"),
+    ({"distill": {"objective": "hard_labels", "classification_compressor": "quantize"}},
+     "distill.classification_compressor"),
     ({"transfer": {"kind": "smote"}}, "transfer.kind"),
     ({"transfer": {"kind": "munge", "size": -1}}, "transfer.size"),
     ({"transfer": {"kind": "munge", "size": 1000}}, "transfer.size"),
@@ -196,7 +198,8 @@ def test_partial_file_keeps_defaults_and_accepts_integer_floats(tmp_path):
 
 def test_a_config_without_a_transfer_set_reads_as_before():
     assert "transfer" not in PipelineSpec().to_dict()
-    spec = spec_from_dict({"transfer": {"kind": "mixup", "mixup_alpha": 0.4}, "distill": {"objective": "logit_matching"}})
+    spec = spec_from_dict({"transfer": {"kind": "mixup", "mixup_alpha": 0.4},
+                           "distill": {"objective": "logit_matching"}})
     assert spec.to_dict()["transfer"]["kind"] == "mixup" and spec_from_dict(spec.to_dict()) == spec
 
 

@@ -132,7 +132,8 @@ def test_unquoted_dotted_keys_and_ints_for_floats_are_accepted() -> None:
      "sweep.\"distill.classification_compressor\"[1]: unknown compressor 'nope'"),
     ({"training.epochs": [3, "x"]}, 'sweep."training.epochs"[1]: must be of type int'),
     ({"transfer.kind": ["munge", "smote"]}, "sweep.\"transfer.kind\"[1]: unknown transfer set 'smote'"),
-    ({"transfer.size": [1, 4]}, "sweep.\"transfer.size\"[1]: used only by kind 'munge' or 'mixup' or 'gaussian', not 'none'"),
+    ({"transfer.size": [1, 4]},
+     "sweep.\"transfer.size\"[1]: used only by kind 'munge' or 'mixup' or 'gaussian', not 'none'"),
     ({"distill.objective": ["soft_targets", "logits"]}, "sweep.\"distill.objective\"[1]: unknown objective 'logits'"),
 ])
 def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) -> None:
@@ -149,8 +150,8 @@ def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) 
 
 
 def test_transfer_sets_and_objectives_are_swept_by_their_paths() -> None:
-    spec = spec_from_dict({"transfer": {"kind": "munge"},
-                           "sweep": {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 4], "distill.objective": ["hard_labels"]}})
+    sweep = {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 4], "distill.objective": ["hard_labels"]}
+    spec = spec_from_dict({"transfer": {"kind": "munge"}, "sweep": sweep})
     assert [v.label for v in spec.variants()] == [
         "kind=munge, size=0, objective=hard_labels", "kind=munge, size=4, objective=hard_labels",
         "kind=mixup, size=0, objective=hard_labels", "kind=mixup, size=4, objective=hard_labels"]

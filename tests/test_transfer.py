@@ -73,6 +73,7 @@ def test_one_hot_groups_stay_one_hot(kind):
         assert_one_hot(rows, GROUPS)
 
 
+@pytest.mark.slow
 def test_one_hot_groups_of_a_real_dataset_stay_one_hot(openml_cache):
     from distillbench.datasets.load import load_dataset
     from distillbench.datasets.prepare import prepare
@@ -199,6 +200,7 @@ def test_no_transfer_set_gives_no_rows(fields):
     assert extra.x.shape == (0, 7) and extra.targets.shape == (0, 4) and len(pipeline.data.x_train) == 200
 
 
+@pytest.mark.slow
 def test_the_distilled_student_trains_on_its_transfer_rows_and_the_scratch_student_does_not():
     from distillbench.implementations.frameworks import get_backend
 
