@@ -43,7 +43,9 @@ def generate(spec: TransferSpec, x: np.ndarray, onehot_groups, seed: int) -> np.
     float32, ``round(spec.size * len(x))`` rows."""
     rng = np.random.default_rng([seed, _GENERATED])
     base = base_rows(len(x), round(spec.size * len(x)), rng)
-    if spec.kind == "munge":
+    if not len(base):
+        out = x[:0]
+    elif spec.kind == "munge":
         out = munge(x, onehot_groups, base, spec.p, spec.s, rng)
     elif spec.kind == "mixup":
         out = mixup(x, base, spec.mixup_alpha, rng)

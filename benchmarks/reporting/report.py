@@ -15,6 +15,7 @@ from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_la
                                                          rank_methods, run_order, summarize)
 from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
+from distillbench.benchmarks.reporting.payoff import payoff_blocks
 from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
@@ -24,9 +25,10 @@ from distillbench.files import write_atomic
 from distillbench.implementations.roles import ROLES, STUDENTS
 
 MIN_CD_DATASETS = 5
-FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment")
+FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment",
+                "payoff_transfer_size")
 TABLE_NAMES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed",
-               "deployment", "deployment_summary", "deployment_failed")
+               "deployment", "deployment_summary", "deployment_failed", "payoff", "payoff_ranks")
 # Only in the report of a sweep (its Sweep section).
 SWEEP_FIGURE_NAMES = ("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scaling")
 SWEEP_TABLE_NAMES = ("sweep", "sweep_scaling")
@@ -124,6 +126,7 @@ def build(run: Run) -> tuple[str, list]:
 
     if variants[0]["label"] is not None:
         blocks += sweep_blocks(all_records, manifest, variants, frameworks or run_order(all_records, manifest)[1])
+    blocks += payoff_blocks(all_records, manifest, variants, frameworks or run_order(all_records, manifest)[1])
 
     failed = failed_table(all_records, manifest, labels)
     blocks += [("h2", "Failed jobs")]

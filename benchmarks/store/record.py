@@ -5,7 +5,8 @@ A record stays a plain dict (it is read and written as JSON); ``Record`` declare
 their types, and the helpers below are the one way to ask a record what it is.
 
 Schema versions: 1, records and manifests with no ``schema_version`` (before the field existed);
-2, the same fields with ``schema_version``. A reader takes any version up to ``SCHEMA_VERSION``
+2, the same fields with ``schema_version``; 3, a distilled student's ``gap``, ``gap_noise`` and
+``gap_closed`` and, with a transfer set, its ``transfer_*`` fields and ``labelled_rows``. A reader takes any version up to ``SCHEMA_VERSION``
 (``run_folder.read_run``) and refuses a newer one.
 """
 
@@ -13,7 +14,7 @@ Schema versions: 1, records and manifests with no ``schema_version`` (before the
 import json
 from typing import NotRequired, TypedDict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OK, FAILED = "ok", "failed"
 
 
@@ -63,6 +64,19 @@ class Record(TypedDict):
     members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs and best epoch
     compress_seconds: NotRequired[float]
     compressor: NotRequired[dict]
+    # A distilled student: the teacher's lead over the scratch student on the primary metric (positive:
+    # the teacher is better), the test split's noise on that difference (1.96 standard errors of the
+    # paired per-row difference), and the % of the lead it closes, null where the lead is within the noise.
+    gap: NotRequired[float]
+    gap_noise: NotRequired[float]
+    gap_closed: NotRequired[float | None]
+    # A distilled student with a transfer set ([transfer] kind other than none): its kind, the labelled
+    # training rows and the transfer rows it trained on, and the seconds spent making and labelling them.
+    transfer_kind: NotRequired[str]
+    labelled_rows: NotRequired[int]
+    transfer_rows: NotRequired[int]
+    transfer_generate_seconds: NotRequired[float]
+    transfer_label_seconds: NotRequired[float]
     measure_seconds: NotRequired[float]
     throughput_batch: NotRequired[int]
     call_path: NotRequired[str]
