@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from distillbench import validate
 from distillbench.datasets.sources import CACHE_ENV, DEFAULT_CACHE, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import list_suites, load_suite
 from distillbench.errors import UserError
@@ -16,13 +17,37 @@ Data is read from a writable OpenML cache (--cache, ${CACHE_ENV}, default {DEFAU
 Without network access, name a pre-warmed cache as a source (--openml-source, ${SOURCE_ENV}, e.g.
 ../shared/openml-cache): its entries are copied into the writable cache and it is never written to.
 """
+DATASETS_EXAMPLES = """\
+examples:
+  distillbench datasets list  # the shipped suites
+  distillbench datasets list --suite quick --openml-source ../shared/openml-cache  # where its data is
+  distillbench datasets info 61 --json  # one dataset described
+"""
+LIST_EXAMPLES = """\
+examples:
+  distillbench datasets list  # the shipped suites
+  distillbench datasets list --suite quick --openml-source ../shared/openml-cache  # where its data is
+"""
+INFO_EXAMPLES = """\
+examples:
+  distillbench datasets info 61  # iris: rows, features by type, classes, sha256
+  distillbench datasets info 531 --json --openml-source ../shared/openml-cache
+"""
+PREFETCH_EXAMPLES = """\
+examples:
+  distillbench datasets prefetch --suite quick --cache ~/openml-cache  # online; copy the folder to offline machines
+  distillbench datasets prefetch --suite my-suite.toml --cache ~/openml-cache
+"""
 
 
 def cache_options() -> argparse.ArgumentParser:
     """--cache and --openml-source, as a parent parser for every command that reads datasets."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
-        "--cache", metavar="DIR", help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})"
+        "--cache",
+        type=validate.output_folder,
+        metavar="DIR",
+        help=f"writable OpenML cache (default: ${CACHE_ENV}, else {DEFAULT_CACHE})",
     )
     where.add_argument(
         "--openml-source",
@@ -35,7 +60,7 @@ def cache_options() -> argparse.ArgumentParser:
 def register(subparsers: argparse._SubParsersAction) -> None:
     where = cache_options()
     parser = subparsers.add_parser(
-        "datasets",
+        "datasets", epilog=DATASETS_EXAMPLES,
         help="list, inspect and prefetch the OpenML datasets of the suites",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     show = actions.add_parser(
-        "list",
+        "list", epilog=LIST_EXAMPLES,
         parents=[where],
         help="list the suites, or the datasets of one suite",
         description="Without --suite, list the shipped suites. With --suite, list its datasets, each with "
@@ -56,19 +81,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_list)
 
     info = actions.add_parser(
-        "info",
+        "info", epilog=INFO_EXAMPLES,
         parents=[where],
         help="load one dataset and describe it",
         description="Load an OpenML dataset as the benchmark does and print its name, task, target, rows, "
         "features by type, classes, missing values, data file, source and sha256 checksum.",
     )
-    info.add_argument("dataset_id", type=int, metavar="ID", help="OpenML dataset ID")
+    info.add_argument("dataset_id", type=validate.dataset_id, metavar="ID", help="OpenML dataset ID")
     info.add_argument("--target", help="target column (default: the dataset's default target)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 
     prefetch = actions.add_parser(
-        "prefetch",
+        "prefetch", epilog=PREFETCH_EXAMPLES,
         parents=[where],
         help="download a suite into a cache, for machines that are offline",
         description="Download every dataset of a suite (description, features, qualities, data) into the "

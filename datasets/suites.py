@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillbench.errors import UserError
+from distillbench.validate import folder_name
 
 SUITES_DIR = Path(__file__).parent / "suites"
 ENTRY_KEYS = {"id", "target", "note"}
@@ -62,7 +63,9 @@ def load_suite(name_or_path: str) -> Suite:
         if (entry.dataset_id, entry.target) in seen:
             raise UserError(f"suite file {path} lists dataset {entry.dataset_id} twice")
         seen.add((entry.dataset_id, entry.target))
-    return Suite(name=str(data.get("name", path.stem)), description=str(data.get("description", "")), entries=entries)
+    # The name becomes part of the run's folder name (results/<time>-<suite>) and a baseline's.
+    name = folder_name(data.get("name", path.stem), f"suite file {path}: name")
+    return Suite(name=name, description=str(data.get("description", "")), entries=entries)
 
 
 def _entry(item: object, path: Path) -> SuiteEntry:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import logging
 
 import numpy as np
 
-from distillbench.implementations.frameworks import FRAMEWORKS, parse_frameworks
+from distillbench import validate
+from distillbench.implementations.frameworks import FRAMEWORKS
 from distillbench.implementations.spec import load_spec, presets
+
+log = logging.getLogger(__name__)
+PARITY_EXAMPLES = """\
+examples:
+  distillbench parity  # both tasks, the default config, 20 Adam steps
+  distillbench parity --config residual --steps 50 --per-step
+  distillbench parity --task classification --json
+"""
+DEMO_EXAMPLES = """\
+examples:
+  distillbench demo --config seed  # the source design's own example
+  distillbench demo --task multiclass --frameworks torch --rows 5000
+"""
 
 
 def register(subparsers) -> None:
     parity = subparsers.add_parser(
-        "parity",
+        "parity", epilog=PARITY_EXAMPLES,
         help="check that the PyTorch and TensorFlow implementations compute the same numbers",
         description=(
             "Load identical initial weights (made once in numpy) into both frameworks, compare the forward "
@@ -25,17 +38,17 @@ def register(subparsers) -> None:
             "step 1e-4), 1 otherwise."
         ),
     )
-    parity.add_argument("--steps", type=_positive_int, default=20, help="Adam steps to compare (default 20)")
+    parity.add_argument("--steps", type=validate.positive_int, default=20, help="Adam steps to compare (default 20)")
     parity.add_argument("--task", choices=("regression", "classification", "all"), default="all",
                         help="regression, classification (binary and multi-class) or all (default)")
     parity.add_argument("--config", default=None, help=f"pipeline config: a TOML file or a preset ({', '.join(presets())}); default: default")
-    parity.add_argument("--seed", type=_seed, default=0, help="seed for weights, data and batches (default 0)")
+    parity.add_argument("--seed", type=validate.seed, default=0, help="seed for weights, data and batches (default 0)")
     parity.add_argument("--per-step", action="store_true", help="print every step, not only the largest differences")
     parity.add_argument("--json", action="store_true", help="print the full result as JSON")
     parity.set_defaults(func=_parity)
 
     demo = subparsers.add_parser(
-        "demo",
+        "demo", epilog=DEMO_EXAMPLES,
         help="train teacher, compressor and students once on synthetic data and print what happened",
         description=(
             "The smallest end-to-end case, on synthetic data (no network): fit the teacher, fit the "
@@ -46,35 +59,22 @@ def register(subparsers) -> None:
     )
     demo.add_argument("--config", default="seed", help=f"a TOML file or a preset ({', '.join(presets())}); default: seed")
     demo.add_argument("--task", choices=("regression", "binary", "multiclass"), default="regression")
-    demo.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated (default: all)")
-    demo.add_argument("--features", type=_positive_int, default=100, help="input features (default 100, as in the source)")
-    demo.add_argument("--rows", type=_positive_int, default=2000, help="rows of synthetic data (default 2000)")
-    demo.add_argument("--seed", type=_seed, default=0, help="seed for weights, data and batches (default 0)")
+    demo.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
+                      help="comma-separated, each once (default: all)")
+    demo.add_argument("--features", type=validate.positive_int, default=100,
+                      help="input features (default 100, as in the source)")
+    demo.add_argument("--rows", type=validate.positive_int, default=2000, help="rows of synthetic data (default 2000)")
+    demo.add_argument("--seed", type=validate.seed, default=0, help="seed for weights, data and batches (default 0)")
     demo.set_defaults(func=_demo)
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    # Keras seeds numpy's legacy generator, which takes only 0 <= seed < 2^32: refuse others here
-    # rather than with a traceback from inside a framework.
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32), got {text}")
-    return value
 
 
 def _one_configuration(config, command: str):
     """The config's spec; a sweep's base configuration (its grids left out), said on stderr."""
     spec = load_spec(config)
     if spec.sweep:
-        print(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for `distillbench run`; "
-              f"{command} uses its base configuration", file=sys.stderr)
+        log.warning(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for "
+                    f"`distillbench run`; {command} uses its base configuration")
         spec = spec.replace(sweep={})
     return spec
 
@@ -116,7 +116,7 @@ def _demo(args) -> int:
     x_test, y_test = x[cut2:], y[cut2:]
     metric = "accuracy" if task == "classification" else "RMSE"
     print(f"demo: config {spec.name!r}, {args.task}, {args.rows} rows x {args.features} features, seed {args.seed}")
-    for name in parse_frameworks(args.frameworks):
+    for name in args.frameworks:
         backend = get_backend(name)
         backend.configure(args.seed)
         pipeline = Pipeline(backend, spec, data, args.seed)

@@ -14,16 +14,6 @@ FRAMEWORKS = {
 }
 
 
-def parse_frameworks(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for name in names:
-        if name not in FRAMEWORKS:
-            raise UserError(f"unknown framework {name!r} (known: {', '.join(FRAMEWORKS)})")
-    if not names:
-        raise UserError("no framework named")
-    return names
-
-
 def get_backend(name: str) -> Backend:
     """A fresh backend; the framework is imported only now (importing TensorFlow takes seconds)."""
     if name not in FRAMEWORKS:

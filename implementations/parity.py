@@ -6,10 +6,10 @@ each of N Adam steps, for each role (teacher, distilled student, scratch student
 (regression, binary and multi-class classification). Dropout is switched off here: each framework
 draws its own dropout masks, which no seed can make equal.
 
-The distilled student is compared for every objective of ``distill.objective`` on classification
-(soft targets, logit matching, hard teacher labels; regression has one), each on the training rows
-alone and with 64 rows of a transfer set mixed into its batches (rows without a label, where the
-loss is the teacher term alone: ``LossSpec.masked``).
+The distilled student is compared for every objective registered for the task (``objectives.py``:
+classification soft targets, logit matching, hard teacher labels; regression soft targets), each on
+the training rows alone and with 64 rows of a transfer set mixed into its batches (rows without a
+label, where the loss is the teacher term alone: ``LossSpec.masked``).
 
 The teacher is the spec's: a ``residual_mlp`` teacher is compared with its skip connections; an
 ``ensemble`` teacher's forward pass is compared on the combined model of all its members, its steps
@@ -27,9 +27,11 @@ import numpy as np
 
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
 from distillbench.implementations.roles import ROLES
-from distillbench.implementations.spec import OBJECTIVES, PipelineSpec
+from distillbench.implementations.spec import PipelineSpec
+from distillbench.implementations.teachers import TEACHER_KINDS
 
 FORWARD_TOLERANCE = 1e-5
 STEP_TOLERANCE = 1e-4
@@ -57,14 +59,13 @@ def _max_diff(a, b) -> float:
 def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends,
                 objective: str | None = None, transfer: bool = False) -> dict:
     """One role on one kind of problem; the distilled student with ``objective`` (default: the
-    spec's; None on regression) and, with ``transfer``, rows without labels in its batches."""
+    spec's) and, with ``transfer``, rows without labels in its batches."""
     task, n_classes, x, y = synthetic_problem(kind, 256, 12, seed)
     mlp = spec.teacher if role == "teacher" else spec.student
     mlp = dataclasses.replace(mlp, dropout=0.0)
     weights = initial_weights(mlp, x.shape[1], n_classes or 1, seed, role)
     if role == "student_kd":
-        objective = (objective or spec.distill.objective) if task == "classification" else None
-        distill = dataclasses.replace(spec.distill, objective=objective) if objective else spec.distill
+        distill = dataclasses.replace(spec.distill, objective=objective or spec.distill.objective)
         # Targets: the compressor applied to a fixed "teacher output", identical for both.
         rng = np.random.default_rng([seed, 7])
         raw = rng.normal(size=(len(x), n_classes)) * 3 if task == "classification" else y + 0.3 * rng.normal(size=len(x))
@@ -72,6 +73,7 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
         if transfer:  # the last rows lose their labels
             y = np.concatenate([y[:-TRANSFER_ROWS], no_labels(task, TRANSFER_ROWS)])
         loss = distill_loss(task, distill, masked=transfer)
+        objective = loss.objective
     else:
         t, loss, objective, transfer = None, LossSpec(task), None, False
     models = [b.build(mlp, weights) for b in backends]
@@ -79,10 +81,11 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
     result = {"task": kind, "role": role, "objective": objective, "transfer": transfer,
               "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
-    if role == "teacher" and mlp.kind == "ensemble":
-        members = [initial_weights(mlp, x.shape[1], n_classes or 1, seed, role, k) for k in range(mlp.members)]
-        combined = [b.predict(b.ensemble([b.build(mlp, w) for w in members], task), x) for b in backends]
-        result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
+    if role == "teacher":  # what the kind adds, e.g. an ensemble's members as one model
+        extra = [TEACHER_KINDS[mlp.kind].parity_model(b, mlp, x.shape[1], n_classes or 1, task, seed) for b in backends]
+        if extra[0] is not None:
+            combined = [b.predict(m, x) for b, m in zip(backends, extra)]
+            result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
     batches = [rows for epoch in range(1, steps + 1) for rows in batch_order(len(x), spec.training.batch_size, seed, epoch)][:steps]
     for k, rows in enumerate(batches, start=1):
         batch = (x[rows], y[rows], None if t is None else t[rows])
@@ -108,10 +111,13 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32))
     cases = []
     for kind in CASES[task]:
-        for role in ROLES[spec.teacher.kind == "hist_gradient_boosting":]:
-            objectives = ((None,) if kind == "regression" else OBJECTIVES) if role == "student_kd" else (None,)
-            for objective in objectives:
-                for transfer in (False, True) if role == "student_kd" else (False,):
+        task_of = "regression" if kind == "regression" else "classification"
+        for role in ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity:]:
+            if role != "student_kd":
+                cases.append(parity_case(spec, kind, role, steps, seed, backends))
+                continue
+            for objective in (name for name, o in OBJECTIVES.items() if task_of in o.tasks):
+                for transfer in (False, True):
                     cases.append(parity_case(spec, kind, role, steps, seed, backends, objective, transfer))
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed, "transfer_rows": TRANSFER_ROWS,

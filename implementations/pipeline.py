@@ -21,6 +21,7 @@ import numpy as np
 from distillbench.implementations import transfer
 from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
 from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
+from distillbench.implementations.teachers import TEACHER_KINDS
 
 # Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
 # one stream: the distilled and the scratch student start from the same weights and see the same
@@ -34,18 +35,17 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class LossSpec:
-    """What a model is trained on: ``alpha`` times the label term plus ``1 - alpha`` times the
-    teacher term, each the mean over the batch's rows. Label term: cross-entropy (classification),
-    squared error (regression). Teacher term against the targets ``t``: classification
-    ``scale * KL(t || softmax(s / T))`` with ``scale = T^2`` when ``t_squared``
-    (``objective = "soft_targets"``), or the mean over classes of ``(s - t)^2``, ``t`` the teacher's
-    logits (``"logit_matching"``); regression ``(s - t)^2``. ``alpha = 1`` is plain supervised
-    training (teacher, scratch student), where ``t`` is not used.
+    """What a model is trained on: ``alpha * label term + (1 - alpha) * scale * teacher term`` with
+    the teacher term of ``objective`` (``objectives.py``), each term the mean over the batch's rows.
+    Classification, ``soft_targets``: ``alpha * CE(y, s) + (1 - alpha) * scale * KL(t || softmax(s /
+    T))`` with ``scale = T^2`` when ``t_squared``; regression: ``alpha * MSE(y, s) + (1 - alpha) *
+    MSE(t, s)``. ``alpha = 1`` is plain supervised training (teacher, scratch student), where ``t``
+    is not used.
 
     ``masked``: some rows have no label (a transfer set; their ``y`` is ``no_labels``): the loss is
-    the batch mean of ``w * label + (1 - w) * teacher`` with ``w = alpha`` on a labelled row and 0
-    on one without, so a transfer row contributes its teacher term alone, and a batch of labelled
-    rows only gives the formula above."""
+    the batch mean of ``w * label + (1 - w) * scale * teacher`` with ``w = alpha`` on a labelled row
+    and 0 on one without, so a transfer row contributes its teacher term alone, and a batch of
+    labelled rows only gives the formula above."""
 
     task: str
     alpha: float = 1.0
@@ -54,11 +54,6 @@ class LossSpec:
     objective: str = "soft_targets"
     masked: bool = False
 
-    @property
-    def teacher_scale(self) -> float:
-        soft = self.task == "classification" and self.objective == "soft_targets"
-        return self.temperature**2 if soft and self.t_squared else 1.0
-
 
 def no_labels(task: str, n_rows: int) -> np.ndarray:
     """The ``y`` of rows without a label, as the losses recognise them: class -1, or NaN."""
@@ -66,12 +61,10 @@ def no_labels(task: str, n_rows: int) -> np.ndarray:
 
 
 def distill_loss(task: str, distill: DistillSpec, masked: bool = False) -> LossSpec:
-    """The distilled student's objective for this task. ``hard_labels`` is the KL term at T = 1,
-    unscaled: against a one-hot target it is the cross-entropy with the teacher's class."""
+    """The distilled student's objective for this task: regression students match the compressed
+    values (``soft_targets``) whatever ``distill.objective`` says."""
     if task == "regression":
         return LossSpec("regression", alpha=distill.alpha, masked=masked)
-    if distill.objective == "hard_labels":
-        return LossSpec("classification", alpha=distill.alpha, t_squared=False, masked=masked)
     return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature,
                     t_squared=distill.t_squared, objective=distill.objective, masked=masked)
 
@@ -86,6 +79,7 @@ class FitResult:
     best_epoch: int  # 1-based epoch whose weights were restored
     best_val_loss: float
     members: tuple["FitResult", ...] = ()
+    train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
 
 def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -172,6 +166,16 @@ class Backend(abc.ABC):
         """Seed the framework, make it deterministic, set its thread count (before any op) and the
         device ('cpu' or 'gpu'; a GPU the framework cannot see is an error)."""
 
+    determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
+
+    def checkpoint(self) -> None:
+        """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
+        to hold this job's training there while another job is being timed."""
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
+        read. Nothing to wait for on the CPU."""
+
     @abc.abstractmethod
     def build(self, spec: MLPSpec, weights: list[np.ndarray]):
         """A model of this architecture holding these initial weights."""
@@ -246,6 +250,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
     trainer = backend.trainer(model, loss, training)
     best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
     for epoch in range(1, training.epochs + 1):
+        backend.checkpoint()
         trainer.run(x, y, t, batch_order(len(x), training.batch_size, seed, epoch, member))
         val_loss = backend.loss(model, loss, *val)
         if not np.isfinite(val_loss):
@@ -255,7 +260,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
         elif epoch - best_epoch >= training.patience:
             break
     backend.set_weights(model, best_weights)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss))
+    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), train_call_path=trainer.path)
 
 
 @dataclass
@@ -309,32 +314,9 @@ class Pipeline:
                    train or (d.x_train, d.y_train, None), (d.x_val, d.y_val, t_val), member)
 
     def fit_teacher(self):
-        """The teacher of ``spec.teacher.kind``: a framework model, or for ``hist_gradient_boosting``
-        a ``NeutralModel`` (the same in every framework)."""
-        kind = self.spec.teacher.kind
-        if kind == "hist_gradient_boosting":
-            from distillbench.implementations import trees
-
-            return trees.fit_teacher(self.spec.teacher, self.spec.training, self.data, self.seed,
-                                     getattr(self.backend, "threads", None))
-        if kind == "ensemble":
-            return self._fit_ensemble()
-        model = self.new_model("teacher")
-        return model, self._fit(model, LossSpec(self.data.task))
-
-    def _fit_ensemble(self):
-        """Each member trained alone by the shared fit loop, with its own initial weights and batch
-        order (member 0 is the single MLP teacher), then combined into one model."""
-        d, mlp, loss = self.data, self.spec.teacher, LossSpec(self.data.task)
-        members, fits = [], []
-        for k in range(mlp.members):
-            model = self.backend.build(mlp, initial_weights(mlp, d.x_train.shape[1], d.n_outputs, self.seed, "teacher", k))
-            fits.append(self._fit(model, loss, member=k))
-            members.append(model)
-        model = self.backend.ensemble(members, d.task)
-        val_loss = self.backend.loss(model, loss, d.x_val, d.y_val, None)
-        return model, FitResult(epochs=sum(f.epochs for f in fits), best_epoch=sum(f.best_epoch for f in fits),
-                                best_val_loss=float(val_loss), members=tuple(fits))
+        """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
+        ``NeutralModel`` (the same in every framework)."""
+        return TEACHER_KINDS[self.spec.teacher.kind].fit(self)
 
     def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
         """Fit the compressor on the training split; the student's targets for train and val."""

@@ -14,21 +14,16 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from distillbench.errors import UserError
+from distillbench.implementations.compressors import COMPRESSORS, compressor_fields
+from distillbench.implementations.objectives import OBJECTIVES
+from distillbench.implementations.registry import ConfigError, with_fields
+from distillbench.implementations.teachers import TEACHER_KINDS, teacher_fields
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
-CLASSIFICATION_COMPRESSORS = ("temperature", "topk", "quantize")
-REGRESSION_COMPRESSORS = ("identity", "affine", "quantize")
-TEACHER_KINDS = ("mlp", "residual_mlp", "ensemble", "hist_gradient_boosting")
-OBJECTIVES = ("soft_targets", "logit_matching", "hard_labels")
 GENERATORS = ("munge", "mixup", "gaussian")  # the transfer sets whose rows are generated
 TRANSFER_KINDS = ("none", *GENERATORS, "unlabeled")
-
-
-class ConfigError(UserError):
-    """A config value or file that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -51,51 +46,30 @@ class MLPSpec:
 
 
 @dataclass(frozen=True)
+@with_fields(teacher_fields())
 class TeacherSpec(MLPSpec):
-    """Stage 1. ``kind``:
-
-    - ``mlp``: the MLP above;
-    - ``residual_mlp``: the MLP with an identity skip, ``h + dropout(act(h W + b))``, around every
-      hidden layer after the first whose width equals the previous one (widths [256, 256, 256]: 2 skips);
-    - ``ensemble``: ``members`` MLPs of these widths, each from its own initial weights and batch
-      order, served as one model: log of the mean of the members' softmax (classification), the
-      mean of their outputs (regression);
-    - ``hist_gradient_boosting``: scikit-learn's HistGradientBoostingClassifier/Regressor with
-      ``max_iter``, ``learning_rate`` and ``max_leaf_nodes`` (scikit-learn's defaults), early
-      stopping on the validation split with ``training.patience``; framework-independent, so both
-      frameworks distil the same teacher.
-
-    ``members`` is used by ``ensemble`` only, the three tree settings by ``hist_gradient_boosting``
-    only: set with another kind they are refused (``teacher.learning_rate`` is not the MLP's
-    ``training.learning_rate``)."""
+    """Stage 1: ``kind`` names a teacher kind (``teachers.py``: ``mlp``, ``residual_mlp``,
+    ``ensemble``, ``hist_gradient_boosting``; each class's docstring says what it is). After it come
+    the fields that the kinds declare, each used by its kind only: set with another kind it is
+    refused (``members``: ensemble; ``max_iter``, ``learning_rate``, ``max_leaf_nodes``:
+    hist_gradient_boosting)."""
 
     kind: str = "mlp"
-    members: int = 5
-    max_iter: int = 100
-    learning_rate: float = 0.1
-    max_leaf_nodes: int = 31
+
+    if TYPE_CHECKING:  # the fields declared by the teacher kinds
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        if self.kind not in TEACHER_KINDS:
-            raise ConfigError(f"{where}.kind: unknown teacher kind {self.kind!r} (known: {', '.join(TEACHER_KINDS)})")
-        if not isinstance(self.members, int) or isinstance(self.members, bool) or self.members < 2:
-            raise ConfigError(f"{where}.members: must be an integer >= 2, got {self.members!r}")
-        if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
-            raise ConfigError(f"{where}.max_iter: must be a positive integer, got {self.max_iter!r}")
-        if not 0 < self.learning_rate < math.inf:
-            raise ConfigError(f"{where}.learning_rate: must be > 0 and finite, got {self.learning_rate!r}")
-        if not isinstance(self.max_leaf_nodes, int) or isinstance(self.max_leaf_nodes, bool) or self.max_leaf_nodes < 2:
-            raise ConfigError(f"{where}.max_leaf_nodes: must be an integer >= 2, got {self.max_leaf_nodes!r}")
-        used_by = {"members": "ensemble", "max_iter": "hist_gradient_boosting",
-                   "learning_rate": "hist_gradient_boosting", "max_leaf_nodes": "hist_gradient_boosting"}
-        for name, kind in used_by.items():
-            default = next(f.default for f in dataclasses.fields(TeacherSpec) if f.name == name)
-            if self.kind != kind and getattr(self, name) != default:
-                raise ConfigError(f"{where}.{name}: used only by kind = {kind!r}, not {self.kind!r}")
-        if self.kind == "residual_mlp" and not any(residual_skips(self)):
-            raise ConfigError(f"{where}.widths: kind 'residual_mlp' needs two consecutive hidden layers of one width "
-                              f"(a skip connection), got {self.widths!r}")
+        kind = TEACHER_KINDS.known(self.kind, f"{where}.kind")
+        for name, declared in teacher_fields().items():
+            declared.check(f"{where}.{name}", getattr(self, name))
+        for owner in TEACHER_KINDS.values():
+            for name, declared in owner.FIELDS.items():
+                if name not in kind.FIELDS and getattr(self, name) != declared.default:
+                    raise ConfigError(f"{where}.{name}: used only by kind = {owner.NAME!r}, not {self.kind!r}")
+        kind.check(self, where)
 
 
 def residual_skips(spec: MLPSpec) -> list[bool]:
@@ -114,8 +88,10 @@ def _default_teacher() -> TeacherSpec:
 
 
 @dataclass(frozen=True)
+@with_fields(compressor_fields())
 class DistillSpec:
-    """Stage 2 (compressor) and the student's loss.
+    """Stage 2 (compressor) and the student's loss; then the fields that the compressors declare
+    (``compressors.py``: ``topk``, ``bits``).
 
     Classification: ``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(q || softmax(s / T))`` where ``q`` is
     the compressed teacher distribution at temperature T. The T^2 factor (Hinton et al. 2015) keeps
@@ -123,16 +99,10 @@ class DistillSpec:
     false`` drops it. Binary tasks use two logits and a softmax, so the same formula applies.
     Regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(y_compressed, s)``.
 
-    ``objective`` chooses what a classification student learns from the teacher (regression
-    students match the compressed values whatever it says):
-
-    - ``soft_targets``: the compressed distribution, by the KL term above;
-    - ``logit_matching`` (Ba & Caruana 2014): the teacher's logits themselves, by the mean squared
-      error over rows and classes in place of the KL term; no compressor is applied (stage 2 passes
-      the logits through), so ``classification_compressor`` is refused and ``temperature`` unused;
-    - ``hard_labels``: the teacher's most likely class as a pseudo-label (stage 2: its one-hot),
-      by cross-entropy in place of the KL term (the KL at T = 1 against a one-hot, unscaled); the
-      compressor and ``temperature`` are likewise unused.
+    ``objective`` names the distillation objective of a classification student (``objectives.py``:
+    ``soft_targets``, ``logit_matching``, ``hard_labels``; each one's docstring says what it is);
+    regression students match the compressed values whatever it says. An objective with targets of
+    its own (the teacher's logits, or its class) replaces the compressor, which is then refused.
     """
 
     alpha: float = 0.5
@@ -141,34 +111,24 @@ class DistillSpec:
     objective: str = "soft_targets"
     classification_compressor: str = "temperature"
     regression_compressor: str = "affine"
-    topk: int = 3
-    bits: int = 4
+
+    if TYPE_CHECKING:  # the fields declared by the compressors
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha!r}")
         if not 0 < self.temperature < math.inf:
             raise ConfigError(f"distill.temperature: must be > 0 and finite, got {self.temperature!r}")
-        if self.classification_compressor not in CLASSIFICATION_COMPRESSORS:
-            raise ConfigError(
-                f"distill.classification_compressor: unknown compressor {self.classification_compressor!r}"
-                f" (known: {', '.join(CLASSIFICATION_COMPRESSORS)})"
-            )
-        if self.regression_compressor not in REGRESSION_COMPRESSORS:
-            raise ConfigError(
-                f"distill.regression_compressor: unknown compressor {self.regression_compressor!r}"
-                f" (known: {', '.join(REGRESSION_COMPRESSORS)})"
-            )
-        if not isinstance(self.topk, int) or self.topk < 1:
-            raise ConfigError(f"distill.topk: must be an integer >= 1, got {self.topk!r}")
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
-            raise ConfigError(f"distill.bits: must be an integer in [1, 16], got {self.bits!r}")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"distill.objective: unknown objective {self.objective!r} "
-                              f"(known: {', '.join(OBJECTIVES)})")
-        if self.objective != "soft_targets" and self.classification_compressor != "temperature":
-            raise ConfigError(f"distill.classification_compressor: used only by objective 'soft_targets', "
-                              f"not {self.objective!r} (no compressor is applied)")
+        COMPRESSORS["classification"].known(self.classification_compressor, "distill.classification_compressor")
+        COMPRESSORS["regression"].known(self.regression_compressor, "distill.regression_compressor")
+        for name, declared in compressor_fields().items():
+            declared.check(f"distill.{name}", getattr(self, name))
+        objective = OBJECTIVES.known(self.objective, "distill.objective")
+        if objective.targets and self.classification_compressor != "temperature":
+            raise ConfigError(f"distill.classification_compressor: not used by objective {self.objective!r}, "
+                              f"whose targets are the teacher's {objective.targets} (no compressor is applied)")
 
 
 MAX_TRANSFER_SIZE = 64  # times the training rows: a transfer set is held in memory, with its teacher targets

@@ -27,40 +27,62 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from distillbench.implementations import deploy  # noqa: E402
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer  # noqa: E402
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
 
 
+def _soft_targets(spec: LossSpec):
+    def squared_error(out, t):
+        return tf.square(out[:, 0] - t)
+
+    def kl(out, t):  # xlogy: 0 log 0 = 0
+        return tf.reduce_sum(tf.math.xlogy(t, t) - t * tf.nn.log_softmax(out / spec.temperature, axis=1), axis=1)
+
+    return squared_error if spec.task == "regression" else kl
+
+
+def _logit_matching(spec: LossSpec):
+    def squared_error(out, t):
+        return tf.reduce_mean(tf.square(out - t), axis=1)
+
+    return squared_error
+
+
+def _hard_labels(spec: LossSpec):
+    def cross_entropy(out, t):
+        return -tf.reduce_sum(t * tf.nn.log_softmax(out, axis=1), axis=1)
+
+    return cross_entropy
+
+
+# Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in torch_backend).
+TEACHER_TERMS = {"soft_targets": _soft_targets, "logit_matching": _logit_matching, "hard_labels": _hard_labels}
+
+
 def loss_fn(spec: LossSpec):
-    """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    regression = spec.task == "regression"
+    """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
+    teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
 
-    def teacher_rows(out, t):  # the teacher term of each row, before its scale
-        if regression:
-            return tf.square(out[:, 0] - t)
-        if spec.objective == "logit_matching":
-            return tf.reduce_mean(tf.square(out - t), axis=1)
-        log_p = tf.nn.log_softmax(out / spec.temperature, axis=1)
-        return tf.reduce_sum(tf.math.xlogy(t, t) - t * log_p, axis=1)  # xlogy: 0 log 0 = 0
-
-    def label_rows(out, y):
-        if regression:
-            return tf.square(out[:, 0] - y)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
-
-    def masked(out, y, t):
-        labelled = tf.math.is_finite(y) if regression else y >= 0
-        label = label_rows(out, tf.where(labelled, y, tf.zeros_like(y)))  # no NaN or -1 reaches the label term
+    def masked(out, y, t):  # rows without a label (y: -1 or NaN) get the teacher term alone
+        if spec.task == "regression":
+            labelled = tf.math.is_finite(y)
+            label = tf.square(out[:, 0] - tf.where(labelled, y, tf.zeros_like(y)))  # no NaN reaches a gradient
+        else:
+            labelled = y >= 0
+            label = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(labelled, y, tf.zeros_like(y)),
+                                                                   logits=out)
         w = spec.alpha * tf.cast(labelled, out.dtype)
-        return tf.reduce_mean(w * label + (1.0 - w) * spec.teacher_scale * teacher_rows(out, t))
+        return tf.reduce_mean(w * label + (1.0 - w) * scale * teacher_term(out, t))
 
     def objective(out, y, t):
         if spec.masked:
             return masked(out, y, t)
-        loss = spec.alpha * tf.reduce_mean(label_rows(out, y))
-        if spec.alpha == 1.0:
-            return loss
-        return loss + (1.0 - spec.alpha) * spec.teacher_scale * tf.reduce_mean(teacher_rows(out, t))
+        if spec.task == "regression":
+            loss = spec.alpha * tf.reduce_mean(tf.square(out[:, 0] - y))
+        else:
+            loss = spec.alpha * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * tf.reduce_mean(teacher_term(out, t))
     return objective
 
 
@@ -110,13 +132,17 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     version = tf.__version__
     threads: int | None = None
+    device = "cpu"
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
-        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
-            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu is installed)")
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "gpu" and not gpus:
+            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? see the README's GPU section)")
         try:
             if device == "cpu":
                 tf.config.set_visible_devices([], "GPU")
+            for gpu in gpus if device == "gpu" else ():  # memory as needed: several workers may share a GPU
+                tf.config.experimental.set_memory_growth(gpu, True)
             if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -126,6 +152,15 @@ class TensorFlowBackend(Backend):
         keras.backend.clear_session()  # a worker runs several jobs: start each from a clean state
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
+        self.determinism = "keras.utils.set_random_seed, tf.config.experimental.enable_op_determinism()"
+        self.device = device
+        if device == "gpu":  # TF32 matmuls (Ampere and later) would round differently from the CPU and torch
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+            self.determinism += ", TF32 off (on GPU: TensorFlow's documented settings, not checked by this project's tests)"
+
+    def synchronize(self) -> None:
+        if self.device == "gpu":
+            tf.test.experimental.sync_devices()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> keras.Model:
         skips = residual_skips(spec)
@@ -225,11 +260,12 @@ class TensorFlowBackend(Backend):
 
 
 class _TFTrainer(Trainer):
-    """A whole list of batches in one call of one ``tf.function``: the arrays become tensors once
-    per call, and a ``tf.while_loop`` gathers each batch's rows and runs its step. Python and the
-    function-call overhead are paid once per epoch instead of once per batch. (XLA, ``jit_compile``,
-    does not pay: it cannot compile batches of varying size in one loop, and the default teacher's
-    step ran 5x slower under it; the student's 2.5x faster, after a compile of seconds per model.)"""
+    """``run``: a whole list of batches in one call of one ``tf.function``: the arrays become tensors
+    once per call and a ``tf.while_loop`` gathers each batch's rows and runs the step, so Python and
+    the call overhead are paid once per epoch instead of once per batch. ``step``: the same step,
+    one batch per call (bit for bit the weights of ``run``). XLA (``jit_compile``) was measured and is
+    not used: the default teacher's step ran 5x slower under it, the student's 2.5x faster but only
+    at a fixed batch shape and after a compile of ~3 s per model, more than it saves here."""
 
     path = ("tf.function: one call per epoch, a tf.while_loop over the batches (rows gathered from tensors "
             "made once per epoch), a GradientTape step of TextbookAdam per batch")
@@ -247,15 +283,16 @@ class _TFTrainer(Trainer):
             for i in tf.range(tf.size(ends)):
                 batch = rows[starts[i]:ends[i]]
                 step(tf.gather(x, batch), tf.gather(y, batch), None if t is None else tf.gather(t, batch))
-        self._epoch = epoch
+        self._step, self._epoch = tf.function(step, reduce_retracing=True), epoch
 
     def step(self, x, y, t) -> None:
-        self.run(x, y, t, [np.arange(len(x))])
+        self._step(x, y, t)
 
     def run(self, x, y, t, batches) -> None:
         if batches:
-            ends = np.cumsum([len(rows) for rows in batches])
-            self._epoch(x, y, t, np.concatenate(batches), ends - [len(rows) for rows in batches], ends)
+            sizes = [len(rows) for rows in batches]
+            ends = np.cumsum(sizes)
+            self._epoch(x, y, t, np.concatenate(batches), ends - sizes, ends)
 
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate.assign(value)

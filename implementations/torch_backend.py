@@ -7,6 +7,7 @@ import copy
 import io
 import logging
 import math
+import os
 import warnings
 
 import numpy as np
@@ -15,42 +16,63 @@ from torch import nn
 from torch.nn import functional as F
 
 from distillbench.implementations import deploy
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
 from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
 
 
+def _soft_targets(spec: LossSpec):
+    def squared_error(out, t):
+        return (out[:, 0] - t) ** 2
+
+    def kl(out, t):  # xlogy: 0 log 0 = 0
+        return torch.sum(torch.xlogy(t, t) - t * F.log_softmax(out / spec.temperature, dim=1), dim=1)
+
+    return squared_error if spec.task == "regression" else kl
+
+
+def _logit_matching(spec: LossSpec):
+    def squared_error(out, t):
+        return torch.mean((out - t) ** 2, dim=1)
+
+    return squared_error
+
+
+def _hard_labels(spec: LossSpec):
+    def cross_entropy(out, t):
+        return -torch.sum(t * F.log_softmax(out, dim=1), dim=1)
+
+    return cross_entropy
+
+
+# Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in tf_backend).
+TEACHER_TERMS = {"soft_targets": _soft_targets, "logit_matching": _logit_matching, "hard_labels": _hard_labels}
+
+
 def loss_fn(spec: LossSpec):
-    """The training objective as a function of (outputs, y, t); see ``LossSpec``."""
-    regression = spec.task == "regression"
+    """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
+    teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
 
-    def teacher_rows(out, t):  # the teacher term of each row, before its scale
-        if regression:
-            return (out[:, 0] - t) ** 2
-        if spec.objective == "logit_matching":
-            return torch.mean((out - t) ** 2, dim=1)
-        log_p = F.log_softmax(out / spec.temperature, dim=1)
-        return torch.sum(torch.xlogy(t, t) - t * log_p, dim=1)  # xlogy: 0 log 0 = 0
-
-    def label_rows(out, y, reduction="none"):
-        if regression:
-            return (out[:, 0] - y) ** 2 if reduction == "none" else torch.mean((out[:, 0] - y) ** 2)
-        return F.cross_entropy(out, y, reduction=reduction)  # its own mean: not torch.mean's rounding
-
-    def masked(out, y, t):
-        labelled = torch.isfinite(y) if regression else y >= 0
-        label = label_rows(out, torch.where(labelled, y, torch.zeros_like(y)))  # no NaN or -1 reaches the label term
+    def masked(out, y, t):  # rows without a label (y: -1 or NaN) get the teacher term alone
+        if spec.task == "regression":
+            labelled = torch.isfinite(y)
+            label = (out[:, 0] - torch.where(labelled, y, torch.zeros_like(y))) ** 2  # no NaN reaches a gradient
+        else:
+            labelled = y >= 0
+            label = F.cross_entropy(out, torch.where(labelled, y, torch.zeros_like(y)), reduction="none")
         w = spec.alpha * labelled.to(out.dtype)
-        return torch.mean(w * label + (1.0 - w) * spec.teacher_scale * teacher_rows(out, t))
+        return torch.mean(w * label + (1.0 - w) * scale * teacher_term(out, t))
 
     def objective(out, y, t):
         if spec.masked:
             return masked(out, y, t)
-        loss = spec.alpha * label_rows(out, y, "mean")
-        if spec.alpha == 1.0:
-            return loss
-        return loss + (1.0 - spec.alpha) * spec.teacher_scale * torch.mean(teacher_rows(out, t))
+        if spec.task == "regression":
+            loss = spec.alpha * torch.mean((out[:, 0] - y) ** 2)
+        else:
+            loss = spec.alpha * F.cross_entropy(out, y)
+        return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * torch.mean(teacher_term(out, t))
     return objective
 
 
@@ -94,15 +116,27 @@ class TorchBackend(Backend):
     threads: int | None = None
 
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
+        self.determinism = "torch.manual_seed, torch.use_deterministic_algorithms(True)"
         if device == "gpu":
             if not torch.cuda.is_available():
-                raise RuntimeError("--device gpu: torch sees no CUDA GPU")
-            self.device = torch.device("cuda")
+                raise RuntimeError("--device gpu: torch sees no CUDA GPU (a CPU build of torch?)")
+            # cuBLAS is deterministic only with this workspace setting, read when it first runs;
+            # TF32 matmuls (Ampere and later) would round differently from the CPU and TensorFlow.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+            self.determinism += (f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
+                                 "(on GPU: torch's documented settings, not checked by this project's tests)")
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads  # also the deployment runtimes' (onnxruntime)
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
         skips = residual_skips(spec)

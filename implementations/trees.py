@@ -96,4 +96,5 @@ def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int
         if best < iterations:
             estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
     teacher = TreeTeacher(estimator, data.n_classes, threads)
-    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data))
+    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data),
+                              train_call_path=f"scikit-learn {cls.__name__}.fit, early stopping on the validation split")

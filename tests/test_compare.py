@@ -291,6 +291,40 @@ def test_a_failed_job_is_a_regression_with_its_reason(tmp_path) -> None:
     assert all(len(r.candidate) == 2 for r in rows_of(comparison, dataset_id=61, framework="tensorflow"))
 
 
+def test_a_metric_that_becomes_null_or_vanishes_is_a_regression(tmp_path, capsys) -> None:
+    """Ok records whose numbers are gone (NaN written as null, a metric no longer computed) are not
+    dropped from the comparison: each (cell, metric) a number in the baseline is a regression."""
+    candidate = make_records("candidate")
+    edit(candidate, 61, "tensorflow", "student_kd", lambda r: r["metrics"].update(accuracy=None))  # every seed
+    edit(candidate, 531, "torch", "teacher", lambda r: r["metrics"].pop("mae"))  # vanished
+    for r in candidate:
+        if (r["dataset_id"], r["seed"], r["framework"], r["role"]) == (531, 2, "tensorflow", "student_scratch"):
+            r["metrics"]["rmse"] = None  # one seed of three: the other two must not hide it
+    base, cand = pair(tmp_path, candidate)
+    comparison = compare_runs(base, cand)
+    lost = {(r.dataset_id, r.framework, r.role, r.metric, r.lost) for r in comparison.rows if r.lost}
+    assert lost == {(61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)),
+                    (531, "torch", "teacher", "mae", (0, 1, 2)),
+                    (531, "tensorflow", "student_scratch", "rmse", (2,))}
+    assert all(r.verdict == REGRESSED and r.fails for r in comparison.rows if r.lost)
+    assert not comparison.jobs  # every record is there and ok: only the rows say what was lost
+    assert comparison.exit_code("quality") == 1 and comparison.exit_code("timing") == 0
+    text = format_comparison(comparison, "quality")
+    assert "3 failing rows" in text and "lost in seed 0, 1, 2" in text and "lost in seed 2" in text
+
+    # a timing number lost fails on timing, even when the machines differ (nothing to be noisy about)
+    timing = edit(make_records("timing"), 61, "torch", "teacher", lambda r: r.update(latency_p50_us=None))
+    manifest = make_manifest("timing", threads=64)
+    comparison = compare_runs(base, write_run(tmp_path / "timing", timing, manifest))
+    assert comparison.timing_advisory
+    assert [(r.metric, r.kind, r.lost) for r in comparison.rows if r.fails] == [("latency_p50_us", "timing", (0, 1, 2))]
+    assert comparison.exit_code("timing") == 1 and comparison.exit_code("quality") == 0
+
+    assert main(["compare", str(base), str(cand), "--fail-on", "quality"]) == 1
+    regressions = capsys.readouterr().out.split("REGRESSIONS")[1].split("EVERY ROW")[0]
+    assert regressions.count("lost in seed") == 3 and regressions.count("REGRESSED") == 3
+
+
 def test_new_jobs_are_reported_and_do_not_fail(tmp_path) -> None:
     candidate = make_records("candidate", seeds=(0, 1, 2, 3))
     comparison = compare_runs(*pair(tmp_path, candidate, candidate_manifest=make_manifest("candidate", seeds=(0, 1, 2, 3))))
@@ -396,14 +430,48 @@ def test_cli_exit_codes(tmp_path, capsys) -> None:
     for args in (["compare", str(tmp_path / "empty"), str(base)],
                  ["compare", str(base), str(same), "--floor", "accuracy"],
                  ["compare", str(base), str(same), "--floor", "speed=1"],
-                 ["compare", str(base), str(same), "--alpha", "2"],
                  ["compare", str(base), str(same), "--md", str(tmp_path / "no" / "such" / "x.md")]):
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("distillbench: error:") and len(err.strip().splitlines()) == 1, err
-    with pytest.raises(SystemExit) as exc:
-        main(["compare", str(base), str(same), "--fail-on", "sometimes"])
-    assert exc.value.code == 2
+    for args in (["--fail-on", "sometimes"], ["--alpha", "2"]):  # refused by the parser itself, in one line too
+        with pytest.raises(SystemExit) as exc:
+            main(["compare", str(base), str(same), *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("distillbench: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_compare_json_gives_every_verdict_for_machines(tmp_path, capsys) -> None:
+    """`compare --json FILE` (or `-` for stdout instead of the text): the result and exit status, and
+    every row and job with its verdict, as strict JSON that agrees with the exit status."""
+    base = write_run(tmp_path / "baseline", make_records("baseline"))
+    candidate = edit(make_records("worse"), 61, "tensorflow", "student_kd",
+                     lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2))
+    candidate = [r for r in candidate if (r["dataset_id"], r["seed"], r["framework"]) != (531, 1, "torch")]
+    worse = write_run(tmp_path / "worse", candidate)
+
+    assert main(["compare", str(base), str(worse), "--fail-on", "quality", "--json", "-"]) == 1
+    out = capsys.readouterr().out
+    verdicts = json.loads(out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    summary = (verdicts["schema"], verdicts["result"], verdicts["exit_code"], verdicts["fail_on"])
+    assert summary == (1, "fail", 1, "quality")
+    assert verdicts["baseline"]["path"] == str(base) and verdicts["candidate"]["run_id"] == "worse"
+    failing = [(r["dataset"], r["framework"], r["role"], r["metric"]) for r in verdicts["rows"] if r["fails"]]
+    assert ("iris", "tensorflow", "student_kd", "accuracy") in failing
+    assert all(r["verdict"] == "regressed" for r in verdicts["rows"] if r["fails"])
+    assert [(j["dataset_id"], j["seed"], j["framework"], j["status"], j["fails"]) for j in verdicts["jobs"]] == [
+        (531, 1, "torch", "missing", True)]
+    assert verdicts["failing"] == {"rows": len(failing), "jobs": 1}
+    assert sum(verdicts["counts"]["quality"].values()) == sum(r["kind"] == "quality" for r in verdicts["rows"])
+    assert verdicts["thresholds"]["k"] == 2.0 and verdicts["thresholds"]["floors"]["accuracy"] == "0.01"
+
+    # to a file, beside the text; --fail-on none: the same rows, nothing fails
+    assert main(["compare", str(base), str(worse), "--fail-on", "none", "--json", str(tmp_path / "v.json")]) == 0
+    assert "result: ok" in capsys.readouterr().out
+    written = json.loads((tmp_path / "v.json").read_text())
+    assert (written["result"], written["exit_code"]) == ("ok", 0) and not any(r["fails"] for r in written["rows"])
+    assert [r["verdict"] for r in written["rows"]] == [r["verdict"] for r in verdicts["rows"]]
 
 
 def test_runs_of_an_older_schema_are_read_and_a_newer_one_is_refused(tmp_path, capsys) -> None:

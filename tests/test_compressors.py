@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.special import softmax as scipy_softmax
 
-from distillbench.implementations.compressors import fit_compressor
-from distillbench.implementations.spec import DistillSpec
+from distillbench.implementations.compressors import COMPRESSORS, compressor_fields, fit_compressor
+from distillbench.implementations.registry import ConfigError, ConfigField, Registry, merge_fields
+from distillbench.implementations.spec import DistillSpec, spec_from_dict
 
 N_ROWS = 200
 
@@ -182,3 +185,71 @@ def test_regression_quantize_of_constant_outputs_is_that_constant():
     t = np.full(10, 0.25)
     out = regression("quantize", t, t, bits=3).apply(np.array([0.25, -1.0, 2.0]))
     np.testing.assert_allclose(out, 0.25)
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+# A fitted compressor's record (the distilled student's "compressor"), as records have always had it.
+RECORDED = ["task", "kind", "temperature", "k", "bits", "scale", "offset", "low", "high"]
+REGISTERED = [(task, name) for task, registry in COMPRESSORS.items() for name in registry]
+
+
+def test_the_registered_compressors():
+    assert REGISTERED == [("classification", "temperature"), ("classification", "topk"), ("classification", "quantize"),
+                          ("regression", "identity"), ("regression", "affine"), ("regression", "quantize")]
+
+
+@pytest.mark.parametrize(("task", "name"), REGISTERED)
+def test_every_registered_compressor_is_a_config_choice_giving_float32_targets(task, name):
+    """What every compressor promises, whatever it computes: the config takes its name, it fits to
+    its kind, its targets are finite float32 of the outputs' shape (classification: probabilities,
+    rows summing to 1), and its record starts with the fields records have always had."""
+    spec = spec_from_dict({"distill": {f"{task}_compressor": name}}).distill
+    rng = np.random.default_rng(6)
+    if task == "classification":
+        t, y = logits(4), rng.integers(0, 4, size=N_ROWS)
+    else:
+        t = rng.normal(size=N_ROWS)
+        y = 0.5 * t + 0.1 * rng.normal(size=N_ROWS)
+    compressor = fit_compressor(task, spec, t, y)
+    assert (compressor.task, compressor.kind) == (task, name)
+    out = compressor.apply(t)
+    assert out.dtype == np.float32 and out.shape == t.shape and np.all(np.isfinite(out))
+    if task == "classification":
+        assert np.all(out >= 0)
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    assert list(dataclasses.asdict(compressor))[: len(RECORDED)] == RECORDED
+
+
+def test_an_unknown_compressor_is_refused_listing_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"^distill.regression_compressor: unknown compressor 'topk' "
+                                          r"\(known: identity, affine, quantize\)$"):
+        spec_from_dict({"distill": {"regression_compressor": "topk"}})
+
+
+def test_the_fields_compressors_declare_are_distill_fields_checked_by_their_rule():
+    fields = compressor_fields()
+    assert list(fields) == ["topk", "bits"]  # after the [distill] fields of spec.py, in this order
+    assert [f.name for f in dataclasses.fields(DistillSpec)][-2:] == ["topk", "bits"]
+    assert all(getattr(DistillSpec(), name) == declared.default for name, declared in fields.items())
+    quantize = [COMPRESSORS[task]["quantize"].FIELDS["bits"] for task in ("classification", "regression")]
+    assert quantize[0] is quantize[1]  # one field shared by the two quantize compressors
+    with pytest.raises(ConfigError, match=r"^distill.topk: must be an integer >= 1, got 0$"):
+        spec_from_dict({"distill": {"topk": 0}})
+    with pytest.raises(ConfigError, match=r"^distill.bits: must be of type int, got 2.5$"):  # its type: the default's
+        spec_from_dict({"distill": {"bits": 2.5}})
+    sweep = spec_from_dict({"sweep": {"distill.bits": [2, 8]}})
+    assert [v.spec.distill.bits for v in sweep.variants()] == [2, 8]
+    with pytest.raises(ConfigError, match=r'^sweep."distill.bits"\[1\]: must be an integer in \[1, 16\], got 17$'):
+        spec_from_dict({"sweep": {"distill.bits": [2, 17]}})
+
+
+def test_a_registry_refuses_a_name_twice_and_a_field_declared_two_ways():
+    registry: Registry[int] = Registry("thing")
+    registry.add("a", 1)
+    with pytest.raises(ValueError, match="thing 'a' is registered twice"):
+        registry.add("a", 2)
+    one = ConfigField(1, lambda v: v > 0, "positive")
+    assert merge_fields({"x": {"n": one}, "y": {"n": one}}) == {"n": one}
+    with pytest.raises(ValueError, match="field 'n' is declared differently"):
+        merge_fields({"x": {"n": one}, "y": {"n": ConfigField(2, lambda v: v > 0, "positive")}})

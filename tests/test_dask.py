@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.roles import ROLES
 
@@ -78,20 +79,30 @@ def test_a_local_cluster_started_for_the_run_gives_the_local_quality(local_run, 
     assert {r["threads"] for r in run.records} == {1}
     for r in run.records:  # every record says where it ran
         assert r["host"] and r["machine"] == local_run.records[0]["machine"]
+    # The Dask workers of one machine keep the quiet-while-timing rule among themselves.
+    assert run.manifest["sharing"]["timing_overlaps"] == 0 and run.manifest["sharing"]["hosts_logged"]
     assert "dask" not in json.dumps(local_run.manifest["executor"]) and local_run.manifest["concurrency"] == 1
 
 
 def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) -> None:
-    out = tmp_path / "run"  # torch only, to keep the file short: the two datasets' jobs at once
-    assert_ok(distillbench_run(data, "--suite", "smoke", "--frameworks", "torch", "--out", str(out), "--workers", "2",
-                               "--threads", "2", cwd=tmp_path))
-    run = SimpleNamespace(records=read_records(out), manifest=json.loads((out / "manifest.json").read_text()))
-    assert sorted(keys(run.records)) == [k for k in EXPECTED if k[2] == "torch"]
-    assert all(r["status"] == "ok" for r in run.records) and run.manifest["status"] == "complete"
-    assert quality(run.records).items() <= quality(local_run.records).items()
+    run = smoke(data, tmp_path, "--workers", "2", "--threads", "2")  # 4 jobs, 2 at a time
+    assert_each_job_once_and_ok(run)
+    assert quality(run.records) == quality(local_run.records)  # trained side by side: bit for bit the serial numbers
     assert run.manifest["concurrency"] == 2 and run.manifest["threads"] == 1
     assert run.manifest["executor"] == {"name": "local", "concurrency": 2}
     assert "2 jobs at once" in run.manifest["worker"] and run.manifest["worker_env"]["OMP_NUM_THREADS"] == "1"
+    # Quiet while timing, from the run's own log: every model was timed (latency and throughput)
+    # while no other job of the run did anything, and the jobs did run side by side.
+    intervals = read_intervals(run.out / QUIET)
+    timings = [i for i in intervals if i["kind"] == "timing"]
+    assert len(timings) == len(run.records) and len({i["pid"] for i in timings}) > 1
+    assert overlaps(intervals) == []
+    jobs = sorted({(r["started"], r["finished"]) for r in run.records})
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(jobs, jobs[1:]))  # some jobs overlapped
+    sharing = run.manifest["sharing"]
+    assert sharing["jobs_at_once"] == 2 and sharing["threads_per_job"] == 1 and sharing["timing_overlaps"] == 0
+    assert sharing["timed_seconds"] == pytest.approx(sum(i["end"] - i["start"] for i in timings))
+    assert all(r["held_seconds"] >= 0 for r in run.records)
     # Two runs whose jobs were timed under different concurrency: their timings are not comparable.
     from distillbench.benchmarks.tracking.run_differences import machine_differences
 

@@ -108,11 +108,12 @@ def data(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
-    """One complete run of the smoke suite in both frameworks, one seed, one worker per framework
-    (reused): shared by the schema tests."""
+    """One complete run of the smoke suite in both frameworks, one seed, one job at a time, one
+    worker per framework (reused: each ran iris, then boston): shared by the schema tests."""
     cwd = tmp_path_factory.mktemp("smoke")
     out = cwd / "run"
-    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--out", str(out), cwd=cwd)
+    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--workers", "1",
+                              "--out", str(out), cwd=cwd)
     assert_ok(result)
     return SimpleNamespace(out=out, result=result, records=read_records(out),
                            manifest=json.loads((out / "manifest.json").read_text()))
@@ -249,6 +250,10 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     assert all(m["started"] <= r["started"] <= r["finished"] <= m["finished"] for r in records)
     assert m["command"][1:3] == ["run", "--openml-source"] and "--suite" in m["command"] and "smoke" in m["command"]
     assert 0 <= m["harness_overhead"] <= 1 and 0 < m["measured_seconds"] <= m["wall_seconds"]
+    # How the machine was shared: one job at a time, every model timed alone (3 per job).
+    sharing = m["sharing"]
+    assert (sharing["jobs_at_once"], sharing["threads_per_job"], sharing["timing_overlaps"]) == (1, os.cpu_count(), 0)
+    assert sharing["held_seconds"] == 0 and sharing["timed_seconds"] > 0
 
 
 # ---- retention and distillation gain: both metric directions
@@ -478,6 +483,27 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
 
 
 @pytest.mark.slow
+def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
+    """Without --strict a run with failed jobs exits 0 (they are results: see above); with it, 1, the
+    reason in one last line; a run whose jobs all finished exits 0 either way."""
+    suite = write_suite(tmp_path / "half.toml", '61, { id = 531, target = "no_such_column" }')
+    strict = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
+                              "--strict", cwd=tmp_path)
+    assert strict.returncode == 1, strict.stderr[-3000:]
+    assert "Traceback" not in strict.stderr
+    assert strict.stderr.strip().splitlines()[-1] == (f"distillbench: --strict: 3 of 6 records failed (the reasons: "
+                                                       f"distillbench report {tmp_path / 'run'})")
+    assert len(read_records(tmp_path / "run")) == 6  # the run itself is complete
+    # the same folder resumed: every job that can finish is done, the failed ones are still failed
+    again = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
+                             "--resume", "--strict", "-q", cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("distillbench: --strict: 3 of 6")
+    clean = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--out", str(tmp_path / "ok"),
+                             "--strict", cwd=tmp_path)
+    assert_ok(clean)
+
+
+@pytest.mark.slow
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
     iris = [r for r in failing_run.records if r["dataset_id"] == 61]
     assert [r["role"] for r in iris] == list(ROLES)
@@ -508,13 +534,13 @@ def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -
 BAD_INPUT = {
     "unknown suite": (["--suite", "no_such_suite"], "unknown suite 'no_such_suite'"),
     "unknown framework": (["--datasets", "61", "--frameworks", "torch,jax"], "unknown framework 'jax'"),
-    "zero seeds": (["--datasets", "61", "--seeds", "0"], "--seeds 0"),
-    "negative seeds": (["--datasets", "61", "--seeds", "-2"], "--seeds -2"),
+    "zero seeds": (["--datasets", "61", "--seeds", "0"], "argument --seeds: expected a number of seeds from 1 to 1000"),
+    "negative seeds": (["--datasets", "61", "--seeds", "-2"], "not '-2'"),
     "out under a file": (["--datasets", "61", "--out", "{tmp}/a-file/run"], "cannot be created"),
     "config does not parse": (["--datasets", "61", "--config", "{tmp}/broken.toml"], "not valid TOML"),
     "config names an unknown field": (["--datasets", "61", "--config", "{tmp}/unknown.toml"], "training.epochz: unknown field"),
     "not a dataset ID": (["--datasets", "61,abc"], "--datasets"),
-    "dataset ID 0": (["--datasets", "0"], "0 is not an OpenML dataset ID"),
+    "dataset ID 0": (["--datasets", "0"], "expected an OpenML dataset ID (a whole number of at least 1), not '0'"),
     "dataset listed twice": (["--suite", "{tmp}/twice.toml"], "dataset 61 listed more than once"),
 }
 
@@ -545,7 +571,7 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_results) -> None:
     result, tmp = bad_input_results[case]
-    assert result.returncode != 0, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if "error" in line]
@@ -565,7 +591,7 @@ def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke
     result = distillbench_run(data, "--datasets", "531", "--frameworks", "torch,tensorflow", "--fresh-process",
                               "--out", str(out), cwd=tmp_path)
     assert_ok(result)
-    assert json.loads((out / "manifest.json").read_text())["worker"] == "fresh process per job"
+    assert json.loads((out / "manifest.json").read_text())["worker"].startswith("fresh process per job")
     fresh = by_key(read_records(out))
     reused = {k: r for k, r in by_key(smoke_run.records).items() if k[0] == 531}
     assert fresh.keys() == reused.keys() and len(fresh) == 6

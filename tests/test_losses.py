@@ -6,6 +6,8 @@ classification: alpha * CE(y, s) + (1 - alpha) * [T^2] * KL(q || softmax(s / T))
 regression:     alpha * MSE(y, s) + (1 - alpha) * MSE(t, s)
 with rows without a label (a transfer set): the mean over rows of w * label + (1 - w) * teacher
 term, w = alpha on a labelled row and 0 on the others.
+
+and, for every registered objective (implementations/objectives.py), against its numpy definition.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 from distillbench.implementations import tf_backend, torch_backend
 from distillbench.implementations.compressors import fit_compressor
+from distillbench.implementations.objectives import OBJECTIVES, reference_loss
 from distillbench.implementations.pipeline import LossSpec, distill_loss, no_labels
 from distillbench.implementations.spec import DistillSpec
 
@@ -143,7 +146,7 @@ def test_logit_matching_loss_matches_numpy(framework, n_classes, alpha):
     s = out.astype(np.float64)
     expected = alpha * -np.mean(np_log_softmax(s)[np.arange(len(y)), y]) + (1 - alpha) * np.mean((s - z) ** 2)
     spec = LossSpec("classification", alpha=alpha, temperature=4.0, objective="logit_matching")  # T: unused
-    assert spec.teacher_scale == 1.0
+    assert OBJECTIVES["logit_matching"].scale(spec) == 1.0
     assert framework_loss(framework, spec, out, y, None if alpha == 1.0 else z) == pytest.approx(expected, rel=1e-5)
 
 
@@ -204,3 +207,43 @@ def test_rows_without_a_label_give_finite_gradients(framework, task):
             value = tf_backend.loss_fn(spec)(o, tf.constant(y), tf.constant(t))
         grad = tape.gradient(value, o).numpy()
     assert np.isfinite(grad).all() and np.abs(grad[~mask]).sum() > 0
+
+
+# --- the registry of objectives ------------------------------------------------------------------
+
+def test_each_framework_implements_every_registered_objective():
+    assert list(OBJECTIVES) == ["soft_targets", "logit_matching", "hard_labels"]
+    assert set(torch_backend.TEACHER_TERMS) == set(tf_backend.TEACHER_TERMS) == set(OBJECTIVES)
+
+
+CASES = [(name, task) for name, objective in OBJECTIVES.items() for task in objective.tasks]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("objective", "task"), CASES)
+@pytest.mark.parametrize("n_classes", [2, 5], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("t_squared", [True, False], ids=["t2", "no_t2"])
+@pytest.mark.parametrize("masked", [False, True], ids=["labelled", "transfer_rows"])
+def test_each_framework_computes_each_objective_as_its_numpy_definition(framework, objective, task, n_classes, alpha,
+                                                                         t_squared, masked):
+    spec = LossSpec(task, alpha=alpha, temperature=2.5, t_squared=t_squared, objective=objective, masked=masked)
+    if task == "classification":
+        out, y, t = classification_batch(n_classes, "with_zeros", seed=1)
+    else:
+        rng = np.random.default_rng(7)
+        out, y = rng.normal(size=(N_ROWS, 1)).astype(np.float32), rng.normal(size=N_ROWS).astype(np.float32)
+        t = (y + 0.5 * rng.normal(size=N_ROWS)).astype(np.float32)
+    if masked:  # every third row is a transfer row: no label
+        y = np.where(np.arange(N_ROWS) % 3 == 0, no_labels(task, N_ROWS), y)
+    got = framework_loss(framework, spec, out, y, None if alpha == 1.0 and not masked else t)
+    assert got == pytest.approx(reference_loss(spec, out, y, t), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+@pytest.mark.parametrize("t_squared", [True, False])
+def test_the_soft_targets_definition_is_the_design_formula(n_classes, t_squared):
+    out, y, q = classification_batch(n_classes, "with_zeros")
+    spec = LossSpec("classification", alpha=0.3, temperature=4.0, t_squared=t_squared)
+    expected = reference_classification(out, y, q, 0.3, 4.0, t_squared)
+    assert reference_loss(spec, out, y, q) == pytest.approx(expected, rel=1e-12)

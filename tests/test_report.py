@@ -23,7 +23,9 @@ import pytest
 from matplotlib import image
 from scipy import stats as sp
 
-from distillbench.benchmarks.reporting.report import write_report
+from distillbench.benchmarks.reporting.blocks import Table
+from distillbench.benchmarks.reporting.report import SECTIONS, build, report_data, section, write_report
+from distillbench.benchmarks.store.run_folder import read_run
 
 RUN_SMALL = Path(__file__).parent / "data" / "run_small"
 XSS = "<script>alert(1)</script>"
@@ -197,7 +199,7 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
     md = (report / "report.md").read_text()
     assert XSS not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
-    assert r"veh\|icle $x$" in md
+    assert r"veh\|icle \$x\$" in md
     lines = md.splitlines()
     for header, rule in zip(lines, lines[1:]):  # every table row has as many cells as its header
         if rule.startswith("|---"):
@@ -230,6 +232,34 @@ def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> Non
     assert "No critical-difference diagram: it needs at least 5 datasets with all results; this run has 2." in md
     assert not stale.exists() and not (out / "figures" / "framework_time.png").exists()
     assert (out / "figures" / "quality.png").exists() and (out / "report.html").exists()
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def test_the_sections_in_the_reports_order_with_the_files_they_declare(report: Path) -> None:
+    assert list(SECTIONS) == ["run_info", "datasets", "results", "frameworks_compared", "across_datasets", "latency",
+                              "deployment", "sweep", "payoff", "failed_jobs"]
+    tables = [name for s in SECTIONS.values() for name in s.tables]
+    figures = [name for s in SECTIONS.values() for name in s.figures]
+    assert len(set(tables)) == len(tables) and len(set(figures)) == len(figures)  # each file made by one section
+    # run_small (no sweep, no deployment formats): every file is declared, the absent ones are those sections'.
+    assert {p.stem for p in (report / "tables").iterdir()} == set(TABLES) <= set(tables)
+    assert {p.stem for p in (report / "figures").iterdir()} == set(FIGURES) <= set(figures)
+    assert set(tables) - set(TABLES) == {*SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
+    data = report_data(read_run(RUN_SMALL))
+    assert SECTIONS["sweep"].build(data) == []  # a section that does not apply adds nothing
+
+
+def test_a_section_may_make_only_the_files_it_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("distillbench.benchmarks.reporting.report.SECTIONS", dict(SECTIONS))
+
+    @section(tables=("extra",))
+    def extra(data) -> list:
+        return [("h2", "Extra"), Table("extra", ["n"], [[len(data.entries)]]), Table("stray", ["n"], [[0]])]
+
+    with pytest.raises(ValueError, match=r"report section 'extra' makes \['stray'\], which it does not declare"):
+        build(read_run(RUN_SMALL))
 
 
 def test_a_missing_run_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from matplotlib import image
 
 from distillbench.benchmarks.reporting.figures import pareto_front
-from distillbench.benchmarks.reporting.report import SWEEP_FIGURE_NAMES, write_report
+from distillbench.benchmarks.reporting.report import SECTIONS, write_report
 from distillbench.benchmarks.store.run_folder import latest_records, read_records
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import format_comparison
@@ -312,7 +312,7 @@ def test_a_sweep_of_the_training_rows_writes_the_log_log_figure_and_finite_slope
     # the teacher is trained once per fraction (3 per dataset), the students once per configuration
     teachers = [r for r in scaling.records if r["role"] == "teacher" and not r.get("reused")]
     assert len(teachers) == 2 * 3
-    for name in SWEEP_FIGURE_NAMES:
+    for name in SECTIONS["sweep"].figures:
         assert (scaling.report / "figures" / f"{name}.svg").is_file()
 
 

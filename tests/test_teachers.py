@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import background_command, finished
 
+from distillbench.benchmarks.reporting.sections import run_table
 from distillbench.errors import UserError
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
@@ -36,6 +37,7 @@ from distillbench.implementations.spec import (
     residual_skips,
     spec_from_dict,
 )
+from distillbench.implementations.teachers import TEACHER_KINDS, teacher_fields
 
 FRAMEWORKS = ("torch", "tensorflow")
 KINDS = ("regression", "binary", "multiclass")
@@ -97,6 +99,50 @@ def test_invalid_teacher_fields_are_refused_naming_the_field(teacher, field, say
     message = str(info.value)
     assert message.startswith(f"{field}:") and says in message, message
     assert isinstance(info.value, UserError)
+
+
+# --- the registry of kinds -----------------------------------------------------------------------
+
+def test_the_registered_kinds_and_the_teacher_fields_they_declare():
+    assert list(TEACHER_KINDS) == ["mlp", "residual_mlp", "ensemble", "hist_gradient_boosting"]
+    # [teacher]: the MLP's fields, kind, then the kinds' own, as configs have always had them.
+    assert [f.name for f in dataclasses.fields(TeacherSpec)] == [
+        "widths", "activation", "dropout", "kind", "members", "max_iter", "learning_rate", "max_leaf_nodes"]
+    assert list(teacher_fields()) == ["members", "max_iter", "learning_rate", "max_leaf_nodes"]
+    assert all(getattr(TeacherSpec(), name) == field.default for name, field in teacher_fields().items())
+
+
+# A value other than the default for each field a kind declares.
+OTHER_VALUE = {"members": 3, "max_iter": 50, "learning_rate": 0.05, "max_leaf_nodes": 8}
+OWNED = [(owner, name) for owner, kind in TEACHER_KINDS.items() for name in kind.FIELDS]
+
+
+@pytest.mark.parametrize(("owner", "name"), OWNED)
+def test_a_field_of_one_kind_is_refused_with_every_other_kind(owner, name):
+    base = {"widths": [8, 8]}  # a residual_mlp needs a skip
+    assert getattr(spec_from_dict({"teacher": {**base, "kind": owner, name: OTHER_VALUE[name]}}).teacher, name) \
+        == OTHER_VALUE[name]
+    for other in set(TEACHER_KINDS) - {owner}:
+        with pytest.raises(ConfigError, match=rf"^teacher.{name}: used only by kind = '{owner}', not '{other}'$"):
+            spec_from_dict({"teacher": {**base, "kind": other, name: OTHER_VALUE[name]}})
+
+
+def test_each_kind_describes_its_teacher_in_the_reports_run_table():
+    """The run table's config line, by kind (the words reports have always used); an older config
+    without a kind is an MLP."""
+    def config_line(teacher: dict) -> str:
+        rows = run_table({"config": {"name": "x", "teacher": teacher}}).rows
+        return next(value for key, value in rows if key == "config").split(";")[0]
+
+    mlp = {"widths": [64, 64], "activation": "relu", "dropout": 0.1}
+    assert config_line(mlp) == "x: teacher [64, 64] relu dropout 0.1"
+    assert config_line({**mlp, "kind": "mlp"}) == "x: teacher [64, 64] relu dropout 0.1"
+    assert config_line({**mlp, "kind": "residual_mlp"}) == "x: teacher residual MLP [64, 64] relu dropout 0.1"
+    ensemble = {**mlp, "kind": "ensemble", "members": 3}
+    assert config_line(ensemble) == "x: teacher ensemble of 3 MLPs [64, 64] relu dropout 0.1"
+    trees = {**mlp, "kind": "hist_gradient_boosting", "max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 31}
+    assert config_line(trees) == ("x: teacher gradient-boosted trees (scikit-learn, max_iter 20, learning_rate 0.1, "
+                                  "max_leaf_nodes 31)")
 
 
 def test_the_default_teacher_is_the_mlp_it_was():

@@ -94,6 +94,30 @@ def test_trainer_run_gives_the_weights_of_its_steps_one_by_one(framework):
     assert not same_weights(by_run, train(by_step=False, schedule=False))  # the schedule took effect
 
 
+def gpu_present(framework: str) -> bool:
+    if framework == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_device_gpu_without_a_gpu_is_refused_and_cpu_still_works(framework):
+    # No GPU on the machines this suite runs on: `--device gpu` must say so, not fall back to the CPU.
+    backend = get_backend(framework)
+    if gpu_present(framework):
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match=r"--device gpu: \w+ sees no"):
+        backend.configure(0, device="gpu")
+    backend.configure(0)
+    assert backend.determinism and "GPU" not in backend.determinism
+    model = backend.build(MLPSpec(widths=[4]), initial_weights(MLPSpec(widths=[4]), 3, 1, 0, "teacher"))
+    assert backend.predict(model, np.ones((2, 3), np.float32)).shape == (2, 1)
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 E2E_SPEC = PipelineSpec(

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from distillbench.implementations import transfer
-from distillbench.implementations.compressors import Compressor
+from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.parity import synthetic_problem
 from distillbench.implementations.pipeline import Data, Pipeline, initial_weights
-from distillbench.implementations.spec import GENERATORS, MLPSpec, TransferSpec, spec_from_dict
+from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, TransferSpec, spec_from_dict
 
 GROUPS = [[2, 3, 4], [5, 6]]  # two categorical columns, one-hot, after two numeric ones
 
@@ -173,7 +173,7 @@ def test_unlabeled_keeps_labels_on_a_fraction_and_gives_the_rest_to_the_distille
     pipeline, teacher = pipeline_for({"kind": "unlabeled", "labelled_fraction": 0.25})
     _, _, x, _ = synthetic_problem("multiclass", 300, 7, 0)
     assert len(pipeline.data.x_train) == 50  # the teacher and both students train on these
-    compressor = Compressor("classification", "temperature", temperature=2.0)
+    compressor = fit_compressor("classification", DistillSpec(temperature=2.0), None, None)
     extra = pipeline.transfer_set(teacher, compressor)
     assert extra.kind == "unlabeled" and extra.x.shape == (150, 7) and extra.targets.shape == (150, 4)
     together = np.concatenate([pipeline.data.x_train, extra.x])
@@ -185,8 +185,10 @@ def test_unlabeled_keeps_labels_on_a_fraction_and_gives_the_rest_to_the_distille
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
 def test_generated_rows_are_labelled_through_the_compressor(task):
     pipeline, teacher = pipeline_for({"kind": "mixup", "size": 2.0}, task)
-    compressor = (Compressor("classification", "argmax") if task == "multiclass"
-                  else Compressor("regression", "affine", scale=2.0, offset=1.0))
+    if task == "multiclass":  # the hard labels' own targets
+        compressor = fit_compressor("classification", DistillSpec(objective="hard_labels"), None, None)
+    else:  # an affine map fitted to 2 t + 1
+        compressor = fit_compressor("regression", DistillSpec(), np.arange(4.0), 2 * np.arange(4.0) + 1)
     extra = pipeline.transfer_set(teacher, compressor)
     assert extra.x.shape == (400, 7)
     assert np.array_equal(extra.x, transfer.generate(pipeline.spec.transfer, pipeline.data.x_train, [], 0))
@@ -196,7 +198,7 @@ def test_generated_rows_are_labelled_through_the_compressor(task):
 @pytest.mark.parametrize("fields", [{}, {"kind": "munge", "size": 0}])
 def test_no_transfer_set_gives_no_rows(fields):
     pipeline, teacher = pipeline_for(fields)
-    extra = pipeline.transfer_set(teacher, Compressor("classification", "temperature"))
+    extra = pipeline.transfer_set(teacher, fit_compressor("classification", DistillSpec(), None, None))
     assert extra.x.shape == (0, 7) and extra.targets.shape == (0, 4) and len(pipeline.data.x_train) == 200
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
+from distillbench import validate
 from distillbench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 REPORT_DESCRIPTION = """\
 Write the report of a run folder into OUT (default: reports/<run_id>/):
@@ -18,13 +21,20 @@ seeds), retention, KD gain, parameters, latency, speed-up; framework vs framewor
 median retention, win/tie/loss with a Wilcoxon signed-rank test, mean ranks (Friedman, Nemenyi
 critical-difference diagram from 5 datasets); failed jobs with their reasons.
 """
+REPORT_EXAMPLES = """\
+examples:
+  distillbench report  # the newest run under results/, into reports/<run_id>/
+  distillbench report results/mine --out /tmp/mine-report  # a given run, into a given folder
+"""
 
 
 def register(subparsers) -> None:
-    report = subparsers.add_parser("report", help="write the report of a run (Markdown, HTML, figures, tables)",
+    report = subparsers.add_parser("report", epilog=REPORT_EXAMPLES,
+                                   help="write the report of a run (Markdown, HTML, figures, tables)",
                                    description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
-    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<run_id>)")
+    report.add_argument("--out", type=validate.output_folder, metavar="DIR",
+                        help="report folder (default: reports/<run_id>, the run id a plain folder name)")
     report.set_defaults(func=_report)
 
 
@@ -37,5 +47,5 @@ def _report(args) -> int:
     from distillbench.benchmarks.reporting.report import write_report  # scipy and matplotlib: only once there is work
 
     out = write_report(run_dir, Path(args.out) if args.out else None)
-    print(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)", file=sys.stderr)
+    log.info(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)")
     return 0

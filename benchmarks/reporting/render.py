@@ -1,6 +1,6 @@
-"""A report's blocks as files: Markdown (GitHub-flavoured), one self-contained HTML page, and each
-table as CSV and LaTeX. Every string is escaped for the format it lands in: dataset names, notes and
-error messages are user-uploaded text."""
+"""A report's blocks as files: Markdown (GitHub-flavoured, written with ``distillbench.markdown``), one
+self-contained HTML page, and each table as CSV and LaTeX. Every string is escaped for the format it
+lands in: dataset names, notes and error messages are user-uploaded text."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ notes and error messages are user-uploaded text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from distillbench.benchmarks.reporting import figures
@@ -20,39 +22,85 @@ from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_ht
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
 from distillbench.benchmarks.store.record import is_ok
-from distillbench.benchmarks.store.run_folder import Run, read_run
+from distillbench.benchmarks.store.run_folder import MANIFEST, Run, read_run
 from distillbench.files import write_atomic
 from distillbench.implementations.roles import ROLES, STUDENTS
+from distillbench.validate import folder_name
 
 MIN_CD_DATASETS = 5
-FIGURE_NAMES = ("quality", "retention_speedup", "framework_time", "latency", "critical_difference", "deployment",
-                "payoff_transfer_size")
-TABLE_NAMES = ("run", "datasets", "results", "frameworks", "across_datasets", "ranks", "failed",
-               "deployment", "deployment_summary", "deployment_failed", "payoff", "payoff_ranks")
-# Only in the report of a sweep (its Sweep section).
-SWEEP_FIGURE_NAMES = ("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scaling")
-SWEEP_TABLE_NAMES = ("sweep", "sweep_scaling")
 
 
-def build(run: Run) -> tuple[str, list]:
-    """The report's title and blocks: ("h2", text), ("p", text), Table, Figure."""
+@dataclass
+class ReportData:
+    """What the sections read, computed once from the run. A sweep: the sections before "Sweep" show
+    its first configuration (``records``), the Sweep section all of them (``all_records``)."""
+
+    manifest: dict
+    all_records: list[dict]
+    variants: list[dict]
+    records: list[dict]
+    entries: list[dict]  # aggregate.summarize: per dataset and framework
+    frameworks: list[str]  # those with results, in the run's order
+    labels: dict[int, str]
+    mixed: bool  # the records ran on more than one kind of machine (then timings are not compared)
+    machines: str | None  # what the run table says about the machines, if anything
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    build: Callable[[ReportData], list]  # the section's blocks; none where it does not apply
+    tables: tuple[str, ...]  # the names of the tables and figures it may make, and no others
+    figures: tuple[str, ...]
+
+
+SECTIONS: dict[str, Section] = {}  # in the report's order
+
+
+def section(*, tables: tuple[str, ...] = (), figures: tuple[str, ...] = ()):
+    """Function decorator: the next section of the report (sections are defined below in the
+    report's order), making at most these tables and figures (files under tables/ and figures/)."""
+
+    def register(build: Callable[[ReportData], list]) -> Callable[[ReportData], list]:
+        if build.__name__ in SECTIONS:
+            raise ValueError(f"report section {build.__name__!r} is registered twice")
+        SECTIONS[build.__name__] = Section(build.__name__, build, tables, figures)
+        return build
+
+    return register
+
+
+def report_data(run: Run) -> ReportData:
     manifest, all_records = run.manifest, run.records
     variants = sweep_variants(all_records, manifest)
-    # A sweep: the sections before "Sweep" show its first configuration, the Sweep section all of them.
     records = [r for r in all_records if r.get("variant") == variants[0]["label"]]
     entries = summarize(records, manifest)
     _, frameworks = run_order(records, manifest)
     frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
-    labels = dataset_labels(records, manifest)
     mixed, machines = machine_kinds(records, manifest)
-    blocks = [("h2", "Run"), run_table(manifest), *([("p", machines)] if machines else []),
-              ("h2", "Datasets"), datasets_table(manifest)]
-    if variants[0]["label"] is not None:
-        blocks.append(("p", f"This run is a sweep of {len(variants)} configurations per job. The sections up to "
-                            f"Sweep show its first configuration ({variants[0]['label']}); the Sweep section "
-                            "compares them all."))
+    return ReportData(manifest, all_records, variants, records, entries, frameworks,
+                      dataset_labels(records, manifest), mixed, machines)
 
-    blocks += [("h2", "Results per dataset and framework"), (
+
+@section(tables=("run",))
+def run_info(data: ReportData) -> list:
+    return [("h2", "Run"), run_table(data.manifest), *([("p", data.machines)] if data.machines else [])]
+
+
+@section(tables=("datasets",))
+def datasets(data: ReportData) -> list:
+    blocks: list = [("h2", "Datasets"), datasets_table(data.manifest)]
+    if data.variants[0]["label"] is not None:
+        blocks.append(("p", f"This run is a sweep of {len(data.variants)} configurations per job. The sections up to "
+                            f"Sweep show its first configuration ({data.variants[0]['label']}); the Sweep section "
+                            "compares them all."))
+    return blocks
+
+
+@section(tables=("results",), figures=("quality", "retention_speedup"))
+def results(data: ReportData) -> list:
+    entries, frameworks = data.entries, data.frameworks
+    blocks: list = [("h2", "Results per dataset and framework"), (
         "p", "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
              "units for regression), mean ± half-width of the 95% Student-t confidence interval over seeds ('-' "
              "with a single seed). Retention: student quality as % of the teacher's (100 = equal, above = "
@@ -76,10 +124,15 @@ def build(run: Run) -> tuple[str, list]:
                                    "one point per dataset and framework (95% CI over seeds)")]
     else:
         blocks.append(("p", "No job finished: there are no results (see Failed jobs)."))
+    return blocks
 
+
+@section(tables=("frameworks",), figures=("framework_time",))
+def frameworks_compared(data: ReportData) -> list:
+    entries, frameworks, mixed = data.entries, data.frameworks, data.mixed
     reference, others = (frameworks[0], frameworks[1:]) if frameworks else (None, [])
     pairs = [(other, reference) for other in others]
-    blocks += [("h2", " vs ".join(reversed(frameworks[:2])) if len(frameworks) > 1 else "Frameworks compared")]
+    blocks: list = [("h2", " vs ".join(reversed(frameworks[:2])) if len(frameworks) > 1 else "Frameworks compared")]
     if pairs:
         blocks += [("p", "Quality difference: mean over seeds of the paired difference (same seed = same split "
                          "and initial weights), with its 95% CI; 'agree' says whether the CI includes 0. Ratios "
@@ -93,8 +146,13 @@ def build(run: Run) -> tuple[str, list]:
                                                        "per dataset and role (mean over seeds), with the line y = x")])]
     else:
         blocks.append(("p", f"Needs results from two frameworks; this run has {', '.join(frameworks) or 'none'}."))
+    return blocks
 
-    blocks += [("h2", "Across datasets"), (
+
+@section(tables=("across_datasets", "ranks"), figures=("critical_difference",))
+def across_datasets(data: ReportData) -> list:
+    entries, frameworks = data.entries, data.frameworks
+    blocks: list = [("h2", "Across datasets"), (
         "p", "Per framework, over datasets: medians of the per-dataset means; win/tie/loss of the distilled vs the "
              "scratch student on the mean KD gain; two-sided Wilcoxon signed-rank test of the KD gains against 0 "
              "('-' when no dataset differs).")]
@@ -117,37 +175,74 @@ def build(run: Run) -> tuple[str, list]:
         else:
             blocks.append(("p", f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
                                 f"all results; this run has {n}."))
-        blocks += [("h2", "Latency"), ("p", machines) if mixed else
-                   make_figure("latency", figures.latency_figure, [r for r in records if is_ok(r)], frameworks,
-                           caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
-                                   "and p99 (crosses)")]
+    return blocks
 
-    blocks += deployment_blocks(records, manifest, frameworks, mixed)
 
-    if variants[0]["label"] is not None:
-        blocks += sweep_blocks(all_records, manifest, variants, frameworks or run_order(all_records, manifest)[1])
-    blocks += payoff_blocks(all_records, manifest, variants, frameworks or run_order(all_records, manifest)[1])
+@section(figures=("latency",))
+def latency(data: ReportData) -> list:
+    if not data.entries:
+        return []
+    return [("h2", "Latency"), ("p", data.machines) if data.mixed else
+            make_figure("latency", figures.latency_figure, [r for r in data.records if is_ok(r)], data.frameworks,
+                        caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
+                                "and p99 (crosses)")]
 
-    failed = failed_table(all_records, manifest, labels)
-    blocks += [("h2", "Failed jobs")]
-    blocks.append(failed if failed.rows else ("p", "None: every planned job finished ok."))
-    return f"distillbench report: {manifest['run_id']}", blocks
 
+@section(tables=("deployment", "deployment_summary", "deployment_failed"), figures=("deployment",))
+def deployment(data: ReportData) -> list:
+    return deployment_blocks(data.records, data.manifest, data.frameworks, data.mixed)
+
+
+@section(tables=("sweep", "sweep_scaling"), figures=("sweep_pareto_params", "sweep_pareto_bytes", "sweep_scaling"))
+def sweep(data: ReportData) -> list:
+    if data.variants[0]["label"] is None:
+        return []
+    frameworks = data.frameworks or run_order(data.all_records, data.manifest)[1]
+    return sweep_blocks(data.all_records, data.manifest, data.variants, frameworks)
+
+
+@section(tables=("payoff", "payoff_ranks"), figures=("payoff_transfer_size",))
+def payoff(data: ReportData) -> list:
+    frameworks = data.frameworks or run_order(data.all_records, data.manifest)[1]
+    return payoff_blocks(data.all_records, data.manifest, data.variants, frameworks)
+
+
+@section(tables=("failed",))
+def failed_jobs(data: ReportData) -> list:
+    failed = failed_table(data.all_records, data.manifest, data.labels)
+    return [("h2", "Failed jobs"), failed if failed.rows else ("p", "None: every planned job finished ok.")]
+
+
+def build(run: Run) -> tuple[str, list]:
+    """The report's title and blocks: ("h2", text), ("p", text), Table, Figure; section by section."""
+    data = report_data(run)
+    blocks: list = []
+    for s in SECTIONS.values():
+        made = s.build(data)
+        undeclared = {b.name for b in made if isinstance(b, Table | Figure)} - set(s.tables) - set(s.figures)
+        if undeclared:
+            raise ValueError(f"report section {s.name!r} makes {sorted(undeclared)}, which it does not declare")
+        blocks += made
+    return f"distillbench report: {run.manifest['run_id']}", blocks
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
     run = read_run(run_dir)
+    # The manifest is data from outside: its run_id names a folder only when it is a plain name.
+    if out is None:
+        out = Path("reports") / folder_name(run.manifest.get("run_id"), f"{Path(run_dir) / MANIFEST}: run_id")
+    out = Path(out)
     title, blocks = build(run)
-    out = Path(out) if out else Path("reports") / run.manifest["run_id"]
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    for name in FIGURE_NAMES + SWEEP_FIGURE_NAMES:  # a figure or table not made this time must not linger from an earlier report
-        for suffix in (".png", ".svg"):
-            (out / "figures" / (name + suffix)).unlink(missing_ok=True)
-    for name in TABLE_NAMES + SWEEP_TABLE_NAMES:
-        for suffix in (".csv", ".tex"):
-            (out / "tables" / (name + suffix)).unlink(missing_ok=True)
+    for s in SECTIONS.values():  # a figure or table not made this time must not linger from an earlier report
+        for name in s.figures:
+            for suffix in (".png", ".svg"):
+                (out / "figures" / (name + suffix)).unlink(missing_ok=True)
+        for name in s.tables:
+            for suffix in (".csv", ".tex"):
+                (out / "tables" / (name + suffix)).unlink(missing_ok=True)
     for block in blocks:
         if isinstance(block, Figure):
             write_atomic(out / "figures" / f"{block.name}.png", block.png)

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.implementations.teachers import TEACHER_KINDS
 from distillbench.text import utc_time
 
 
@@ -19,12 +20,7 @@ def _seconds(value: float | None) -> str:
 
 def _teacher_text(teacher: dict) -> str:
     """The teacher of a config in a few words, by its kind (a config from before kinds: an MLP)."""
-    kind = teacher.get("kind", "mlp")
-    if kind == "hist_gradient_boosting":
-        return (f"gradient-boosted trees (scikit-learn, max_iter {teacher.get('max_iter')}, learning_rate "
-                f"{teacher.get('learning_rate')}, max_leaf_nodes {teacher.get('max_leaf_nodes')})")
-    mlp = f"{teacher.get('widths')} {teacher.get('activation')} dropout {teacher.get('dropout')}"
-    return {"residual_mlp": f"residual MLP {mlp}", "ensemble": f"ensemble of {teacher.get('members')} MLPs {mlp}"}.get(kind, mlp)
+    return TEACHER_KINDS.get(teacher.get("kind", "mlp"), TEACHER_KINDS["mlp"]).describe(teacher)
 
 
 def run_table(manifest: dict) -> Table:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import os
 from pathlib import Path
 
-from distillbench.errors import UserError
+from distillbench import validate
+from distillbench.errors import EXIT_REGRESSION, UserError
+
+log = logging.getLogger(__name__)
 
 RUN_DESCRIPTION = """\
 Run the benchmark: for every (dataset, seed, framework) job, train the teacher, the distilled
@@ -18,10 +22,19 @@ holds the config, seeds, code commit, package versions and machine.
 A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
 recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
 
+Exit status: 0 the run finished (failed jobs recorded), 1 with --strict when any job or deployment
+format failed, 2 usage error, 3 internal error, 130/143 interrupted (Ctrl-C, SIGTERM).
+
 --fallback-suite builtin: when openml.org cannot be reached and neither the cache nor a source
 holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
 scikit-learn, no download), say so, and record it in the manifest ("fallback") and in every
 record ("dataset_source").
+"""
+RUN_EXAMPLES = """\
+examples:
+  distillbench run --suite smoke --seeds 1 --frameworks torch  # the smallest real run: 2 datasets, 1 framework
+  distillbench run --suite quick --seeds 3 --out results/mine  # what CI runs (tox -e bench)
+  distillbench run --suite quick --seeds 3 --out results/mine --resume  # continue it after a kill or Ctrl-C
 """
 
 
@@ -31,22 +44,33 @@ def register(subparsers) -> None:
     from distillbench.implementations.frameworks import FRAMEWORKS
     from distillbench.implementations.spec import presets
 
-    run = subparsers.add_parser("run", help="run the benchmark and write a results folder", description=RUN_DESCRIPTION,
+    run = subparsers.add_parser("run", epilog=RUN_EXAMPLES, help="run the benchmark and write a results folder",
+                                description=RUN_DESCRIPTION,
                                 parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
-    which.add_argument("--datasets", metavar="ID,ID,...", help="OpenML dataset IDs instead of a suite")
-    run.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated, of {', '.join(FRAMEWORKS)} (default: all)")
-    run.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds (splits and initialisations) 0..N-1 per dataset (default 3)")
+    which.add_argument("--datasets", type=validate.comma_list(validate.dataset_id, "dataset"), metavar="ID,ID,...",
+                       help="OpenML dataset IDs instead of a suite")
+    run.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
+                     help=f"comma-separated, each once, of {', '.join(FRAMEWORKS)} (default: all)")
+    run.add_argument("--seeds", type=validate.seed_count, default=3, metavar="N",
+                     help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} "
+                          "(default 3)")
     run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
-    run.add_argument("--out", metavar="DIR", help="run folder (default: results/<run_id>)")
+    run.add_argument("--out", type=validate.output_folder, metavar="DIR",
+                     help="run folder, its name the run id (default: results/<run_id>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping jobs recorded as ok")
-    run.add_argument("--threads", type=int, metavar="N", help="threads for each framework, the same for both (default: all cores)")
+    run.add_argument("--threads", type=validate.positive_int, metavar="N",
+                     help="threads for each framework, the same for both, at most the machine's cores except on a Dask "
+                          "--scheduler (default: all cores)")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
-    run.add_argument("--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is failed (default 3600)")
-    run.add_argument("--timing-budget", type=float, default=2.0, metavar="S",
+    run.add_argument("--job-timeout", type=validate.positive_float, default=3600.0, metavar="S",
+                     help="seconds before a job is failed (default 3600)")
+    run.add_argument("--timing-budget", type=validate.positive_float, default=2.0, metavar="S",
                      help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
                           "throughput gets half (default 2)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when any job or deployment format failed (default: exit 0, the failures recorded)")
     run.add_argument("--no-deploy", dest="deploy", action="store_false",
                      help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default")
     run.add_argument("--fallback-suite", metavar="NAME|FILE",
@@ -58,9 +82,10 @@ def register(subparsers) -> None:
                      help="local (default): jobs on this machine; dask: jobs on a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="dask: the scheduler's address (e.g. tcp://host:8786); default: a LocalCluster started for the run")
-    run.add_argument("--workers", type=int, metavar="N",
+    run.add_argument("--workers", type=validate.positive_int, metavar="N",
                      help="local: jobs at once, threads divided among them (default 1); dask: LocalCluster worker "
-                          "processes (default: cores), or with --scheduler the workers to wait for before starting")
+                          "processes (default: cores); both at most the machine's cores; or with --scheduler the "
+                          "workers to wait for before starting")
     run.set_defaults(func=_run)
 
 
@@ -71,38 +96,32 @@ def _run(args) -> int:
     from distillbench.benchmarks.store.record import is_ok
     from distillbench.benchmarks.store.run_folder import read_run
     from distillbench.datasets.suites import SuiteEntry, load_suite
-    from distillbench.implementations.frameworks import parse_frameworks
     from distillbench.implementations.spec import load_spec
 
-    if args.datasets:
-        try:
-            entries = [SuiteEntry(int(i), None, "") for i in args.datasets.split(",") if i.strip()]
-        except ValueError:
-            raise UserError(f"--datasets {args.datasets!r}: expected comma-separated OpenML IDs") from None
-        suite = None
+    if args.datasets is not None:
+        entries, suite = [SuiteEntry(i, None, "") for i in args.datasets], None
     else:
         suite = load_suite(args.suite or "quick")
         entries = suite.entries
-    if args.seeds <= 0:
-        raise UserError(f"--seeds {args.seeds}: must be at least 1")
-    if args.threads is not None and args.threads <= 0:
-        raise UserError(f"--threads {args.threads}: must be at least 1")
-    if args.timing_budget <= 0 or args.job_timeout <= 0:
-        raise UserError("--timing-budget and --job-timeout must be positive")
-    if args.workers is not None and args.workers <= 0:
-        raise UserError(f"--workers {args.workers}: must be at least 1")
+    cores = os.cpu_count() or 1
+    for option, value in (("--threads", args.threads), ("--workers", args.workers)):
+        # More threads than cores make every timing meaningless (training ran ~125x slower with 1000);
+        # a scheduler's workers are other machines, whose cores this one cannot see.
+        if value is not None and value > cores and not args.scheduler:
+            raise UserError(f"{option} {value}: more than this machine's {cores} cores")
     if args.scheduler and args.executor != "dask":
         raise UserError("--scheduler needs --executor dask")
     if args.resume and not args.out:
         raise UserError("--resume needs --out, the run folder to continue")
-    frameworks, spec = parse_frameworks(args.frameworks), load_spec(args.config)
+    frameworks, spec = args.frameworks, load_spec(args.config)
     source, fallback = args.openml_source, None
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
-        fallback = suite_fallback(entries, suite.name if suite else f"--datasets {args.datasets}", replacement,
+        asked = suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}"
+        fallback = suite_fallback(entries, asked, replacement,
                                   args.cache, args.openml_source)
         if fallback:
-            print(f"distillbench: {fallback['message']}", file=sys.stderr, flush=True)
+            log.warning(f"distillbench: {fallback['message']}")
             suite, entries, source = replacement, replacement.entries, fallback["source"]
     suite_name = suite.name if suite else None
     options = RunOptions(
@@ -124,4 +143,8 @@ def _run(args) -> int:
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
     if fallback:
         print(f"note: {fallback['message']}")
+    if args.strict and failed:
+        log.error(f"distillbench: --strict: {failed} of {len(records)} records failed "
+                  f"(the reasons: distillbench report {out})")
+        return EXIT_REGRESSION
     return 0

@@ -6,9 +6,10 @@ so ``--resume``, the single-writer lock and the no-half-lines guarantee do not d
 executor.
 
 - ``LocalExecutor`` (``--executor local``): this machine. A *slot* is one worker process per
-  framework (``Workers``, the ``worker.py`` protocol), reused across jobs. One slot (the default)
-  runs the jobs one at a time in the driver's thread; ``--workers N`` gives N slots fed by N
-  threads, N jobs at once, each with ``threads // N`` threads.
+  framework (``Workers``, the ``worker.py`` protocol), reused across jobs. ``--workers N`` gives N
+  slots fed by N threads, N jobs at once, each with ``threads // N`` threads (default: one job per
+  thread, ``default_workers``); one slot runs the jobs one at a time in the driver's thread.
+  Whatever the number, a model is timed with the other jobs held (``quiet.py``).
 - ``DaskExecutor`` (``--executor dask``): a Dask distributed cluster, at ``--scheduler ADDRESS`` or
   a ``LocalCluster`` started for the run (``--workers N`` processes, one thread each). A Dask task
   does not run the job itself: it hands it to the same ``Workers`` as the local executor, kept per
@@ -114,7 +115,7 @@ class Executor:
     """Runs jobs; ``run`` yields ``(job, records)`` once per job as each ends, in any order."""
 
     name = "?"
-    concurrency = 1  # jobs that may run at once: timings taken under concurrency say so in the manifest
+    concurrency = 1  # jobs that may run at once (the manifest's "sharing"; timings are taken alone all the same)
     description = ""  # the manifest's "worker"
     threads = 1  # threads of each job
 
@@ -132,7 +133,20 @@ def make_executor(options, log: Path) -> Executor:
     """The executor a run's options ask for (``RunOptions``: executor, scheduler, workers, threads)."""
     if options.executor == "dask":
         return DaskExecutor(options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout)
-    return LocalExecutor(options.workers or 1, log, options.threads, options.fresh_process, options.job_timeout)
+    return LocalExecutor(options.workers or default_workers(options.threads), log, options.threads, options.fresh_process,
+                         options.job_timeout)
+
+
+def default_workers(threads: int) -> int:
+    """Jobs at once on this machine when ``--workers`` is not given: one per thread of the run, so
+    that each job trains on one thread (measured on 2 cores: a training step of the default teacher
+    and student was slower on two threads than on one, in both frameworks; README, "Training
+    speed"), and at most one per 2 GiB of memory (a slot holds a worker process per framework)."""
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory_gib = 2.0
+    return max(1, min(threads, int(memory_gib // 2)))
 
 
 def _shared(threads: int, slots: int) -> int:

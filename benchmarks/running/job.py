@@ -9,9 +9,12 @@ a caller never loses the run to one job.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import resource
 import socket
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distillbench.benchmarks.running import metrics, timing
+from distillbench.benchmarks.running.quiet import Quiet
 from distillbench.benchmarks.store.metric_registry import PRIMARY_METRIC
 from distillbench.benchmarks.store.record import FAILED, OK, new_record
 from distillbench.datasets.builtin import dataset_source
@@ -44,6 +48,7 @@ class Job:
     source: str | None = None
     timing_budget: float = 2.0  # seconds of latency calls per model; throughput gets half
     deploy: bool = True  # also measure each model in its deployment formats (``Backend.deployments``)
+    quiet: str | None = None  # the run's folder of timing locks (``quiet.py``); None: a job alone
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -68,15 +73,19 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _train(fit_role):
-    """Run a training call; its model, FitResult and cost."""
+def _train(fit_role, backend, quiet: Quiet):
+    """Run a training call; its model, FitResult and cost. The time it was held while another job
+    was timed is not training time: it is recorded apart (``held_seconds``)."""
     _peak_rss_reset()
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, held = time.perf_counter(), time.process_time(), quiet.held
     model, fit = fit_role()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    backend.synchronize()
+    held = quiet.held - held
+    wall, cpu = time.perf_counter() - wall - held, time.process_time() - cpu
     return model, {
         "train_seconds": wall, "train_cpu_seconds": cpu, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
-        "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(),
+        "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(), "held_seconds": held,
+        "train_call_path": fit.train_call_path,
         # An ensemble teacher (epochs above: summed over its members): each member's own.
         **({"members": [{"epochs": m.epochs, "best_epoch": m.best_epoch} for m in fit.members]} if fit.members else {}),
     }
@@ -88,25 +97,31 @@ def _quality(data, outputs) -> dict:
     return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(outputs[:, 0]))
 
 
-def _measure(served: Served, data, budget_s: float, reference: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+def _measure(served: Served, data, budget_s: float, quiet: Quiet,
+             reference: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """Test quality, latency, throughput and size of a served model; and its test outputs. With
     ``reference`` (a converted model: the framework's own outputs), the outputs are checked against it
     before anything is timed (``deploy.check_tolerance``): beyond the model's tolerance this raises,
-    so such a model never gets a quality or a timing; ``max_abs_diff`` records the difference."""
-    start = time.perf_counter()
+    so such a model never gets a quality or a timing; ``max_abs_diff`` records the difference.
+    Latency and throughput are timed with no other job of the run working (``quiet``). Every call
+    returns host (numpy) outputs, so a timed call includes waiting for a GPU."""
+    start, held = time.perf_counter(), quiet.held
     outputs = served.fn(np.ascontiguousarray(data.x_test, dtype=np.float32))
     checked = {} if reference is None else {"max_abs_diff": check_tolerance(served, outputs, reference)}
+    with quiet.timing():
+        latency = timing.latency_samples_us(served.fn, data.x_test, budget_s)
+        throughput = timing.throughput_rows_per_s(served.fn, data.x_test, budget_s / 2)
     measured = checked | {
         "metrics": _quality(data, outputs),
-        **timing.percentiles(timing.latency_samples_us(served.fn, data.x_test, budget_s)),
-        "throughput_rows_per_s": timing.throughput_rows_per_s(served.fn, data.x_test, budget_s / 2),
+        **timing.percentiles(latency),
+        "throughput_rows_per_s": throughput,
         "throughput_batch": timing.THROUGHPUT_BATCH,
         "call_path": served.path,
         "n_params": served.n_params,
         "model_bytes": served.model_bytes,
         "macs_per_row": served.macs_per_row,
     }
-    measured["measure_seconds"] = time.perf_counter() - start
+    measured["measure_seconds"] = time.perf_counter() - start - (quiet.held - held)
     return measured, outputs
 
 
@@ -131,7 +146,7 @@ def _derive(records: dict[str, dict], data, outputs: dict[str, np.ndarray]) -> N
                                  metric, noise))
 
 
-def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict) -> dict[str, dict]:
+def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet) -> dict[str, dict]:
     """Records of the model converted to each deployment format (role ``<role>_<format>``), each
     checked against the framework's own outputs. A format that fails is a failed record of its
     own: the job's other results stand."""
@@ -144,7 +159,7 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
             start = time.perf_counter()
             served = convert()
             record["convert_seconds"] = time.perf_counter() - start
-            measured, converted = _measure(served, data, job.timing_budget, reference=outputs)
+            measured, converted = _measure(served, data, job.timing_budget, quiet, reference=outputs)
             record.update(measured, tolerance=served.tolerance, agreement=None,
                           retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
                           speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]))
@@ -216,7 +231,7 @@ def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
     return {"variant": variant.label, "variant_params": variant.params, "train_rows": train_rows}
 
 
-def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: dict) -> list[dict]:
+def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: dict, quiet: Quiet) -> list[dict]:
     """The records of one configuration. A model this job already trained for an earlier
     configuration with the same settings (``shared``: the teacher per teacher setting, the scratch
     student per everything but the distillation and the transfer set, the distilled student per
@@ -236,7 +251,7 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     for role in trained:
         records[role] = _base(job, data) | {"role": role, "status": OK}
     if "teacher" in trained:
-        models["teacher"], cost = _train(pipeline.fit_teacher)
+        models["teacher"], cost = _train(pipeline.fit_teacher, backend, quiet)
         records["teacher"].update(cost)
     if "student_kd" in trained:
         compress_start = time.perf_counter()
@@ -245,17 +260,17 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
                                      compressor=asdict(compressor))
         extra = pipeline.transfer_set(models["teacher"], compressor)
         records["student_kd"].update(_transfer_fields(pipeline, extra))
-        models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val, extra))
+        models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val, extra), backend, quiet)
         records["student_kd"].update(cost)
     if "student_scratch" in trained:
-        models["student_scratch"], cost = _train(pipeline.fit_student_scratch)
+        models["student_scratch"], cost = _train(pipeline.fit_student_scratch, backend, quiet)
         records["student_scratch"].update(cost)
     for role in trained:  # timed only now: no training runs while a timing is taken
-        measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget)
+        measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget, quiet)
         records[role].update(measured)
     _derive(records, data, outputs)
     for role in trained:
-        deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"])
+        deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
                           if job.deploy else {})
         shared[keys[role]] = {"model": models[role], "outputs": outputs[role], "record": copy.deepcopy(records[role]),
                               "deployed": copy.deepcopy(deployed[role]), "label": variant.label}
@@ -270,17 +285,27 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
 def run_job(job: Job) -> list[dict]:
     """The records of one job: per configuration of the config (one without a sweep), one per role
     (and per deployment format), ``status`` ok or failed (with ``error``). A sweep's configuration
-    that fails is recorded as failed and the job's other configurations go on."""
+    that fails is recorded as failed and the job's other configurations go on. Other jobs of the
+    run may work at the same time on this machine; none does while this one times a model."""
+    started = time.time()
+    try:
+        with Quiet(quiet_folder(job), f"{job.dataset_id}-{job.seed}-{job.framework}") as quiet:
+            return _run_job(job, quiet, started)
+    except OSError as exc:  # the lock folder cannot be made or written (the job itself never raises)
+        return failed_records(job, _reason(exc), started)
+
+
+def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
     from distillbench.datasets.prepare import get_prepared
     from distillbench.datasets.sources import OpenMLCache
     from distillbench.implementations.frameworks import get_backend
 
     data = None
-    started = time.time()
     try:
         data = get_prepared(job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source))
         backend = get_backend(job.framework)
         backend.configure(job.seed, job.threads, job.device)
+        backend.checkpoint = quiet.checkpoint  # between epochs: held while another job is timed
         variants = spec_from_dict(job.config).variants()
         full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val, data.onehot_groups)
         out = []
@@ -292,16 +317,28 @@ def run_job(job: Job) -> list[dict]:
             shared = {}
             for variant in (v for v in variants if _teacher_key(v.spec) == key):
                 try:
-                    out += _run_variant(job, data, full, backend, variant, shared)
+                    out += _run_variant(job, data, full, backend, variant, shared, quiet)
                 except Exception as exc:  # noqa: BLE001 - one configuration of a sweep: the others go on
                     if variant.label is None:
                         raise
                     out += _failed(job, variant, _reason(exc), started, data, traceback.format_exc(limit=-3))
         for record in out:
-            record.update(framework_version=backend.version, started=started, finished=time.time())
+            record.update(framework_version=backend.version, determinism=backend.determinism, started=started,
+                          finished=time.time())
         return out
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never raised
         return failed_records(job, _reason(exc), started, data, traceback.format_exc(limit=-3))
+
+
+def quiet_folder(job: Job) -> Path | None:
+    """This machine's folder of timing locks (``quiet.py``): the run's, one per host, or where this
+    machine cannot write the run folder (a Dask worker elsewhere), a temporary folder named after it."""
+    if job.quiet is None:
+        return None
+    folder = Path(job.quiet)
+    if not os.access(folder.parent, os.W_OK):
+        folder = Path(tempfile.gettempdir()) / f"distillbench-quiet-{hashlib.sha256(job.quiet.encode()).hexdigest()[:12]}"
+    return folder / socket.gethostname()
 
 
 def _failed(job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:

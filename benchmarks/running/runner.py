@@ -12,6 +12,7 @@ at once, ``--executor dask`` runs them on a Dask cluster (the manifest records t
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.record import FAILED, OK, SCHEMA_VERSION, is_deployment, is_ok, job_key
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
 from distillbench.datasets.suites import SuiteEntry
@@ -27,6 +29,7 @@ from distillbench.env import environment
 from distillbench.errors import UserError
 from distillbench.implementations.spec import PipelineSpec
 
+log = logging.getLogger(__name__)
 MEASURED_KEYS = ("train_seconds", "compress_seconds", "measure_seconds")
 
 
@@ -89,17 +92,21 @@ class Progress:
     def _line(self, eta: str, what: str) -> None:
         bar = "#" * int(20 * self.done / max(self.total, 1))
         line = f"[{bar:<20}] {self.done}/{self.total} {eta}  {what}"
-        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        if self.tty and log.isEnabledFor(logging.INFO):  # one line redrawn in place; -q silences it like the rest
+            print("\r" + line.ljust(110), end="", file=sys.stderr, flush=True)
+        elif not self.tty:
+            log.info(line)
 
     def finish(self, job: Job, name: str, status: str, reason: str | None) -> None:
         self.done += 1
         eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
         self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
         if status != OK:
-            print(("\n" if self.tty else "") + f"  failed: {reason}", file=sys.stderr, flush=True)
+            self.close()
+            log.warning(f"  failed: {reason}")
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and log.isEnabledFor(logging.INFO):
             print(file=sys.stderr)
 
 
@@ -117,7 +124,7 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
     cache = OpenMLCache.resolve(options.cache, options.source)
     info = {}
     for entry in options.entries:
-        print(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)", file=sys.stderr, flush=True)
+        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)")
         try:
             for seed in options.seeds:
                 prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
@@ -125,9 +132,11 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
                                       "target": prepared.target, "checksum": prepared.checksum, "note": entry.note,
                                       "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
                                       "features": prepared.x_train.shape[1], "notes": prepared.notes}
+            log.debug(f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
+                      f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features")
         except UserError as exc:
             info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
-            print(f"  dataset {entry.dataset_id} fails its jobs: {exc}", file=sys.stderr, flush=True)
+            log.warning(f"  dataset {entry.dataset_id} fails its jobs: {exc}")
     if all("error" in d for d in info.values()):
         raise UserError(next(iter(info.values()))["error"] if len(info) == 1 else
                         f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})")
@@ -162,7 +171,8 @@ def run(options: RunOptions) -> Path:
     unfinished = {job_key(r) for r in latest if not is_ok(r) and not is_deployment(r)}
     done = {job_key(r) for r in latest if is_ok(r)} - unfinished
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
-                options.device, options.cache, options.source, options.timing_budget, options.deploy)
+                options.device, options.cache, options.source, options.timing_budget, options.deploy,
+                quiet=str((out / QUIET).resolve()))
             for entry in options.entries for seed in options.seeds for framework in options.frameworks]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
@@ -179,7 +189,8 @@ def run(options: RunOptions) -> Path:
         manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
         manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
     folder.write_manifest(manifest)
-    print(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}", file=sys.stderr, flush=True)
+    log.info(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}")
+    log.debug(f"executor: {executor.description}; threads per job {executor.threads}")
 
     progress = Progress(len(todo))
     wall = time.perf_counter()
@@ -209,17 +220,37 @@ def run(options: RunOptions) -> Path:
 
 
 def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
-    """End time, job counts, and the harness overhead: the share of this session's wall time spent
-    outside measured training and inference (worker start-up, data loading, bookkeeping)."""
+    """End time, job counts, how the machine was shared, and the harness overhead: the share of this
+    session's job slots' time (wall time x jobs at once) spent outside measured training and
+    inference (worker start-up, data loading, bookkeeping, jobs held while another is timed)."""
     records = [r for r in read_records(out) if r.get("run_id") == manifest["run_id"]]
     this_session = [r for r in records if r.get("started", 0) >= manifest["started"]]
     measured = sum(r.get(k) or 0.0 for r in this_session if not r.get("reused") for k in MEASURED_KEYS)
     latest = latest_records(records)
+    slots = wall * manifest["concurrency"]
     manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
-                    harness_overhead=None if wall <= 0 else max(0.0, 1.0 - measured / wall))
+                    harness_overhead=None if slots <= 0 else max(0.0, 1.0 - measured / slots),
+                    sharing=_sharing(manifest, out, this_session))
     status = {}  # a job of a sweep failed when any of its configurations did
     for r in latest:
         if r["role"] == "teacher":
             key = job_key(r)
             status[key] = FAILED if FAILED in (status.get(key), r["status"]) else r["status"]
     manifest["jobs"].update(ok=sum(s == OK for s in status.values()), failed=sum(s == FAILED for s in status.values()))
+
+
+def _sharing(manifest: dict, out: Path, records: list[dict]) -> dict:
+    """How the machine was shared in this session: jobs at once and threads each, and the quiet
+    rule's log (``quiet.py``): seconds timed alone, seconds jobs stood still for another's timing,
+    and the number of timings that overlapped other work of the run (0 unless the rule broke).
+    Hosts whose workers could not write the run folder (Dask elsewhere) kept their log locally."""
+    intervals = [i for i in read_intervals(out / QUIET) if i["start"] >= manifest["started"]]
+    return {
+        "jobs_at_once": manifest["concurrency"], "threads_per_job": manifest["threads"],
+        "timing": "alone: while a model is timed, every other job of the run on that machine stands still at "
+                  "its next epoch (running/quiet.py)",
+        "timed_seconds": sum(i["end"] - i["start"] for i in intervals if i["kind"] == "timing"),
+        "held_seconds": sum(r.get("held_seconds") or 0.0 for r in records),
+        "timing_overlaps": len(overlaps(intervals)),
+        "hosts_logged": sorted({p.name for p in (out / QUIET).iterdir()}) if (out / QUIET).is_dir() else [],
+    }

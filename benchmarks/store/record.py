@@ -54,6 +54,7 @@ class Record(TypedDict):
     machine: NotRequired[dict]
     host: NotRequired[str]
     framework_version: NotRequired[str]
+    determinism: NotRequired[str]  # the framework's settings for repeatable results (Backend.determinism)
     started: NotRequired[float]
     finished: NotRequired[float]
     traceback: NotRequired[str | None]  # a failed job: the end of the traceback
@@ -62,6 +63,8 @@ class Record(TypedDict):
     seconds_per_epoch: NotRequired[float]
     peak_rss_mb: NotRequired[float]
     members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs and best epoch
+    train_call_path: NotRequired[str]  # how the training ran (Trainer.path: loop, compiled epoch, optimiser)
+    held_seconds: NotRequired[float]  # training held while another job of the run was timed (not in train_seconds)
     compress_seconds: NotRequired[float]
     compressor: NotRequired[dict]
     # A distilled student: the teacher's lead over the scratch student on the primary metric (positive:

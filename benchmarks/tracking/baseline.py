@@ -13,6 +13,7 @@ from pathlib import Path
 from distillbench.benchmarks.store.record import is_ok, job_key
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
 from distillbench.errors import UserError
+from distillbench.validate import folder_name
 
 BASELINES = Path("results") / "baselines"
 BASELINE_INFO = "baseline.json"
@@ -45,11 +46,12 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
     manifest, records = run.manifest, run.records
     if not records:
         raise UserError(f"{run_dir}: holds no records")
-    name = name or manifest.get("suite")
+    name_given, name = name, name or manifest.get("suite")
     if not name:
         raise UserError(f"{run_dir}: the run has no suite (--datasets): name the baseline with --name")
-    if name in (".", "..") or "/" in name or name.startswith("."):
-        raise UserError(f"--name {name!r}: must be a plain folder name")
+    if folder_name(name, "--name" if name_given else f"{run_dir / MANIFEST}: suite").startswith("."):
+        raise UserError(f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines "
+                        "being replaced)")
     failed = sorted({job_key(r) for r in records if not is_ok(r)})
     if not allow_failed:
         if manifest.get("status") != "complete":

@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import logging
 from pathlib import Path
 
+from distillbench import validate
 from distillbench.benchmarks.tracking.baseline import BASELINES
 from distillbench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 COMPARE_DESCRIPTION = """\
 Compare CANDIDATE_RUN with BASELINE_RUN (a run folder, a results/baselines/<name>/ folder, or just the
@@ -31,7 +35,27 @@ seeds gives p <= --alpha (3 seeds per run are needed at 0.05; with fewer the rat
 When the machines differ (CPU, cores, threads, device, Python or framework versions) timing is
 advisory: shown, never failing.
 
-Exit status: 0 no regression that --fail-on counts, 1 regression, 2 usage error.
+--json FILE writes the same comparison for machines: "result" (ok or fail) and "exit_code" under
+--fail-on, both runs, the thresholds, and every row and job with its verdict and whether it fails
+(--json - prints it on stdout instead of the text).
+
+Exit status: 0 no regression that --fail-on counts, 1 regression, 2 usage error, 3 internal error.
+"""
+COMPARE_EXAMPLES = """\
+examples:
+  distillbench compare quick results/mine --fail-on quality  # CI's gate: against the committed baseline
+  distillbench compare results/old results/new --md compare.md  # also as Markdown (a CI summary, a PR comment)
+  distillbench compare quick results/mine --json verdicts.json  # also the verdicts for machines
+"""
+BASELINE_EXAMPLES = """\
+examples:
+  distillbench baseline update results/mine  # into results/baselines/<its suite>/; then commit it
+  distillbench baseline update results/mine --name quick-avx512  # under another name
+"""
+HISTORY_EXAMPLES = """\
+examples:
+  distillbench history results/  # every run under results/, into reports/history/
+  distillbench history results/ --metric primary --metric train_seconds --out reports/trend
 """
 
 
@@ -40,14 +64,19 @@ def register(subparsers) -> None:
     from distillbench.benchmarks.tracking.verdicts import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K,
                                                            DEFAULT_TIMING_THRESHOLD, FAIL_ON)
 
-    compare = subparsers.add_parser("compare", help="compare a run with a baseline run; exit 1 on a regression",
+    compare = subparsers.add_parser("compare", epilog=COMPARE_EXAMPLES,
+                                    help="compare a run with a baseline run; exit 1 on a regression",
                                     description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     compare.add_argument("baseline", metavar="BASELINE_RUN", help="a run folder, a baseline folder, or a baseline name")
     compare.add_argument("candidate", metavar="CANDIDATE_RUN", help="the run folder to check")
     compare.add_argument("--fail-on", choices=FAIL_ON, default="all",
                          help="which regressions give exit 1 (default: all; missing or failed jobs count for all but none)")
-    compare.add_argument("--md", metavar="FILE", help="also write the comparison as Markdown to FILE")
-    compare.add_argument("--k", type=float, default=DEFAULT_K, metavar="K",
+    compare.add_argument("--md", type=validate.output_file, metavar="FILE",
+                         help="also write the comparison as Markdown to FILE")
+    compare.add_argument("--json", type=validate.output_file_or_stdout, metavar="FILE",
+                         help="also write the comparison as JSON to FILE (schema: the README); '-': print it "
+                              "instead of the text")
+    compare.add_argument("--k", type=validate.nonnegative_float, default=DEFAULT_K, metavar="K",
                          help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})")
     compare.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
                          help="quality: the least change that counts for METRIC, absolute (0.01) or relative to the "
@@ -55,29 +84,32 @@ def register(subparsers) -> None:
                               + ", ".join(f"{m}={v}" for m, v in DEFAULT_FLOORS.items()).replace("%", "%%"))
     compare.add_argument("--unpaired", action="store_true",
                          help="quality: compare the two runs' means with Welch's standard error even where they share seeds")
-    compare.add_argument("--timing-threshold", type=float, default=DEFAULT_TIMING_THRESHOLD, metavar="F",
+    compare.add_argument("--timing-threshold", type=validate.nonnegative_float, default=DEFAULT_TIMING_THRESHOLD,
+                         metavar="F",
                          help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
                               f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})")
-    compare.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="P",
+    compare.add_argument("--alpha", type=validate.probability, default=DEFAULT_ALPHA, metavar="P",
                          help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})")
     compare.set_defaults(func=_compare)
 
-    baseline = subparsers.add_parser("baseline", help="manage the committed baselines (results/baselines/)",
+    baseline = subparsers.add_parser("baseline", epilog=BASELINE_EXAMPLES,
+                                     help="manage the committed baselines (results/baselines/)",
                                      description="Manage the committed baselines under results/baselines/.")
     actions = baseline.add_subparsers(dest="action", metavar="ACTION", required=True)
     update = actions.add_parser(
-        "update", help="copy a run into results/baselines/<name>/",
+        "update", epilog=BASELINE_EXAMPLES, help="copy a run into results/baselines/<name>/",
         description="Copy RUN_DIR's records.jsonl and manifest.json into results/baselines/<name>/ (replacing the "
                     "folder as a whole, so that a reader never sees half of it). A run with failed jobs, or one that "
                     "did not complete, is refused unless --allow-failed. Commit the folder afterwards.")
     update.add_argument("run_dir", metavar="RUN_DIR", help="the run to make the baseline")
     update.add_argument("--name", help="the baseline's name (default: the run's suite)")
     update.add_argument("--allow-failed", action="store_true", help="accept a run with failed jobs or one that did not complete")
-    update.add_argument("--baselines", default=str(BASELINES), metavar="DIR", help=f"where baselines live (default {BASELINES})")
+    update.add_argument("--baselines", type=validate.output_folder, default=str(BASELINES), metavar="DIR",
+                        help=f"where baselines live (default {BASELINES})")
     update.set_defaults(func=_baseline_update)
 
     history = subparsers.add_parser(
-        "history", help="the trend of metrics across runs: a figure (PNG) and a table (CSV)",
+        "history", epilog=HISTORY_EXAMPLES, help="the trend of metrics across runs: a figure (PNG) and a table (CSV)",
         description="Draw the trend of the chosen metrics across the runs in RESULTS_DIR... (run folders, or folders "
                     "of run folders such as results/): one panel per (metric, dataset), one line per (framework, role), "
                     "the mean over seeds with the sd as error bars; x is the run's start time, labelled with its "
@@ -86,7 +118,7 @@ def register(subparsers) -> None:
     history.add_argument("--metric", action="append", dest="metrics", metavar="NAME", choices=KNOWN_METRICS,
                          help=f"a metric to draw, repeatable: primary (accuracy or rmse, per dataset), a test metric, or a "
                               f"record field such as kd_gain, train_seconds, latency_p50_us (default: {' '.join(DEFAULT_METRICS)})")
-    history.add_argument("--out", default=str(Path("reports") / "history"), metavar="DIR",
+    history.add_argument("--out", type=validate.output_folder, default=str(Path("reports") / "history"), metavar="DIR",
                          help="output folder (default reports/history)")
     history.set_defaults(func=_history)
 
@@ -94,25 +126,28 @@ def register(subparsers) -> None:
 def _compare(args) -> int:
     from distillbench.benchmarks.tracking.baseline import resolve_run
     from distillbench.benchmarks.tracking.compare import compare_runs
-    from distillbench.benchmarks.tracking.comparison_text import format_comparison
+    from distillbench.benchmarks.tracking.comparison_text import comparison_json, format_comparison
     from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
     from distillbench.files import write_atomic
 
-    if not args.k >= 0 or not args.timing_threshold >= 0 or not 0 < args.alpha < 1:
-        raise UserError("--k and --timing-threshold must be non-negative, --alpha in (0, 1)")
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
-    md = Path(args.md) if args.md else None
-    if md is not None and (md.is_dir() or not md.parent.is_dir()):
-        raise UserError(f"--md {md}: cannot write there ({'a folder' if md.is_dir() else 'no such folder ' + str(md.parent)})")
+    files = {option: Path(name) for option, name in (("--md", args.md), ("--json", args.json))
+             if name not in (None, "-")}
+    for option, path in files.items():
+        if path.is_dir() or not path.parent.is_dir():
+            why = "a folder" if path.is_dir() else f"no such folder {path.parent}"
+            raise UserError(f"{option} {path}: cannot write there ({why})")
     baseline, candidate = resolve_run(args.baseline), resolve_run(args.candidate)
     if baseline.resolve() == candidate.resolve():
-        print(f"distillbench compare: note: {baseline} is compared with itself", file=sys.stderr)
+        log.warning(f"distillbench compare: note: {baseline} is compared with itself")
     comparison = compare_runs(baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired))
-    print(format_comparison(comparison, args.fail_on), end="")
-    if md is not None:
-        write_atomic(md, format_comparison(comparison, args.fail_on, markdown=True))
-        print(f"\nmarkdown: {md}", file=sys.stderr)
+    as_json = json.dumps(comparison_json(comparison, args.fail_on), indent=1, allow_nan=False) + "\n"
+    print(as_json if args.json == "-" else format_comparison(comparison, args.fail_on), end="")
+    for option, path in files.items():
+        text = as_json if option == "--json" else format_comparison(comparison, args.fail_on, markdown=True)
+        write_atomic(path, text)
+        log.info(f"{option.lstrip('-')}: {path}")
     return comparison.exit_code(args.fail_on)
 
 

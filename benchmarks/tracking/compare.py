@@ -14,7 +14,9 @@ whatever the seed noise says about the metrics themselves.
 
 Jobs: a (dataset, seed, framework, role) of the baseline that the candidate lacks is *missing*, one
 the candidate recorded as failed is *failed*; both are regressions. Jobs only in the candidate are
-reported as *new*.
+reported as *new*. A metric that is a number in the baseline and null or absent in the candidate's
+ok record of the same seed (e.g. NaN, written as null) is *lost*: a regression of its kind, never
+advisory, whatever the numbers of the other seeds.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ class Row:
     baseline: list[float]
     candidate: list[float]
     center_b: float  # mean (quality) or median (timing)
-    center_c: float
-    change: float  # quality: candidate - baseline; timing: slowdown factor (> 1 = slower)
+    center_c: float | None  # None: the candidate lost the metric in every seed
+    change: float | None  # quality: candidate - baseline; timing: slowdown factor (> 1 = slower); None: lost
     threshold: float  # quality: the margin used (max of floor and k SE); timing: the ratio threshold
     basis: str  # what set the threshold ("floor", "2.0 SE", "floor only: 1 seed", ...)
     p_value: float | None
     verdict: str
     advisory: bool = False
+    lost: tuple[int, ...] = ()  # seeds whose ok candidate record has no number where the baseline had one
 
     @property
     def fails(self) -> bool:
@@ -218,6 +221,7 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                 cells[(r["dataset_id"], framework_label(r), r["role"])].append(r)
                 names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
 
+    seeds_c = {cell: {r["seed"] for r in group} for cell, group in cells_c.items()}
     rows, one_seed = [], False
     shared = sorted(set(cells_b) & set(cells_c), key=lambda k: (names[k[0]], k[0], k[1], role_sort_key(k[2])))
     for cell in shared:
@@ -225,8 +229,16 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
         for kind, metrics in (("quality", _metric_names(group_b + group_c)), ("timing", list(TIMING_METRICS))):
             for metric in metrics:
                 values_b, values_c = _values(group_b, metric, kind), _values(group_c, metric, kind)
+                lost = tuple(sorted(s for s in values_b if s in seeds_c[cell] and s not in values_c))
+                if lost:  # a number in the baseline, null or absent in the candidate's ok record of that seed
+                    center = statistics.fmean if kind == "quality" else statistics.median
+                    rows.append(Row(cell[0], names[cell[0]], cell[1], cell[2], metric, kind, list(values_b.values()),
+                                    list(values_c.values()), center(values_b.values()),
+                                    center(values_c.values()) if values_c else None, None, 0.0,
+                                    f"lost in seed {', '.join(map(str, lost))}", None, REGRESSED, lost=lost))
+                    continue
                 if not values_b or not values_c:
-                    continue  # not defined for this role (e.g. kd_gain of a teacher) or null on one side
+                    continue  # not defined for this role (e.g. kd_gain of a teacher), or new in the candidate
                 if kind == "quality":
                     change, threshold, basis, verdict = compare_quality(metric, values_b, values_c, thresholds)
                     centers, p = (statistics.fmean(values_b.values()), statistics.fmean(values_c.values())), None
@@ -247,6 +259,9 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     if lost:
         notes.append(f"in {len(lost)} (dataset, framework) the distilled student equals the scratch student in every seed: "
                      "the teacher had no effect (distill.alpha = 1, or the distillation term of the loss is lost)")
+    if any(r.lost for r in rows):
+        notes.append(f"{sum(bool(r.lost) for r in rows)} rows lost a metric: a number in the baseline is null or "
+                     "absent in the candidate's ok records (e.g. a metric that became NaN): each is a regression")
     if one_seed:
         notes.append("some cells have one seed in both runs: their seed-to-seed spread is unknown, so the floor alone "
                      "decides there (run more --seeds for a noise-aware comparison)")

@@ -1,8 +1,9 @@
 """A comparison (``compare.py``) as text for a terminal or as Markdown: the two runs, what differs
-between them, the regressions first, then every row."""
+between them, the regressions first, then every row; and as JSON for machines (``comparison_json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from distillbench.benchmarks.store.metric_registry import BY_NAME
 from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
 from distillbench.implementations.roles import ROLES
-from distillbench.text import markdown_table, text_table, utc_time
+from distillbench.text import markdown_table, md_escape, text_table, utc_time
 
 
 
@@ -28,7 +29,7 @@ def _num(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _spread(values: list[float], center: float, kind: str) -> str:
+def _spread(values: list[float], center: float | None, kind: str) -> str:
     n = len(values)
     if kind == "quality":
         sd = sample_sd(values)
@@ -37,7 +38,9 @@ def _spread(values: list[float], center: float, kind: str) -> str:
 
 
 def row_cells(row: Row) -> list[str]:
-    if row.metric == KD_EFFECT:
+    if row.lost:
+        change, threshold = "lost", row.basis
+    elif row.metric == KD_EFFECT:
         change, threshold = f"{row.change:+.4g}", row.basis
     elif row.kind == "quality":
         change = f"{row.change:+.4g}"
@@ -81,24 +84,29 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     every row."""
     c, t = comparison, comparison.thresholds
     failing_rows, failing_jobs = c.regressions(fail_on)
-    bullet = "- " if markdown else "  "
+
+    def item(text: str) -> str:  # a bullet; escaped in Markdown: paths, run ids, notes and machines are outside text
+        return "- " + md_escape(text) if markdown else "  " + text
+
     out = []
     out.append("# distillbench compare" if markdown else "distillbench compare")
     out.append("")
-    out.append(bullet + _run_line("baseline", c.baseline_dir, c.baseline_manifest))
-    out.append(bullet + _run_line("candidate", c.candidate_dir, c.candidate_manifest))
+    out.append(item(_run_line("baseline", c.baseline_dir, c.baseline_manifest)))
+    out.append(item(_run_line("candidate", c.candidate_dir, c.candidate_manifest)))
     floors = ", ".join(f"{m} {v}" for m, v in t.floors.items())
-    out.append(bullet + f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} standard "
-               f"errors of the difference over seeds ({'paired by seed where the runs share seeds' if t.paired else 'unpaired'}; "
-               f"floors: {floors}); and when the distilled students equal the scratch students in every seed")
-    out.append(bullet + f"timing: regressed when the ratio of the medians over seeds is beyond x{1 + t.timing_threshold:.2f} "
-               f"and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}")
+    pairing = "paired by seed where the runs share seeds" if t.paired else "unpaired"
+    out.append(item(f"quality: regressed when worse than the baseline by more than both the floor and {t.k:g} "
+                    f"standard errors of the difference over seeds ({pairing}; floors: {floors}); and when the "
+                    "distilled students equal the scratch students in every seed"))
+    out.append(item(f"timing: regressed when the ratio of the medians over seeds is beyond "
+                    f"x{1 + t.timing_threshold:.2f} and a one-sided Mann-Whitney U test gives p <= {t.alpha:g}"))
     if c.machine_differences:
-        out.append(bullet + "MACHINES DIFFER, timing is advisory (shown, never fails): " + "; ".join(c.machine_differences))
+        differences = "; ".join(c.machine_differences)
+        out.append(item(f"MACHINES DIFFER, timing is advisory (shown, never fails): {differences}"))
     else:
-        out.append(bullet + "same machine, threads and framework versions: timing counts")
+        out.append(item("same machine, threads and framework versions: timing counts"))
     for note in c.notes:
-        out.append(bullet + "note: " + note)
+        out.append(item("note: " + note))
     out.append("")
 
     counts = defaultdict(int)
@@ -110,7 +118,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
     status = "FAIL" if failing_rows or failing_jobs else "ok"
     headline = (f"result: {status} (--fail-on {fail_on}): {len(failing_rows)} failing rows, "
                 f"{len(failing_jobs)} missing/failed jobs; {summary}; {len(c.jobs) - len(job_regressions)} new or fixed jobs")
-    out.append(("**" + headline + "**") if markdown else headline)
+    out.append(("**" + md_escape(headline) + "**") if markdown else headline)
     out.append("")
 
     if failing_rows or failing_jobs:
@@ -129,9 +137,48 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
         out.append("")
     out.append("## Every row" if markdown else "EVERY ROW")
     out.append("")
-    out.append("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - baseline "
-               "(quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown factor (timing). "
-               f"{KD_EFFECT}: the largest relative difference between the distilled and the scratch student of a seed.")
+    legend = ("baseline and candidate: mean ±sd over seeds (quality), median (timing). change: candidate - "
+              "baseline (quality; paired: the mean of the per-seed differences), ratio of medians as a slowdown "
+              f"factor (timing). {KD_EFFECT}: the largest relative difference between the distilled and the scratch "
+              "student of a seed.")
+    out.append(md_escape(legend) if markdown else legend)
     out.append("")
     out.append(_table(COLUMNS, [row_cells(r) for r in c.rows], markdown))
     return "\n".join(out) + "\n"
+
+
+JSON_SCHEMA = 1  # bumped when a field changes meaning or goes away
+
+
+def comparison_json(comparison: Comparison, fail_on: str) -> dict:
+    """The comparison for machines (`compare --json`): the verdict and exit status under ``fail_on``,
+    the two runs, the thresholds, and every row and job with its own verdict; each row and job says
+    whether it fails the comparison. Every number is finite or null."""
+    c = comparison
+    failing_rows, failing_jobs = c.regressions(fail_on)
+    failing = {id(x) for x in failing_rows + failing_jobs}
+
+    def run(path, manifest):
+        git = (manifest.get("environment") or {}).get("git") or {}
+        return {"path": str(path), "run_id": manifest.get("run_id"), "suite": manifest.get("suite"),
+                "seeds": manifest.get("seeds"), "commit": git.get("commit"), "dirty": git.get("dirty"),
+                "started": manifest.get("started")}
+
+    return {
+        "schema": JSON_SCHEMA,
+        "result": "fail" if failing_rows or failing_jobs else "ok",
+        "exit_code": c.exit_code(fail_on),
+        "fail_on": fail_on,
+        "baseline": run(c.baseline_dir, c.baseline_manifest),
+        "candidate": run(c.candidate_dir, c.candidate_manifest),
+        "thresholds": dataclasses.asdict(c.thresholds),
+        "timing_advisory": c.timing_advisory,
+        "machine_differences": c.machine_differences,
+        "notes": c.notes,
+        "counts": {kind: {verdict: sum(r.kind == kind and r.verdict == verdict for r in c.rows)
+                          for verdict in (REGRESSED, IMPROVED, UNCHANGED)} for kind in ("quality", "timing")},
+        "failing": {"rows": len(failing_rows), "jobs": len(failing_jobs)},
+        "rows": [{**dataclasses.asdict(r), "lost": list(r.lost), "fails": id(r) in failing} for r in c.rows],
+        "jobs": [{**dataclasses.asdict(j), "is_regression": j.is_regression, "fails": id(j) in failing}
+                 for j in c.jobs],
+    }

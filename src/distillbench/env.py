@@ -81,9 +81,17 @@ def environment() -> dict:
     }
 
 
+ENV_EXAMPLES = """\
+examples:
+  distillbench env  # what this machine's runs are stamped with
+  distillbench env -v  # and, first, the version and Python of distillbench itself
+"""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "env", help="print the machine, code commit and package versions that results are stamped with",
+        "env", epilog=ENV_EXAMPLES,
+        help="print the machine, code commit and package versions that results are stamped with",
         description="Print, as JSON, the provenance every run records in its manifest: Python and package "
                     "versions, CPU model and cores, OS, host name, and the git commit with a dirty flag.",
     )
