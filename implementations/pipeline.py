@@ -151,11 +151,11 @@ class Backend(abc.ABC):
 
     determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
 
-    def checkpoint(self) -> None:
-        """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
-        to hold this job's training there while another job is being timed."""
+    # Called by ``fit`` before every epoch; a harness running several jobs at once sets it to hold
+    # this job's training there while another job is being timed. Nothing by default.
+    checkpoint: Callable[[], None] = staticmethod(lambda: None)
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - nothing to wait for on a CPU; GPU backends override it
         """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
         read. Nothing to wait for on the CPU."""
 

@@ -22,14 +22,14 @@ from pathlib import Path
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hides the oneDNN notice; changes no result
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from distillbench.implementations import deploy  # noqa: E402
+from distillbench.implementations import deploy
 from distillbench.implementations.objectives import OBJECTIVES
-from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer  # noqa: E402
-from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
+from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
+from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 
 def _soft_targets(spec: LossSpec):
@@ -97,7 +97,8 @@ class EnsembleMean(keras.layers.Layer):
 
 def _with_forward(model: keras.Model, n_in: int) -> keras.Model:
     # One trace for every batch size: no retracing between single rows and large batches.
-    model.forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, n_in], tf.float32)])
+    signature = [tf.TensorSpec([None, n_in], tf.float32)]
+    model.forward = tf.function(lambda x: model(x, training=False), input_signature=signature)
     return model
 
 
@@ -110,7 +111,7 @@ class TensorFlowBackend(Backend):
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
         gpus = tf.config.list_physical_devices("GPU")
         if device == "gpu" and not gpus:
-            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? see the README's GPU section)")
+            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? README, 'GPUs')")
         try:
             if device == "cpu":
                 tf.config.set_visible_devices([], "GPU")
@@ -129,7 +130,7 @@ class TensorFlowBackend(Backend):
         self.device = device
         if device == "gpu":  # TF32 matmuls (Ampere and later) would round differently from the CPU and torch
             tf.config.experimental.enable_tensor_float_32_execution(False)
-            self.determinism += ", TF32 off (on GPU: TensorFlow's documented settings, not checked by this project's tests)"
+            self.determinism += ", TF32 off (on GPU: TensorFlow's documented settings, not checked by our tests)"
 
     def synchronize(self) -> None:
         if self.device == "gpu":
@@ -176,7 +177,8 @@ class TensorFlowBackend(Backend):
 
     def trainer(self, model, loss: LossSpec, training: TrainingSpec):
         optimizer = TextbookAdam(
-            learning_rate=training.learning_rate, beta_1=training.beta_1, beta_2=training.beta_2, epsilon=training.epsilon,
+            learning_rate=training.learning_rate, beta_1=training.beta_1, beta_2=training.beta_2,
+            epsilon=training.epsilon,
         )
         optimizer.build(model.trainable_variables)
         return _TFTrainer(model, optimizer, loss_fn(loss))
@@ -203,7 +205,8 @@ class TensorFlowBackend(Backend):
             with contextlib.redirect_stdout(io.StringIO()):
                 proto, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature)
             return deploy.onnx_served(proto.SerializeToString(), self.threads,
-                                      f"tf2onnx {tf2onnx.__version__} from the model's tf.function (TF {tf.__version__})",
+                                      f"tf2onnx {tf2onnx.__version__} from the model's tf.function "
+                                      f"(TF {tf.__version__})",
                                       self.n_params(model), self.macs_per_row(model))
 
         def int8() -> Served:

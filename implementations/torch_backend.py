@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import logging
 import math
 import os
@@ -56,7 +57,7 @@ class ResidualMLP(nn.Module):
 
     def __init__(self, sizes: list[int], spec: MLPSpec, skips: list[bool]):
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.act = _ACTIVATIONS[spec.activation]()
         self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.skips = list(skips)
@@ -100,7 +101,7 @@ class TorchBackend(Backend):
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = False
             self.determinism += (f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
-                                 "(on GPU: torch's documented settings, not checked by this project's tests)")
+                                 "(on GPU: torch's documented settings, not checked by our tests)")
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         if threads:
             torch.set_num_threads(threads)
@@ -115,7 +116,8 @@ class TorchBackend(Backend):
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
         skips = residual_skips(spec)
         if any(skips):
-            model = ResidualMLP([weights[0].shape[0], *(b.shape[0] for b in weights[1::2])], spec, skips).to(self.device)
+            sizes = [weights[0].shape[0], *(b.shape[0] for b in weights[1::2])]
+            model = ResidualMLP(sizes, spec, skips).to(self.device)
             self.set_weights(model, weights)
             return model
         layers: list[nn.Module] = []

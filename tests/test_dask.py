@@ -10,6 +10,7 @@ where the jobs ran. About 2 minutes on a 2-core machine; skipped without ../shar
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -98,7 +99,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert len(timings) == len(run.records) and len({i["pid"] for i in timings}) > 1
     assert overlaps(intervals) == []
     jobs = sorted({(r["started"], r["finished"]) for r in run.records})
-    assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(jobs, jobs[1:]))  # some jobs overlapped
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(jobs))  # some jobs overlapped
     sharing = run.manifest["sharing"]
     assert sharing["jobs_at_once"] == 2 and sharing["threads_per_job"] == 1 and sharing["timing_overlaps"] == 0
     assert sharing["timed_seconds"] == pytest.approx(sum(i["end"] - i["start"] for i in timings))

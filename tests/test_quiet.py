@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import time
 
+import pytest
+
 from distillbench.benchmarks.running.quiet import Quiet, overlaps, read_intervals
 
 
@@ -32,6 +34,7 @@ def _run(folder, jobs) -> list[dict]:
     return read_intervals(folder)
 
 
+@pytest.mark.slow  # starts three processes
 def test_no_timing_overlaps_another_jobs_work(tmp_path):
     # Three jobs with different epoch lengths, each timing three times while the others train.
     intervals = _run(tmp_path, [("a", 10, 0.01, 3), ("b", 7, 0.02, 3), ("c", 25, 0.004, 3)])

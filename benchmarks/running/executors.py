@@ -133,8 +133,8 @@ def make_executor(options, log: Path) -> Executor:
     """The executor a run's options ask for (``RunOptions``: executor, scheduler, workers, threads)."""
     if options.executor == "dask":
         return DaskExecutor(options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout)
-    return LocalExecutor(options.workers or default_workers(options.threads), log, options.threads, options.fresh_process,
-                         options.job_timeout)
+    workers = options.workers or default_workers(options.threads)
+    return LocalExecutor(workers, log, options.threads, options.fresh_process, options.job_timeout)
 
 
 def default_workers(threads: int) -> int:

@@ -134,7 +134,8 @@ def _derive(records: dict[str, dict], metric: str) -> None:
     kd["kd_gain"] = metrics.kd_gain(kd["metrics"][metric], scratch["metrics"][metric], metric)
 
 
-def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet) -> dict[str, dict]:
+def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict,
+              quiet: Quiet) -> dict[str, dict]:
     """Records of the model converted to each deployment format (role ``<role>_<format>``), each
     checked against the framework's own outputs. A format that fails is a failed record of its
     own: the job's other results stand."""
@@ -300,7 +301,8 @@ def quiet_folder(job: Job) -> Path | None:
         return None
     folder = Path(job.quiet)
     if not os.access(folder.parent, os.W_OK):
-        folder = Path(tempfile.gettempdir()) / f"distillbench-quiet-{hashlib.sha256(job.quiet.encode()).hexdigest()[:12]}"
+        name = hashlib.sha256(job.quiet.encode()).hexdigest()[:12]
+        folder = Path(tempfile.gettempdir()) / f"distillbench-quiet-{name}"
     return folder / socket.gethostname()
 
 
