@@ -5,6 +5,11 @@ inside `get_dataset` fails, so it is only ever pointed at the writable cache. A 
 must stay untouched (such as ../shared/openml-cache, read-only in CI) is named as a *source*: the
 files of each entry are copied into the writable cache before openml looks at it, and the source is
 only ever read.
+
+Only the plain files of an entry (`ENTRY_FILES`) are trusted: every pickle in the entry is deleted
+before openml opens the folder (openml unpickles its `dataset.pkl.py3`, `features.xml.pkl`, ...
+whenever they exist, and a pickle from a cache that came from elsewhere can run any code), so
+openml always parses the XML and ARFF files.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ DEFAULT_CACHE = "~/.cache/distillbench/openml"
 # openml-python's layout for www.openml.org, inside a cache root.
 DATASETS_SUBDIR = Path("org", "openml", "www", "datasets")
 ENTRY_FILES = ("description.xml", "features.xml", "qualities.xml", "dataset.arff")
+PICKLES = (".pkl", ".pkl.py3")  # how openml's cache files end (dataset.pkl.py3, features.xml.pkl, ...)
 PROBE_TIMEOUT_S = 3.0
 OFFLINE_HINT = (
     f"point --openml-source (or {SOURCE_ENV}) at a pre-warmed OpenML cache such as "
@@ -145,7 +151,28 @@ class OpenMLCache:
         return openml
 
     def _stage(self, dataset_id: int) -> None:
-        """Check that the cache is writable; copy the files of the source's entry that it lacks into it."""
+        """Make the dataset's entry in the writable cache safe for openml to open: copy the files of
+        the source's entry that it lacks, and delete any pickle."""
+        self._require_writable()
+        source = self.source_entry(dataset_id)
+        self._copy(source if source is not None and source.is_dir() else None, dataset_id)
+
+    def _copy(self, source: Path | None, dataset_id: int) -> None:
+        """Copy the plain files of the source's entry that the cache's entry lacks; delete every pickle
+        in the cache's entry, so that openml parses the plain files instead of unpickling."""
+        target = self.entry(dataset_id)
+        if source is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            for name in ENTRY_FILES:
+                if (source / name).is_file() and not (target / name).exists():
+                    with replaced_atomically(target / name) as partial:
+                        shutil.copyfile(source / name, partial)  # contents only: the copy is writable
+        if target.is_dir():
+            for path in target.iterdir():
+                if path.name.endswith(PICKLES):
+                    path.unlink(missing_ok=True)
+
+    def _require_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -154,15 +181,6 @@ class OpenMLCache:
             problem = None if os.access(self.root, os.W_OK) else "is not writable"
         if problem:
             raise UserError(f"the OpenML cache {self.root} {problem}; choose another with --cache or {CACHE_ENV}")
-        source = self.source_entry(dataset_id)
-        if source is None or not source.is_dir():
-            return
-        target = self.entry(dataset_id)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ENTRY_FILES:
-            if (source / name).is_file() and not (target / name).exists():
-                with replaced_atomically(target / name) as partial:
-                    shutil.copyfile(source / name, partial)  # contents only: the copy is writable
 
     def _require_server(self, dataset_id: int, server: str) -> None:
         """Raise a UserError at once if the OpenML server cannot be reached (openml has no timeout)."""

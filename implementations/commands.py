@@ -87,7 +87,9 @@ def _parity(args) -> int:
         print(json.dumps(result, indent=1))
         return 0 if result["ok"] else 1
     tol = result["tolerance"]
-    print(f"parity {' vs '.join(result['frameworks'])}: {args.steps} Adam steps, float32, "
+    change = result["rate_change"]
+    print(f"parity {' vs '.join(result['frameworks'])}: {args.steps} Adam steps, the learning rate set to "
+          f"{change['learning_rate']:g} after step {change['after_step']}, float32, "
           f"tolerance forward {tol['forward']:g}, per step {tol['step']:g} (largest absolute differences)")
     print(f"{'task':<11} {'role':<35} {'forward':>9} {'outputs':>9} {'loss':>9} {'weights':>9}  verdict")
     for case in result["cases"]:
@@ -132,5 +134,5 @@ def _demo(args) -> int:
             pred = pipeline.predict(model, x_test)
             score = np.mean(pred.argmax(1) == y_test) if task == "classification" else np.sqrt(np.mean((pred - y_test) ** 2))
             print(f"  {role:<16} test {metric} {score:.4f}  params {pipeline.serve(model).n_params:>7}  "
-                  f"epochs {fit.epochs:>3} (best {fit.best_epoch})")
+                  f"epochs {fit.epochs:>3} (best {fit.best_epoch})  steps {fit.steps:>5} (best {fit.best_step})  {fit.stop_reason}")
     return 0

@@ -29,8 +29,13 @@ from distillbench.implementations.teachers import TEACHER_KINDS
 _INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+# How a training ended (``FitResult.stop_reason``); see ``TrainingSpec``. ``max_iter``: the
+# iterations of a scikit-learn model (tree teacher, reference) ran out; ``converged``: a linear
+# reference's solver converged.
+STOP_REASONS = ("early_stopping", "converged", "max_steps", "max_epochs", "max_iter", "time_limit", "diverged")
+# The reasons that mean "stopped by the budget, not because it had converged": such a model's
+# numbers may be those of a model that had more to learn.
+BUDGET_REASONS = ("max_steps", "max_epochs", "max_iter", "time_limit")
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,19 @@ def distill_loss(task: str, distill: DistillSpec, masked: bool = False) -> LossS
 
 @dataclass(frozen=True)
 class FitResult:
-    """Of one training. An ensemble teacher: ``epochs`` and ``best_epoch`` are the sums over its
-    members (its training cost in epochs, and the epochs its kept weights embody), ``members`` each
-    member's own; a tree teacher: boosting iterations instead of epochs."""
+    """Of one training. An ensemble teacher: ``epochs``, ``best_epoch``, ``steps`` and ``best_step``
+    are the sums over its members (its training cost, and the training its kept weights embody),
+    ``stop_reason`` the first member's that is not ``early_stopping`` (else ``early_stopping``),
+    ``members`` each member's own; a tree teacher: boosting iterations instead of epochs and steps,
+    ``stop_reason`` ``early_stopping`` or ``max_iter``."""
 
-    epochs: int  # epochs run (early stopping may end before the budget)
-    best_epoch: int  # 1-based epoch whose weights were restored
+    epochs: int  # epochs run, a cut last one included
+    best_epoch: int  # epochs run when the restored weights were evaluated (0: the initial weights)
     best_val_loss: float
+    steps: int = 0  # optimiser steps run
+    best_step: int = 0  # optimiser steps behind the restored weights
+    stop_reason: str = "early_stopping"  # one of STOP_REASONS
+    learning_rate: float | None = None  # the rate when training ended (a schedule may lower it)
     members: tuple["FitResult", ...] = ()
     train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
@@ -241,26 +252,61 @@ class NeutralModel(abc.ABC):
     def serve(self) -> Served: ...
 
 
+def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
+    """The fewest whole epochs holding at least ``training.eval_steps`` optimiser steps."""
+    steps_per_epoch = -(-n_rows // training.batch_size)
+    return -(-training.eval_steps // steps_per_epoch)
+
+
 def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
         train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
         val: tuple[np.ndarray, np.ndarray, np.ndarray | None], member: int = 0) -> FitResult:
-    """Mini-batch Adam for at most ``training.epochs`` epochs; stops after ``patience`` epochs
-    without a lower validation loss and restores the best weights. ``member``: see ``batch_order``."""
+    """Mini-batch Adam within ``training``'s budget, evaluated every ``epochs_per_evaluation``
+    epochs, with early stopping and the learning-rate schedule (see ``TrainingSpec``); restores the
+    best weights. ``member``: see ``batch_order``."""
     x, y, t = train
     trainer = backend.trainer(model, loss, training)
-    best_loss, best_epoch, best_weights, epoch = np.inf, 0, backend.get_weights(model), 0
-    for epoch in range(1, training.epochs + 1):
+    every, rate, start = epochs_per_evaluation(len(x), training), training.learning_rate, time.perf_counter()
+    best_loss, best_epoch, best_step, best_weights = np.inf, 0, 0, backend.get_weights(model)
+    # Plateaus are counted from the last improvement by more than min_delta (its loss: ``reference``).
+    reference, epoch, step, since_improved, since_change = np.inf, 0, 0, 0, 0
+    reason = None
+    while reason is None:
+        batches = []
+        for _ in range(every):
+            room = training.max_steps - step - len(batches)
+            if epoch == training.epochs or room == 0:
+                break
+            epoch += 1
+            batches += batch_order(len(x), training.batch_size, seed, epoch, member)[:room]
         backend.checkpoint()
-        trainer.run(x, y, t, batch_order(len(x), training.batch_size, seed, epoch, member))
+        trainer.run(x, y, t, batches)
+        step += len(batches)
         val_loss = backend.loss(model, loss, *val)
         if not np.isfinite(val_loss):
-            raise TrainingDiverged(f"validation loss is {val_loss} at epoch {epoch}")
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_weights = val_loss, epoch, backend.get_weights(model)
-        elif epoch - best_epoch >= training.patience:
+            reason = "diverged"
             break
+        if val_loss < reference * (1.0 - training.min_delta):
+            reference, since_improved, since_change = val_loss, 0, 0
+        else:
+            since_improved, since_change = since_improved + 1, since_change + 1
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_step, best_weights = val_loss, epoch, step, backend.get_weights(model)
+        if since_improved >= max(1, training.patience):
+            reason = "early_stopping"
+        elif step == training.max_steps:
+            reason = "max_steps"
+        elif epoch == training.epochs:
+            reason = "max_epochs"
+        elif training.time_limit and time.perf_counter() - start >= training.time_limit:
+            reason = "time_limit"
+        elif training.lr_schedule == "plateau" and since_change >= training.lr_patience and rate > training.min_learning_rate:
+            rate, since_change = max(training.min_learning_rate, rate * training.lr_factor), 0
+            trainer.set_learning_rate(rate)
     backend.set_weights(model, best_weights)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), train_call_path=trainer.path)
+    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), steps=step,
+                     best_step=best_step, stop_reason=reason, learning_rate=rate,
+                     train_call_path=trainer.path)
 
 
 @dataclass
@@ -287,20 +333,31 @@ class Data:
         return dataclasses.replace(self, x_train=self.x_train[rows], y_train=self.y_train[rows])
 
 
+def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
+    """The data every model of a run is trained on: at ``train_fraction`` < 1 (a scaling study), a
+    seeded share of the training rows (``train_rows``); validation unchanged."""
+    return data if training.train_fraction >= 1.0 else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+
+
+def labelled_data(data: Data, spec: PipelineSpec, seed: int) -> tuple[Data, np.ndarray]:
+    """The rows every model learns from with their labels (``training_data``), and the training rows
+    that have none: with an ``unlabeled`` transfer set, a user with few labels, all but a seeded
+    ``labelled_fraction`` of them (``transfer.labelled_rows``), which only the distilled student sees
+    (with the teacher's outputs); otherwise none."""
+    data = training_data(data, spec.training, seed)
+    if spec.transfer.kind != "unlabeled":
+        return data, data.x_train[:0]
+    labelled = transfer.labelled_rows(len(data.x_train), spec.transfer.labelled_fraction, seed)
+    return data.subset(labelled), data.x_train[~labelled]
+
+
 class Pipeline:
     """Teacher -> compressor -> student, and the scratch-student baseline, in one framework."""
 
     def __init__(self, backend: Backend, spec: PipelineSpec, data: Data, seed: int):
         if data.task == "classification" and data.n_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got {data.n_classes}")
-        if spec.training.train_fraction < 1.0:  # a scaling study: a seeded share of the training rows
-            data = data.subset(train_rows(len(data.x_train), spec.training.train_fraction, seed))
-        # A user with few labels: every model trains on the labelled rows, the distilled student
-        # also gets the teacher's outputs on the others (its transfer set).
-        self.unlabelled = data.x_train[:0]
-        if spec.transfer.kind == "unlabeled":
-            labelled = transfer.labelled_rows(len(data.x_train), spec.transfer.labelled_fraction, seed)
-            data, self.unlabelled = data.subset(labelled), data.x_train[~labelled]
+        data, self.unlabelled = labelled_data(data, spec, seed)
         self.backend, self.spec, self.data, self.seed = backend, spec, data, seed
 
     def new_model(self, role: str):
@@ -319,10 +376,15 @@ class Pipeline:
         return TEACHER_KINDS[self.spec.teacher.kind].fit(self)
 
     def compress(self, teacher) -> tuple[Compressor, np.ndarray, np.ndarray]:
-        """Fit the compressor on the training split; the student's targets for train and val."""
+        """Fit the compressor on the training split; the student's targets for train and val. Targets
+        that are not all finite (e.g. a temperature so small that ``z / T`` overflows) are an error:
+        no student could be trained on them."""
         teacher_train = self.outputs(teacher, self.data.x_train)
         compressor = fit_compressor(self.data.task, self.spec.distill, teacher_train, self.data.y_train)
-        return compressor, compressor.apply(teacher_train), compressor.apply(self.outputs(teacher, self.data.x_val))
+        targets = compressor.apply(teacher_train), compressor.apply(self.outputs(teacher, self.data.x_val))
+        if not all(np.isfinite(t).all() for t in targets):
+            raise ValueError(f"the {compressor.kind} compressor gave non-finite student targets")
+        return (compressor, *targets)
 
     def transfer_set(self, teacher, compressor: Compressor) -> transfer.TransferSet:
         """The distilled student's rows without labels (``spec.transfer``: generated from the

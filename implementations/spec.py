@@ -189,34 +189,83 @@ class TransferSpec:
 
 
 
+LR_SCHEDULES = ("constant", "plateau")
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
-    """Adam with every hyperparameter explicit (the frameworks' defaults differ, e.g. epsilon), a
-    fixed epoch budget, early stopping on the validation loss with the best weights restored."""
+    """Mini-batch Adam with every hyperparameter explicit (the frameworks' defaults differ, e.g.
+    epsilon), early stopping on the validation loss with the best weights restored, a budget in
+    optimiser steps and in epochs, and a learning-rate schedule. ``pipeline.fit`` runs it.
 
-    epochs: int = 100
+    - **Evaluations.** The validation loss is computed after every ``k`` epochs, ``k`` the fewest
+      whole epochs holding at least ``eval_steps`` optimiser steps (one epoch on a large dataset; on
+      iris, one step per epoch, ``eval_steps`` epochs). So an evaluation is never less than one
+      epoch nor fewer than ``eval_steps`` steps, and ``patience`` and ``lr_patience``, counted in
+      evaluations, mean at least that many epochs and ``eval_steps`` times as many steps: a plateau
+      is judged on the same amount of training on small and large data.
+    - **Improvement**: a validation loss below ``(1 - min_delta)`` times the loss of the last
+      improvement (relative, as torch's ``ReduceLROnPlateau`` threshold): training goes on while the
+      loss falls by more than ``min_delta`` within every ``patience`` evaluations. The weights
+      restored are those of the lowest loss seen, whatever ``min_delta``.
+    - **Stop reasons**: ``early_stopping`` (``patience`` evaluations without improvement),
+      ``max_steps`` (``max_steps`` optimiser steps; the epoch they end in is cut), ``max_epochs``
+      (``epochs`` epochs), ``time_limit`` (``time_limit`` seconds of this model's training,
+      checked after each evaluation; 0 = none), ``diverged`` (a validation loss that is NaN or
+      infinite: training stops there and the best weights before it are kept). Whatever the
+      reason, the best weights are restored.
+    - **Schedule** ``lr_schedule``: ``constant``, or ``plateau``: after ``lr_patience`` evaluations
+      without improvement (since the best or the last reduction), the rate is multiplied by
+      ``lr_factor``, never below ``min_learning_rate``. ``lr_factor``, ``lr_patience`` and
+      ``min_learning_rate`` are used only by ``plateau``.
+    """
+
+    epochs: int = 100  # epochs at most
+    max_steps: int = 1_000_000  # optimiser steps at most
     batch_size: int = 128
     learning_rate: float = 1e-3
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
-    patience: int = 10
+    eval_steps: int = 1  # fewest optimiser steps between two evaluations (whole epochs, at least one)
+    patience: int = 10  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # relative improvement of the validation loss that counts
+    lr_schedule: str = "constant"
+    lr_factor: float = 0.5
+    lr_patience: int = 5  # evaluations without improvement before the rate is reduced
+    min_learning_rate: float = 1e-5
+    time_limit: float = 0.0  # seconds of training per model at most; 0 = no limit
     train_fraction: float = 1.0  # share of the training rows used: a seeded subset (pipeline.train_rows)
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "patience" else 1):
-                raise ConfigError(f"training.{name}: must be a {'non-negative' if name == 'patience' else 'positive'} integer, got {value!r}")
-        if not 0 < self.learning_rate < math.inf:
-            raise ConfigError(f"training.learning_rate: must be > 0 and finite, got {self.learning_rate!r}")
-        for name in ("beta_1", "beta_2"):
+        for name in ("epochs", "max_steps", "batch_size", "eval_steps", "patience", "lr_patience"):
+            value, least = getattr(self, name), 0 if name == "patience" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"training.{name}: must be a {'non-negative' if least == 0 else 'positive'} integer, got {value!r}")
+        for name in ("learning_rate", "min_learning_rate"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"training.{name}: must be > 0 and finite, got {getattr(self, name)!r}")
+        for name in ("beta_1", "beta_2", "min_delta"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"training.{name}: must be in [0, 1), got {getattr(self, name)!r}")
         if not 0 < self.epsilon < math.inf:
             raise ConfigError(f"training.epsilon: must be > 0 and finite, got {self.epsilon!r}")
+        if not 0.0 <= self.time_limit < math.inf:
+            raise ConfigError(f"training.time_limit: must be >= 0 (seconds, 0 = no limit) and finite, got {self.time_limit!r}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"training.train_fraction: must be in (0, 1], got {self.train_fraction!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"training.lr_schedule: must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ConfigError(f"training.lr_factor: must be in (0, 1), got {self.lr_factor!r}")
+        if self.lr_schedule == "plateau" and self.min_learning_rate > self.learning_rate:
+            raise ConfigError(f"training.min_learning_rate: must be at most training.learning_rate "
+                              f"({self.learning_rate!r}), got {self.min_learning_rate!r}")
+        if self.lr_schedule != "plateau":
+            for name in ("lr_factor", "lr_patience", "min_learning_rate"):
+                default = next(f.default for f in dataclasses.fields(TrainingSpec) if f.name == name)
+                if getattr(self, name) != default:
+                    raise ConfigError(f"training.{name}: used only by lr_schedule = 'plateau', not {self.lr_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -354,36 +403,45 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _parse_sweep(base: PipelineSpec, table: Any) -> dict[str, list]:
-    """Check a [sweep] table against the spec: known paths, non-empty lists of distinct values, every
-    value valid for its field; errors name the key and the value's index."""
+    """Check a [sweep] table against the spec: known paths, non-empty lists of distinct values, at most
+    MAX_VARIANTS configurations, every value valid for its field; errors name the key and the value's
+    index. The number of configurations is refused before any value is checked (linear in the values)."""
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {table!r}")
     sweep = _flatten(table)
+    sections = _sections(base)
     for path, values in sweep.items():
-        where = f"sweep.{path!r}".replace("'", '"')
         section, _, name = path.partition(".")
-        sections = _sections(base)
         known = {f.name for f in dataclasses.fields(getattr(base, section))} if section in sections else set()
         if section not in sections or name not in known:
             fields = ", ".join(f"{s}.{f.name}" for s in sections for f in dataclasses.fields(getattr(base, s)))
-            raise ConfigError(f"{where}: unknown field (known: {fields})")
+            raise ConfigError(f"{_sweep_key(path)}: unknown field (known: {fields})")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: must be a non-empty list of values, got {values!r}")
-        checked = []
+            raise ConfigError(f"{_sweep_key(path)}: must be a non-empty list of values, got {values!r}")
+    count = math.prod(len(v) for v in sweep.values())
+    if count > MAX_VARIANTS:
+        raise ConfigError(f"sweep: {count} configurations, more than the {MAX_VARIANTS} allowed")
+    for path, values in sweep.items():
+        section, _, name = path.partition(".")
+        checked, seen = [], set()
         for i, value in enumerate(values):
-            if value in values[:i]:
-                raise ConfigError(f"{where}[{i}]: {value!r} is listed twice")
             try:
                 built = _with_value(base, {path: value})
             except ConfigError as exc:
                 message = str(exc).removeprefix(f"{path}: ")
-                raise ConfigError(f"{where}[{i}]: {message}") from None
-            checked.append(getattr(getattr(built, section), name))  # as the spec holds it (e.g. 2 -> 2.0)
+                raise ConfigError(f"{_sweep_key(path)}[{i}]: {message}") from None
+            held = getattr(getattr(built, section), name)  # as the spec holds it (e.g. 2 -> 2.0)
+            if repr(held) in seen:
+                raise ConfigError(f"{_sweep_key(path)}[{i}]: {value!r} is listed twice")
+            seen.add(repr(held))
+            checked.append(held)
         sweep[path] = checked
-    count = math.prod(len(v) for v in sweep.values())
-    if count > MAX_VARIANTS:
-        raise ConfigError(f"sweep: {count} configurations, more than the {MAX_VARIANTS} allowed")
     return sweep
+
+
+def _sweep_key(path: str) -> str:
+    """How errors name a sweep key: sweep."distill.alpha"."""
+    return f'sweep."{path}"'
 
 
 def spec_from_dict(data: dict[str, Any]) -> PipelineSpec:
@@ -410,7 +468,12 @@ def load_spec(name_or_path: str | Path | None = None) -> PipelineSpec:
         text = resources.files(__package__).joinpath("presets", f"{name_or_path}.toml").read_text()
         source = f"preset {name_or_path!r}"
     elif path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")  # TOML is UTF-8
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text, as TOML must be ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         source = str(path)
     else:
         raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(presets())})")

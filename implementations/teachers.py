@@ -122,10 +122,14 @@ class Ensemble(MLP):
             members.append(model)
         model = backend.ensemble(members, d.task)
         val_loss = backend.loss(model, loss, d.x_val, d.y_val, None)
+        reason = next((f.stop_reason for f in fits if f.stop_reason != "early_stopping"), "early_stopping")
         return model, FitResult(
             epochs=sum(f.epochs for f in fits),
             best_epoch=sum(f.best_epoch for f in fits),
             best_val_loss=float(val_loss),
+            steps=sum(f.steps for f in fits),
+            best_step=sum(f.best_step for f in fits),
+            stop_reason=reason,
             members=tuple(fits),
             train_call_path=f"each member alone: {fits[0].train_call_path}",
         )

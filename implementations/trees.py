@@ -5,7 +5,8 @@ frameworks get the same teacher (same seed, same data, same trees), so their stu
 the framework. Early stopping watches our own validation split (``fit(X_val=, y_val=)``) with
 ``training.patience`` iterations of patience; like the MLPs' early stopping, the iterations after
 the best are dropped (scikit-learn keeps them: the model is refitted with ``max_iter`` = the best
-count, which grows the same first trees).
+count, which grows the same first trees). Its ``FitResult`` counts boosting iterations as epochs and
+steps; ``stop_reason`` is ``early_stopping``, or ``max_iter`` when the iterations ran out first.
 
 Outputs are raw scores, as the compressors expect: classification logits (n, C) in label order
 0..C-1 (binary: ``[0, s]`` with ``s`` the log-odds of class 1, so that their softmax is
@@ -43,14 +44,18 @@ def _threads(threads: int | None):
     return _controller().limit(limits=threads, user_api="openmp") if threads else contextlib.nullcontext()
 
 
-class TreeTeacher(NeutralModel):
+class SklearnModel(NeutralModel):
+    """A fitted scikit-learn estimator served as the pipeline serves its models: raw outputs, logits
+    (n, C) in label order or values (n, 1), through ``decision_function`` / ``predict`` on numpy,
+    with its OpenMP threads held to ``threads``. Subclasses say how big it is."""
+
     def __init__(self, estimator, n_classes: int, threads: int | None = None):
         self.estimator, self.n_classes, self.threads = estimator, n_classes, threads
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         with _threads(self.threads):
             if not self.n_classes:
-                return self.estimator.predict(x).astype(np.float32)[:, None]
+                return self.estimator.predict(x).astype(np.float32).reshape(len(x), 1)
             raw = self.estimator.decision_function(x)
         if raw.ndim == 1:  # two classes: the log-odds of the second
             raw = np.column_stack([np.zeros_like(raw), raw])
@@ -58,23 +63,33 @@ class TreeTeacher(NeutralModel):
         out[:, self.estimator.classes_.astype(np.int64)] = raw
         return out
 
+    def size(self) -> tuple[int, int | None]:
+        """(n_params, macs_per_row)."""
+        raise NotImplementedError
+
+    def serve(self) -> Served:
+        method = "decision_function" if self.n_classes else "predict"
+        n_params, macs = self.size()
+        return Served(self.outputs, f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
+                                    "on numpy (framework-independent)",
+                      n_params=n_params, model_bytes=len(pickle.dumps(self.estimator)), macs_per_row=macs)
+
+
+class TreeTeacher(SklearnModel):
     @property
     def n_nodes(self) -> int:
         """Nodes of all trees (scikit-learn keeps them in the private ``_predictors``)."""
         return int(sum(len(tree.nodes) for iteration in self.estimator._predictors for tree in iteration))
 
-    def serve(self) -> Served:
+    def size(self) -> tuple[int, int | None]:
         # n_params: tree nodes (each holds a feature, a threshold and a value), so that a compression
         # ratio can be given at all; not comparable with a network's weights. No multiply-adds.
-        method = "decision_function" if self.n_classes else "predict"
-        return Served(self.outputs, f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
-                                    "on numpy (framework-independent)",
-                      n_params=self.n_nodes, model_bytes=len(pickle.dumps(self.estimator)), macs_per_row=None)
+        return self.n_nodes, None
 
 
-def _val_loss(teacher: TreeTeacher, data: Data) -> float:
+def val_loss(model: SklearnModel, data: Data) -> float:
     """The loss the MLP teachers are early-stopped on: cross-entropy of the logits, or MSE."""
-    out = teacher.outputs(data.x_val).astype(np.float64)
+    out = model.outputs(data.x_val).astype(np.float64)
     if not data.n_classes:
         return float(np.mean((out[:, 0] - data.y_val) ** 2))
     shifted = out - out.max(axis=1, keepdims=True)
@@ -96,5 +111,6 @@ def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int
         if best < iterations:
             estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
     teacher = TreeTeacher(estimator, data.n_classes, threads)
-    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=_val_loss(teacher, data),
+    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=val_loss(teacher, data), steps=iterations,
+                              best_step=best, stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping",
                               train_call_path=f"scikit-learn {cls.__name__}.fit, early stopping on the validation split")

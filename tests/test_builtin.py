@@ -35,7 +35,7 @@ from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import get_prepared
 from distillbench.datasets.sources import CACHE_ENV, DATASETS_SUBDIR, ENTRY_FILES, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import load_suite
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCES, ROLES
 
 TINY_CONFIG = "[teacher]\nwidths = [16]\n\n[student]\nwidths = [4]\n\n[training]\nepochs = 3\n"
 OFFLINE_SITECUSTOMIZE = '''\
@@ -209,7 +209,7 @@ def test_offline_run_falls_back_to_the_builtin_suite(fallback_run) -> None:
     assert [d["id"] for d in manifest["datasets"]] == [b.dataset_id for b in BUILTINS]
 
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert len(records) == len(BUILTINS) * len(ROLES) and all(r["status"] == "ok" for r in records)
+    assert len(records) == len(BUILTINS) * (len(ROLES) + len(REFERENCES)) and all(r["status"] == "ok" for r in records)
     assert {r["dataset_id"]: r["dataset_source"] for r in records} == {b.dataset_id: b.origin for b in BUILTINS}
     assert {r["dataset_name"] for r in records} == {b.name for b in BUILTINS}
 

@@ -30,7 +30,7 @@ from distillbench.cli import main
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.env import environment
 from distillbench.errors import UserError
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCES, ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 ENV = environment()
@@ -332,6 +332,31 @@ def test_new_jobs_are_reported_and_do_not_fail(tmp_path) -> None:
     assert comparison.exit_code("all") == 0
 
 
+def test_a_model_newly_ending_on_its_budget_is_reported_not_failed(tmp_path) -> None:
+    def ended(how: str, flags: list[str]):
+        return lambda r: r.update(stop_reason=how, flags=flags)
+    baseline = make_records("baseline")
+    for r in baseline:
+        ended("early_stopping", [])(r)
+    candidate = copy.deepcopy(baseline)
+    edit(candidate, 531, "torch", "student_kd", ended("max_steps", ["budget"]))
+    candidate[0]["flags"] = ["below_linear"]  # iris, seed 0, torch teacher: one seed newly flagged
+    baseline[1]["flags"] = ["budget"]  # iris, seed 0, torch student_kd: flagged in the baseline only
+    comparison = compare_runs(*pair(tmp_path, candidate, baseline=baseline))
+    assert [(f.dataset, f.framework, f.role, f.flag, f.baseline, f.candidate, f.status) for f in comparison.flags] == [
+        ("boston", "torch", "student_kd", "budget", 0, 3, "newly"),
+        ("iris", "torch", "teacher", "below_linear", 0, 1, "newly"),
+        ("iris", "torch", "student_kd", "budget", 1, 0, "cleared")]
+    assert comparison.exit_code("all") == 0  # reported, never failed on
+    text = format_comparison(comparison, "all")
+    assert "2 newly flagged models (reported, not failed on)" in text
+    flags = text[text.index("FLAGS newly raised or cleared"):text.index("EVERY ROW")]
+    assert "ended on the training budget" in flags and "3 of 3" in flags and "newly" in flags
+    # a baseline from before the flags existed says nothing about them: nothing is reported
+    old = [{k: v for k, v in r.items() if k not in ("flags", "stop_reason")} for r in make_records("old")]
+    assert compare_runs(write_run(tmp_path / "old", old), tmp_path / "candidate").flags == []
+
+
 # ---- timing and machines
 
 
@@ -585,10 +610,10 @@ def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     comparison = compare_runs(first, second)
     quality = [r for r in comparison.rows if r.kind == "quality"]
-    # iris and boston, torch, 3 roles: every metric of every role is compared
-    assert {(r.dataset, r.role) for r in quality} == {(d, role) for d in ("iris", "boston") for role in ROLES}
+    # iris and boston, torch, 3 roles and the 2 references: every metric of every role is compared
+    assert {(r.dataset, r.role) for r in quality} == {(d, role) for d in ("iris", "boston") for role in ROLES + REFERENCES}
     assert all(r.verdict == UNCHANGED for r in quality), [r for r in quality if r.verdict != UNCHANGED]
-    assert comparison.jobs == [] and comparison.machine_differences == []
+    assert comparison.jobs == [] and comparison.machine_differences == [] and comparison.flags == []
     # same seeds, deterministic training: the same numbers
     assert all(r.change == 0 for r in quality)
     assert "| boston | torch | student_kd | rmse |" in md.read_text()
@@ -600,5 +625,5 @@ def test_history_of_real_runs(smoke_runs, tmp_path) -> None:
                           "--out", str(tmp_path / "history"))
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "history" / "history.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * 3 * 2  # header + runs x datasets x roles x metrics
+    assert len(lines) == 1 + 2 * 2 * (3 + 2) * 2  # header + runs x datasets x roles (and references) x metrics
     assert (tmp_path / "history" / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -23,13 +23,14 @@ import pytest
 
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.run_folder import read_records
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 
 pytestmark = pytest.mark.slow
 FRAMEWORKS = ("torch", "tensorflow")
-EXPECTED = sorted((d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES)
+EXPECTED = sorted([(d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES]
+                  + [(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def quality(records: list[dict]) -> dict[tuple, dict]:
 def assert_each_job_once_and_ok(run) -> None:
     assert sorted(keys(run.records)) == EXPECTED  # nothing lost, nothing written twice
     assert all(r["status"] == "ok" for r in run.records), [r["error"] for r in run.records]
-    assert run.manifest["status"] == "complete" and run.manifest["jobs"]["ok"] == len(SMOKE) * len(FRAMEWORKS)
+    assert run.manifest["status"] == "complete" and run.manifest["jobs"]["ok"] == len(SMOKE) * (len(FRAMEWORKS) + 1)
 
 
 @pytest.fixture(scope="module")

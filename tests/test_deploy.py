@@ -16,7 +16,7 @@ import pytest
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceeded, check_tolerance
 from distillbench.implementations.pipeline import Served, initial_weights
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
 
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, cli, clean_env
@@ -183,11 +183,12 @@ def smoke_run(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
 def test_a_run_measures_every_model_in_every_format(smoke_run) -> None:
     records = smoke_run.records
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
-        (d, f, role) for d in SMOKE for f in FRAMEWORKS for role in (*ROLES, *DEPLOYED))
+        [(d, f, role) for d in SMOKE for f in FRAMEWORKS for role in (*ROLES, *DEPLOYED)]
+        + [(d, REFERENCE, role) for d in SMOKE for role in REFERENCES])  # the references: no deployment formats
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
     floats = {(r["dataset_id"], r["framework"], r["role"]): r for r in records if r["role"] in ROLES}
     for r in records:
-        if r["role"] in ROLES:
+        if r["role"] in ROLES + REFERENCES:
             assert r.get("format") is None
             continue
         model = floats[(r["dataset_id"], r["framework"], r["model_role"])]
@@ -249,7 +250,7 @@ def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_ru
 
     candidate = tmp_path / "no-deploy"
     shutil.copytree(smoke_run.out, candidate)
-    kept = [json.dumps(r) for r in read_records(candidate) if r["role"] in ROLES]
+    kept = [json.dumps(r) for r in read_records(candidate) if r["role"] in ROLES + REFERENCES]
     (candidate / "records.jsonl").write_text("\n".join(kept) + "\n")
     manifest = json.loads((candidate / "manifest.json").read_text()) | {"deploy": False}
     (candidate / "manifest.json").write_text(json.dumps(manifest))

@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 
 from distillbench.benchmarks.running import metrics
+from distillbench.benchmarks.store.flags import model_flags
 from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER, PRIMARY_METRIC, TEST_METRICS
 from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION
 from distillbench.benchmarks.store.run_folder import RECORDS, RunFolder, read_records
 from distillbench.datasets.sources import CACHE_ENV, SOURCE_ENV
 from distillbench.errors import UserError
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.pipeline import STOP_REASONS
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +95,11 @@ def by_key(records: list[dict]) -> dict[tuple, dict]:
     return dict(zip(keys(records), records))
 
 
+def models(records: list[dict]) -> list[dict]:
+    """The records of the frameworks' models (not the reference roles)."""
+    return [r for r in records if r["framework"] != REFERENCE]
+
+
 def write_suite(path: Path, datasets: str) -> Path:
     path.write_text(f'description = "made by a test"\ndatasets = [{datasets}]\n')
     return path
@@ -126,11 +133,12 @@ def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
 def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     records, manifest = smoke_run.records, smoke_run.manifest
     expected = {(d, 0, f, role) for d in SMOKE for f in ("torch", "tensorflow") for role in ROLES}
+    expected |= {(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES}  # once per (dataset, seed)
     assert sorted(keys(records)) == sorted(expected)  # every job's records, each exactly once
     assert all(r["status"] == "ok" and r["error"] is None for r in records), [r["error"] for r in records]
     assert {r["run_id"] for r in records} == {smoke_run.out.name} == {manifest["run_id"]}
-    assert manifest["status"] == "complete"
-    assert manifest["jobs"] == {"planned": 4, "skipped_as_done": 0, "ok": 4, "failed": 0}
+    assert manifest["status"] == "complete" and manifest["reference_roles"] == list(REFERENCES)
+    assert manifest["jobs"] == {"planned": 6, "skipped_as_done": 0, "ok": 6, "failed": 0}
     assert manifest["worker"] == "one process per framework, reused"
     # The terminal summary: one row per dataset and framework; progress with an ETA on stderr.
     rows = [line.split() for line in smoke_run.result.stdout.splitlines()]
@@ -142,9 +150,36 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
 
 
 @pytest.mark.slow
+def test_every_model_says_how_its_training_ended_and_what_it_is_flagged_for(smoke_run) -> None:
+    records = smoke_run.records
+    refs = {(r["dataset_id"], r["seed"], r["role"]): r for r in records if r["framework"] == REFERENCE}
+    for r in records:
+        assert r["stop_reason"] in STOP_REASONS and 1 <= r["best_step"] <= r["steps"], r
+        assert r["best_epoch"] <= r["epochs"]
+        if r["framework"] == REFERENCE:
+            assert r["framework_version"] == metadata.version("scikit-learn") and "scikit-learn" in r["call_path"]
+            assert r["stop_reason"] in ("converged", "early_stopping") and r["flags"] == []
+            continue
+        assert r["final_learning_rate"] == 1e-3  # the tiny config's constant rate
+        # 3 epochs of iris (1 step each) or boston (3 steps each): the students end on the budget
+        assert r["steps"] == r["epochs"] * {61: 1, 531: 3}[r["dataset_id"]]
+        metric = r["primary_metric"]
+        reference = {role: refs[(r["dataset_id"], r["seed"], role)]["metrics"][metric] for role in REFERENCES}
+        assert r["flags"] == model_flags(r, reference), r
+        assert ("budget" in r["flags"]) == (r["stop_reason"] == "max_epochs")
+    # the terminal summary: the references beside each framework's models; a warning per flag raised
+    stdout = smoke_run.result.stdout
+    header = stdout.splitlines()[0].split()
+    assert header[3:8] == [*ROLES, *REFERENCES], header
+    flagged = [r for r in records if r["flags"]]
+    assert flagged and all(f"seed 0 {r['role']}" in stdout for r in flagged[:6])
+    assert re.search(r"^warning: \d+ model\(s\) ended on the training budget", stdout, re.M), stdout
+
+
+@pytest.mark.slow
 def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
     number = (int, float)
-    for r in smoke_run.records:
+    for r in models(smoke_run.records):
         missing = set(REQUIRED_FIELDS) - set(r)
         assert not missing, missing
         assert r["schema_version"] == SCHEMA_VERSION
@@ -193,7 +228,7 @@ def test_latency_percentiles_are_ordered_and_single_rows_skip_model_predict(smok
 
 @pytest.mark.slow
 def test_derived_numbers_per_role(smoke_run) -> None:
-    records = by_key(smoke_run.records)
+    records = by_key(models(smoke_run.records))
     for (dataset, seed, framework, role), r in records.items():
         teacher = records[(dataset, seed, framework, "teacher")]
         metric = r["primary_metric"]
@@ -212,7 +247,7 @@ def test_derived_numbers_per_role(smoke_run) -> None:
 
 @pytest.mark.slow
 def test_sizes_follow_the_architecture(smoke_run) -> None:
-    for r in smoke_run.records:
+    for r in models(smoke_run.records):
         _, _, features, outputs = SMOKE[r["dataset_id"]]
         widths = [16] if r["role"] == "teacher" else [4]
         sizes = [features, *widths, outputs]
@@ -338,7 +373,7 @@ def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, t
     assert_ok(result)
     assert (out / RECORDS).read_text() == complete  # cut back to the last whole line; nothing re-run
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["jobs"] == {"planned": 4, "skipped_as_done": 4, "ok": 4, "failed": 0}
+    assert manifest["jobs"] == {"planned": 6, "skipped_as_done": 6, "ok": 6, "failed": 0}
     assert manifest["status"] == "complete"
 
 
@@ -408,7 +443,8 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
-        while _complete_lines(out / RECORDS) < len(ROLES):  # the first job's records are written
+        # the reference jobs' records and the first torch job's are written
+        while _complete_lines(out / RECORDS) < 2 * len(REFERENCES) + len(ROLES):
             assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "no job finished within 4 minutes"
             workers = _children(proc.pid) or workers
@@ -425,17 +461,19 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
     try:
         before = (out / RECORDS).read_text()
         killed = read_records(out)
-        assert 0 < len(killed) < 6, "the kill came after the last job: the test proves nothing"
+        assert 0 < len(killed) < 2 * (len(REFERENCES) + len(ROLES)), "the kill came after the last job: the test proves nothing"
         assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # valid JSON, never half-written
 
         resumed = distillbench_run(data, *args, "--resume", cwd=tmp_path)
         assert_ok(resumed)
         assert (out / RECORDS).read_text().startswith(before)  # finished jobs are left as they were
         records = read_records(out)
-        assert sorted(keys(records)) == sorted((61, seed, "torch", role) for seed in range(2) for role in ROLES)
+        assert sorted(keys(records)) == sorted([(61, seed, "torch", role) for seed in range(2) for role in ROLES]
+                                               + [(61, seed, REFERENCE, role) for seed in range(2) for role in REFERENCES])
         assert all(r["status"] == "ok" for r in records)
         manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["jobs"] == {"planned": 2, "skipped_as_done": len(killed) // len(ROLES), "ok": 2, "failed": 0}
+        done = len({(r["seed"], r["framework"]) for r in killed})
+        assert manifest["jobs"] == {"planned": 4, "skipped_as_done": done, "ok": 4, "failed": 0} and done >= 3
         # The killed run's worker finished its job, found nobody listening and ended.
         deadline = time.monotonic() + 120
         while any(map(_alive, workers)) and time.monotonic() < deadline:
@@ -452,7 +490,7 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
 @pytest.fixture(scope="module")
 def failing_run(data, tmp_path_factory) -> SimpleNamespace:
     """A run of three datasets: iris fails in its worker (a temperature of 5e-324, the smallest
-    float, makes the soft targets NaN, so the distilled student's loss is NaN on classification);
+    float, makes the soft targets NaN, which the pipeline refuses on classification);
     boston cannot load (its target override is not a column); wine, as regression on its 'Alcohol'
     column where the temperature plays no part, runs after both failures in the same worker."""
     cwd = tmp_path_factory.mktemp("failing")
@@ -472,13 +510,15 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     records = {r["dataset_id"]: [] for r in failing_run.records}
     for r in failing_run.records:
         records[r["dataset_id"]].append(r)
-    assert sorted(keys(failing_run.records)) == sorted((d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES)
+    assert sorted(keys(failing_run.records)) == sorted([(d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES]
+                                                       + [(d, 0, REFERENCE, role) for d in (61, 531, 187) for role in REFERENCES])
     bad = records[531]
     assert all(r["status"] == "failed" and "no_such_column" in r["error"] for r in bad), [r["error"] for r in bad]
     assert all(set(REQUIRED_FIELDS) <= set(r) and r["metrics"] is None for r in bad)
     assert next(d for d in failing_run.manifest["datasets"] if d["id"] == 531)["error"]
     assert all(r["status"] == "ok" and r["task"] == "regression" for r in records[187])
-    assert failing_run.manifest["jobs"] == {"planned": 3, "skipped_as_done": 0, "ok": 1, "failed": 2}
+    # the reference jobs: 531 cannot load for them either; the temperature plays no part in them
+    assert failing_run.manifest["jobs"] == {"planned": 6, "skipped_as_done": 0, "ok": 3, "failed": 3}
     assert "failed" in failing_run.result.stderr
 
 
@@ -505,9 +545,10 @@ def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
-    iris = [r for r in failing_run.records if r["dataset_id"] == 61]
+    iris = [r for r in failing_run.records if r["dataset_id"] == 61 and r["framework"] == "torch"]
     assert [r["role"] for r in iris] == list(ROLES)
-    assert all(r["status"] == "failed" and r["error"].startswith("TrainingDiverged") for r in iris), [r["error"] for r in iris]
+    assert all(r["status"] == "failed" and r["error"] == "ValueError: the temperature compressor gave non-finite student targets"
+               for r in iris), [r["error"] for r in iris]
     assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(REQUIRED_FIELDS) <= set(r) for r in iris)
     wine = [r for r in failing_run.records if r["dataset_id"] == 187]
     assert all(r["status"] == "ok" for r in wine)  # after the failure, in the same worker
@@ -522,10 +563,10 @@ def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -
                               cwd=tmp_path)
     assert_ok(result)
     records = read_records(out)
-    assert [r["role"] for r in records] == list(ROLES)
+    assert [r["role"] for r in records] == [*REFERENCES, *ROLES]
     assert all(r["status"] == "failed" and "time limit" in r["error"] for r in records), [r["error"] for r in records]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["jobs"]["failed"] == 1
+    assert manifest["status"] == "complete" and manifest["jobs"]["failed"] == 2
 
 
 # ---- bad input: one line, non-zero, nothing written
@@ -594,7 +635,7 @@ def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke
     assert json.loads((out / "manifest.json").read_text())["worker"].startswith("fresh process per job")
     fresh = by_key(read_records(out))
     reused = {k: r for k, r in by_key(smoke_run.records).items() if k[0] == 531}
-    assert fresh.keys() == reused.keys() and len(fresh) == 6
+    assert fresh.keys() == reused.keys() and len(fresh) == 8  # 2 frameworks x 3 roles, and the 2 references
     for key, r in fresh.items():
         assert r["status"] == "ok"
         assert r["metrics"] == reused[key]["metrics"], key  # bit-identical, not approximately equal

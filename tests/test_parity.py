@@ -50,6 +50,7 @@ def result():
 
 def test_parity_passes_with_the_stated_tolerances(result):
     assert result["tolerance"] == {"forward": 1e-5, "step": 1e-4}
+    assert result["rate_change"] == {"after_step": STEPS // 2, "learning_rate": load_spec("default").training.learning_rate / 10}
     assert result["frameworks"] == ["torch", "tensorflow"]
     assert [case_key(c) for c in result["cases"]] == ALL_CASES
     assert result["ok"]
@@ -96,6 +97,15 @@ class OtherEpsilonTF(TensorFlowBackend):
         return super().trainer(model, loss, dataclasses.replace(training, epsilon=1e-4))
 
 
+class FixedRateTF(TensorFlowBackend):
+    """A trainer that ignores the schedule: the rate it was built with stays."""
+
+    def trainer(self, model, loss, training):
+        trainer = super().trainer(model, loss, training)
+        trainer.set_learning_rate = lambda value: None
+        return trainer
+
+
 @pytest.fixture(scope="module")
 def parity_spec():
     spec = load_spec("default")
@@ -123,4 +133,19 @@ def test_step_check_catches_an_optimiser_mismatch(parity_spec, kind, role):
     case = parity.parity_case(parity_spec, kind, role, STEPS, 0, backends)
     assert case["forward"] <= parity.FORWARD_TOLERANCE  # same weights: the forward pass still agrees
     assert case["max"]["weights"] > parity.STEP_TOLERANCE
+    assert not case["ok"]
+
+
+def test_step_check_covers_the_learning_rate_schedule(parity_spec):
+    # Half-way the rate is cut in both frameworks; a side that ignores it agrees up to that step only.
+    backends = [get_backend("torch"), FixedRateTF()]
+    for backend in backends:
+        backend.configure(0)
+    case = parity.parity_case(parity_spec, "multiclass", "student_scratch", STEPS, 0, backends)
+    change = parity.rate_change(parity_spec, STEPS)
+    assert change == {"after_step": STEPS // 2, "learning_rate": parity_spec.training.learning_rate / 10}
+    before = [s for s in case["steps"] if s["step"] <= change["after_step"]]
+    after = [s for s in case["steps"] if s["step"] > change["after_step"]]
+    assert all(s["weights"] <= parity.STEP_TOLERANCE for s in before)
+    assert max(s["weights"] for s in after) > parity.STEP_TOLERANCE
     assert not case["ok"]

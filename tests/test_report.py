@@ -119,7 +119,8 @@ def test_the_markdown_holds_the_expected_numbers(report: Path) -> None:
     md = (report / "report.md").read_text()
     # the same numbers in both frameworks (parity); the values of this fixed run
     for framework in ("torch", "tensorflow"):
-        assert f"| iris | {framework} | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 | 0.4 ± 0.143 | 151.9 ± 174 |" in md
+        # no reference models in this run (written before they existed): "-" under linear and hgb
+        assert f"| iris | {framework} | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 | 0.4 ± 0.143 | - | - | 151.9 ± 174 |" in md
         assert f"| abalone | {framework} | rmse | 2.562 ± 0.487 | 2.994 ± 0.936 | 2.993 ± 0.961 |" in md
     # across datasets: per framework 3 wins, 0 ties, 3 losses; exact Wilcoxon p of W = 6 over 6 datasets
     assert "| torch | 6 | 94.61 | 97.79 | 0.6573 | 3/0/3 | 6 | 0.4375 |" in md
@@ -190,6 +191,60 @@ def test_the_run_header_says_what_ran_where_and_how_long(report: Path) -> None:
     assert "teacher [16]" in header["config"] and "student [4]" in header["config"]
 
 
+# ---------------------------------------------------------------- convergence and sanity
+
+
+def with_endings_and_references(record: dict) -> list[dict]:
+    """run_small's record as a run of now writes it: how its training ended and its flags (iris torch
+    student_kd ended on max_steps in seeds 0 and 1, boston tensorflow's teacher is far below hgb in
+    seed 2), and, beside each ok teacher of torch, the dataset's reference records (linear: the
+    teacher's quality; hgb: a little better)."""
+    if record["status"] != "ok" or record["role"] not in ("teacher", "student_kd", "student_scratch"):
+        return [record]
+    where = (record["dataset_id"], record["framework"], record["role"])
+    bound = where == (61, "torch", "student_kd") and record["seed"] < 2
+    far = where == (531, "tensorflow", "teacher") and record["seed"] == 2
+    record.update(stop_reason="max_steps" if bound else "early_stopping", steps=400, best_step=390 if bound else 200,
+                  final_learning_rate=0.001, flags=["budget"] if bound else ["far_below_hgb"] if far else [])
+    if where[1:] != ("torch", "teacher"):
+        return [record]
+    metric = record["primary_metric"]
+    better = 0.01 if metric == "accuracy" else -0.1
+    refs = [dict(record, framework="reference", role=role, stop_reason=how, flags=[], steps=9, best_step=9,
+                 metrics={metric: record["metrics"][metric] + shift})
+            for role, how, shift in (("linear", "converged", 0.0), ("hgb", "early_stopping", better))]
+    return [record, *refs]
+
+
+def test_the_convergence_and_sanity_sections(tmp_path: Path) -> None:
+    run = copy_run(tmp_path / "run", reference_roles=["linear", "hgb"])
+    records = [out for r in fixture_records() for out in with_endings_and_references(r)]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = write_report(run, tmp_path / "out")
+    table = {(r["framework"], r["role"]): r for r in read_csv(report / "tables" / "convergence.csv")}
+    assert table[("torch", "student_kd")]["max_steps"] == "2" and table[("torch", "student_kd")]["early_stopping"] == "16"
+    assert table[("reference", "linear")]["converged"] == "18" and table[("reference", "hgb")]["models"] == "18"
+    bound = read_csv(report / "tables" / "budget_bound.csv")
+    assert [(r["dataset"], r["framework"], r["seed"], r["role"], r["stop reason"]) for r in bound] == [
+        ("iris", "torch", "0", "student_kd", "max_steps"), ("iris", "torch", "1", "student_kd", "max_steps")]
+    sanity = read_csv(report / "tables" / "sanity.csv")
+    assert [(r["dataset"], r["framework"], r["seed"], r["role"]) for r in sanity] == [("boston", "tensorflow", "2", "teacher")]
+    hgb = next(r for r in records if (r["dataset_id"], r["seed"], r["role"]) == (531, 2, "hgb"))
+    assert float(sanity[0]["reference"]) == pytest.approx(hgb["metrics"]["rmse"])
+    # The results: the references beside the models, the flags beside their numbers.
+    results = {(r["dataset"], r["framework"]): r for r in read_csv(report / "tables" / "results.csv")}
+    teacher = [r["metrics"]["accuracy"] for r in records if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "teacher")]
+    assert float(results[("iris", "tensorflow")]["linear"]) == pytest.approx(np.mean(teacher))
+    assert float(results[("iris", "torch")]["hgb"]) == pytest.approx(np.mean(teacher) + 0.01)
+    kd = [r["metrics"]["accuracy"] for r in records if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "student_kd")]
+    assert float(results[("iris", "torch")]["kd vs best reference %"]) == pytest.approx(
+        np.mean([100 * k / (t + 0.01) for k, t in zip(kd, teacher)]))
+    md = (report / "report.md").read_text()
+    assert "| iris | torch | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 \\[budget 2/3\\] |" in md
+    assert "far below hgb 1/3\\]" in md and "## Convergence" in md and "## Sanity checks" in md
+    assert "Ended on the budget: 2 of 144 models." in md  # 6 datasets x 3 seeds x (2 x 3 models + 2 references)
+
+
 # ---------------------------------------------------------------- escaping
 
 
@@ -227,7 +282,7 @@ def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> Non
     assert [(r["dataset"], r["framework"], r["seeds"]) for r in rows] == [("iris", "torch", "1/1"), ("boston", "torch", "1/1")]
     assert rows[0]["teacher"] and rows[0]["teacher ci95"] == ""
     md = (out / "report.md").read_text()
-    assert "| iris | torch | accuracy | 0.5 | 0.4 | 0.3667 | 80 | 73.33 | 9.091 |" in md  # seed 0's values, no interval
+    assert "| iris | torch | accuracy | 0.5 | 0.4 | 0.3667 | - | - | 80 | 73.33 | - | 9.091 |" in md  # seed 0's values, no interval
     assert "Needs results from two frameworks; this run has torch." in md
     assert "No critical-difference diagram: it needs at least 5 datasets with all results; this run has 2." in md
     assert not stale.exists() and not (out / "figures" / "framework_time.png").exists()
@@ -238,15 +293,15 @@ def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> Non
 
 
 def test_the_sections_in_the_reports_order_with_the_files_they_declare(report: Path) -> None:
-    assert list(SECTIONS) == ["run_info", "datasets", "results", "frameworks_compared", "across_datasets", "latency",
-                              "deployment", "sweep", "payoff", "failed_jobs"]
+    assert list(SECTIONS) == ["run_info", "datasets", "results", "convergence", "frameworks_compared", "across_datasets",
+                              "latency", "deployment", "sweep", "payoff", "failed_jobs"]
     tables = [name for s in SECTIONS.values() for name in s.tables]
     figures = [name for s in SECTIONS.values() for name in s.figures]
     assert len(set(tables)) == len(tables) and len(set(figures)) == len(figures)  # each file made by one section
     # run_small (no sweep, no deployment formats): every file is declared, the absent ones are those sections'.
     assert {p.stem for p in (report / "tables").iterdir()} == set(TABLES) <= set(tables)
     assert {p.stem for p in (report / "figures").iterdir()} == set(FIGURES) <= set(figures)
-    assert set(tables) - set(TABLES) == {*SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
+    assert set(tables) - set(TABLES) == {*SECTIONS["convergence"].tables, *SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
     data = report_data(read_run(RUN_SMALL))
     assert SECTIONS["sweep"].build(data) == []  # a section that does not apply adds nothing
 

@@ -98,6 +98,20 @@ INVALID = [
     ({"transfer": {"size": 4}}, "transfer.size"),
     ({"transfer": {"kind": "munge", "labelled_fraction": 0.5}}, "transfer.labelled_fraction"),
     ({"transfer": {"kind": 3}}, "transfer.kind"),
+    ({"training": {"max_steps": 0}}, "training.max_steps"),
+    ({"training": {"max_steps": 1.5}}, "training.max_steps"),
+    ({"training": {"eval_steps": 0}}, "training.eval_steps"),
+    ({"training": {"min_delta": 1.0}}, "training.min_delta"),
+    ({"training": {"min_delta": -0.1}}, "training.min_delta"),
+    ({"training": {"time_limit": -1.0}}, "training.time_limit"),
+    ({"training": {"time_limit": math.inf}}, "training.time_limit"),
+    ({"training": {"lr_schedule": "cosine"}}, "training.lr_schedule"),
+    ({"training": {"lr_schedule": "plateau", "lr_factor": 1.0}}, "training.lr_factor"),
+    ({"training": {"lr_schedule": "plateau", "lr_factor": 0.0}}, "training.lr_factor"),
+    ({"training": {"lr_schedule": "plateau", "lr_patience": 0}}, "training.lr_patience"),
+    ({"training": {"lr_schedule": "plateau", "min_learning_rate": 0.0}}, "training.min_learning_rate"),
+    ({"training": {"lr_schedule": "plateau", "min_learning_rate": 0.1}}, "training.min_learning_rate"),
+    ({"training": {"lr_schedule": "constant", "lr_factor": 0.3}}, "training.lr_factor"),
     ({"teacher": {"depth": 3}}, "teacher.depth"),
     ({"optimizer": {"name": "sgd"}}, "optimizer"),
     ({"teacher": "big"}, "teacher"),
@@ -135,6 +149,14 @@ def test_invalid_toml_syntax_is_a_config_error(tmp_path):
         load_spec(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text, as TOML must be \(invalid continuation byte at byte 11\)$") as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ")
 
 
 @pytest.mark.parametrize("name", ["nope", "missing.toml"])
@@ -177,8 +199,9 @@ def test_toml_file_round_trip(tmp_path):
         student=MLPSpec(widths=[], activation="linear", dropout=0.0),
         distill=DistillSpec(alpha=0.3, temperature=2.5, t_squared=False, classification_compressor="topk",
                             regression_compressor="quantize", topk=2, bits=6),
-        training=TrainingSpec(epochs=7, batch_size=16, learning_rate=3e-4, beta_1=0.8, beta_2=0.99,
-                              epsilon=1e-8, patience=0),
+        training=TrainingSpec(epochs=7, max_steps=50, batch_size=16, learning_rate=3e-4, beta_1=0.8, beta_2=0.99,
+                              epsilon=1e-8, eval_steps=3, patience=0, min_delta=1e-3, lr_schedule="plateau",
+                              lr_factor=0.2, lr_patience=2, min_learning_rate=1e-6, time_limit=30.0),
         transfer=TransferSpec(kind="munge", size=2.5, p=0.3, s=4.0),
     ).validate()
     assert spec != PipelineSpec()

@@ -25,7 +25,7 @@ from distillbench.benchmarks.store.run_folder import latest_records, read_record
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.benchmarks.tracking.comparison_text import format_comparison
 from distillbench.implementations.pipeline import Data, Pipeline, train_rows
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, ROLES
 from distillbench.implementations.spec import ConfigError, PipelineSpec, load_spec, spec_from_dict
 
 TINY = """\
@@ -161,6 +161,25 @@ def test_transfer_sets_and_objectives_are_swept_by_their_paths() -> None:
     assert spec_from_dict({"sweep": {"transfer.kind": ["none", "mixup"]}}).variants()[1].spec.transfer.kind == "mixup"
 
 
+@pytest.mark.parametrize("values", [
+    [float(v) for v in range(1, 10**6 + 1)],  # distinct: minutes to refuse when each was checked against the ones before
+    [1.0] * 10**6,  # a duplicate at [1], and a million of them
+    [*range(1, 10**6), -1.0],  # an invalid value last
+], ids=["distinct", "duplicates", "invalid-last"])
+def test_a_huge_grid_is_refused_by_its_size_before_any_value_is_checked(values) -> None:
+    with pytest.raises(ConfigError, match=r"^sweep: 1000000 configurations, more than the 256 allowed$"):
+        spec_from_dict({"sweep": {"distill.temperature": values}})
+    with pytest.raises(ConfigError, match=r"^sweep: 1000000 configurations"):  # a product: 1000 x 1000
+        spec_from_dict({"sweep": {"distill.temperature": values[:1000], "distill.alpha": [0.0] * 1000}})
+
+
+def test_duplicates_are_found_as_the_spec_holds_them() -> None:
+    with pytest.raises(ConfigError, match=r'^sweep."distill.temperature"\[2\]: 2 is listed twice$'):
+        spec_from_dict({"sweep": {"distill.temperature": [2.0, 3, 2]}})  # 2 and 2.0: one configuration
+    with pytest.raises(ConfigError, match=r'^sweep."student.widths"\[1\]: \[16, 8\] is listed twice$'):
+        spec_from_dict({"sweep": {"student.widths": [[16, 8], [16, 8]]}})
+
+
 def test_train_fraction_is_validated_outside_a_sweep_too() -> None:
     with pytest.raises(ConfigError, match=r"^training.train_fraction: must be in \(0, 1\], got 0.0$"):
         spec_from_dict({"training": {"train_fraction": 0.0}})
@@ -202,8 +221,11 @@ def test_every_job_runs_the_4_configurations_with_every_role(grid) -> None:
     labels = [v["label"] for v in grid.manifest["variants"]]
     assert labels == ["temperature=2, alpha=0.3", "temperature=2, alpha=0.7", "temperature=8, alpha=0.3", "temperature=8, alpha=0.7"]
     assert grid.manifest["sweep_keys"] == ["distill.temperature", "distill.alpha"]
-    jobs = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
+    jobs = {(r["dataset_id"], r["seed"], r["framework"]) for r in records if r["framework"] != REFERENCE}
     assert jobs == {(61, 0, "torch"), (531, 0, "torch")}
+    # the reference models: once per (dataset, seed), not per configuration
+    assert sorted((r["dataset_id"], r["role"], r.get("variant")) for r in records if r["framework"] == REFERENCE) == [
+        (61, "hgb", None), (61, "linear", None), (531, "hgb", None), (531, "linear", None)]
     for job in jobs:
         mine = [r for r in records if (r["dataset_id"], r["seed"], r["framework"]) == job]
         assert sorted((r["variant"], r["role"]) for r in mine) == sorted((v, role) for v in labels for role in ROLES)

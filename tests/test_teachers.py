@@ -25,7 +25,7 @@ from distillbench.implementations.pipeline import (
     fit,
     initial_weights,
 )
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import (
     ConfigError,
     MLPSpec,
@@ -271,6 +271,11 @@ def test_the_ensemble_is_the_mean_of_its_members(backends, framework, kind):
     assert not np.allclose(members[0][0], members[1][0]) and not np.allclose(members[1][0], members[2][0])
     assert len(result.members) == 3
     assert result.epochs == sum(m.epochs for m in result.members) and result.best_epoch == sum(m.best_epoch for m in result.members)
+    assert result.steps == sum(m.steps for m in result.members) and result.best_step == sum(m.best_step for m in result.members)
+    # How it ended: the first member's reason that is not early stopping (3 epochs at most: a budget).
+    reasons = [m.stop_reason for m in result.members]
+    assert result.stop_reason == next((r for r in reasons if r != "early_stopping"), "early_stopping")
+    assert set(reasons) <= {"early_stopping", "max_epochs"} and result.learning_rate is None
     assert result.best_val_loss == pytest.approx(backend.loss(model, LossSpec(data.task), data.x_val, data.y_val, None))
     served = pipeline.serve(model)
     assert served.n_params == sum(w.size for w in weights) and served.macs_per_row == sum(w.size for w in weights[0::2])
@@ -322,6 +327,8 @@ def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     # Early stopping on our validation split, the iterations after the best dropped.
     assert 1 <= torch_fit.best_epoch <= torch_fit.epochs <= 30
     assert estimator.n_iter_ == torch_fit.best_epoch and math.isfinite(torch_fit.best_val_loss)
+    assert (torch_fit.steps, torch_fit.best_step) == (torch_fit.epochs, torch_fit.best_epoch)
+    assert torch_fit.stop_reason == ("max_iter" if torch_fit.epochs == 30 else "early_stopping")
     served = pipelines["torch"].serve(torch_tree)
     assert served.n_params == torch_tree.n_nodes > 0 and served.macs_per_row is None and served.model_bytes > 0
     assert "scikit-learn" in served.path and np.array_equal(served.fn(x_test.astype(np.float32)), torch_tree.outputs(x_test))
@@ -342,6 +349,12 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)
 
 
+def test_a_tree_teacher_out_of_iterations_says_so(backends):
+    data, _ = problem("regression")
+    _, result = Pipeline(backends["torch"], tiny(TREES | {"max_iter": 2}), data, seed=0).fit_teacher()
+    assert (result.stop_reason, result.steps) == ("max_iter", 2)
+
+
 @pytest.mark.slow
 def test_the_tree_teacher_has_no_framework_parity_case():
     result = parity.run_parity(load_spec("trees"), task="regression", steps=2)
@@ -355,7 +368,8 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
     _, folder = trees_smoke_run
     records = [json.loads(line) for line in (folder / "run" / "records.jsonl").read_text().splitlines()]
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
-        (d, f, role) for d in (61, 531) for f in FRAMEWORKS for role in ROLES)
+        [(d, f, role) for d in (61, 531) for f in FRAMEWORKS for role in ROLES]
+        + [(d, REFERENCE, role) for d in (61, 531) for role in REFERENCES])
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     for dataset in (61, 531):
         teachers = [r for r in records if r["dataset_id"] == dataset and r["role"] == "teacher"]
@@ -380,5 +394,7 @@ def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openm
     teacher = by_role["teacher"]
     assert len(teacher["members"]) == 2 and all(1 <= m["epochs"] <= 2 for m in teacher["members"])
     assert teacher["epochs"] == sum(m["epochs"] for m in teacher["members"])
+    assert teacher["steps"] == sum(m["steps"] for m in teacher["members"])
+    assert all(m["stop_reason"] in ("early_stopping", "max_epochs") for m in teacher["members"])
     assert teacher["n_params"] == 2 * (4 * 8 + 8 + 8 * 3 + 3)  # iris: 4 features, 3 classes
     assert "members" not in by_role["student_kd"] and math.isfinite(by_role["student_kd"]["kd_gain"])

@@ -11,7 +11,8 @@ from conftest import background_command, finished
 
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
-from distillbench.implementations.pipeline import Data, LossSpec, Pipeline, batch_order, initial_weights
+from distillbench.implementations.pipeline import (Data, LossSpec, Pipeline, batch_order, epochs_per_evaluation, fit,
+                                                   initial_weights)
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec, load_spec
 
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -204,6 +205,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
     model, result = Pipeline(backend, spec, data, seed=0).fit_teacher()
     assert 1 < result.best_epoch < result.epochs < budget
     assert result.epochs == result.best_epoch + patience
+    assert result.stop_reason == "early_stopping"
+    assert (result.steps, result.best_step) == (4 * result.epochs, 4 * result.best_epoch)  # 128 rows, batch 32
     restored = backend.get_weights(model)
     assert backend.loss(model, LossSpec("regression"), data.x_val, data.y_val, None) == result.best_val_loss
 
@@ -213,6 +216,111 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
     model_short, result_short = Pipeline(backend, short, data, seed=0).fit_teacher()
     assert result_short.best_epoch == result.best_epoch
     assert same_weights(backend.get_weights(model_short), restored)
+
+
+# --- budgets, stop reasons, schedule ------------------------------------------------------------
+
+def overfitting_regression(n_train: int = 128):
+    """Noisy targets and a wide network: the validation loss soon stops improving."""
+    task, n_classes, x, y = synthetic_problem("regression", 2 * n_train, 10, seed=0)
+    y = (y + 0.5 * np.random.default_rng(0).normal(size=len(y))).astype(np.float32)
+    data, _, _ = split(x, y, task, n_classes, n_train, n_train)
+    return data
+
+
+def fit_scratch(framework: str, data: Data, **training):
+    """The scratch student (widths [32]) trained with these training settings, batch 32."""
+    backend = get_backend(framework)
+    backend.configure(0)
+    spec = PipelineSpec(student=MLPSpec(widths=[32]), training=TrainingSpec(batch_size=32, **training))
+    pipeline = Pipeline(backend, spec, data, seed=0)
+    model, result = pipeline.fit_student_scratch()
+    return backend, pipeline, model, result
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_max_steps_cuts_the_epoch_it_ends_in(framework):
+    # 128 rows at batch 32: 4 steps per epoch; 10 steps end inside the third epoch.
+    _, _, _, result = fit_scratch(framework, overfitting_regression(), epochs=100, max_steps=10, patience=100)
+    assert (result.stop_reason, result.steps, result.epochs) == ("max_steps", 10, 3)
+    assert 1 <= result.best_step <= 10 and result.best_step in (4, 8, 10)  # evaluated after each epoch and at the cut
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_max_epochs_ends_on_the_epoch_budget(framework):
+    _, _, _, result = fit_scratch(framework, overfitting_regression(), epochs=3, patience=100)
+    assert (result.stop_reason, result.steps, result.epochs) == ("max_epochs", 12, 3)
+
+
+def test_evaluations_hold_whole_epochs_of_at_least_eval_steps():
+    # 4 steps per epoch, eval_steps 10: one evaluation every 3 epochs (12 steps); patience 2 is then
+    # 2 evaluations = 6 epochs = 24 steps without improvement.
+    data = overfitting_regression()
+    assert epochs_per_evaluation(128, TrainingSpec(batch_size=32, eval_steps=10)) == 3
+    assert epochs_per_evaluation(128, TrainingSpec(batch_size=32, eval_steps=1)) == 1
+    assert epochs_per_evaluation(10_000, TrainingSpec(batch_size=128, eval_steps=50)) == 1
+    _, _, _, result = fit_scratch("torch", data, epochs=1000, eval_steps=10, patience=2)
+    assert result.stop_reason == "early_stopping"
+    assert result.epochs % 3 == 0 and result.best_epoch % 3 == 0 and result.steps == 4 * result.epochs
+    assert result.epochs == result.best_epoch + 6
+    # A cut at max_steps is evaluated too: 30 steps = two whole evaluations (24) and 6 steps.
+    _, _, _, cut = fit_scratch("torch", data, epochs=1000, max_steps=30, eval_steps=10, patience=100)
+    assert (cut.stop_reason, cut.steps, cut.epochs) == ("max_steps", 30, 8)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_diverging_model_ends_as_diverged_with_its_best_weights(framework):
+    data = overfitting_regression()
+    backend, pipeline, model, result = fit_scratch(framework, data, learning_rate=1e12, epochs=50, patience=50)
+    assert result.stop_reason == "diverged" and result.steps < 50 * 4
+    # Diverged at its first evaluation: the weights kept are the initial ones, finite and usable.
+    assert (result.best_step, result.best_epoch) == (0, 0)
+    assert same_weights(backend.get_weights(model), backend.get_weights(pipeline.new_model("student_scratch")))
+    assert np.all(np.isfinite(pipeline.predict(model, data.x_val)))
+
+
+def test_a_time_limit_stops_before_the_budget():
+    # A limit no training can meet: the model stops after its first evaluation, far inside its budget.
+    _, _, _, result = fit_scratch("torch", overfitting_regression(), epochs=1000, patience=1000, time_limit=1e-9)
+    assert (result.stop_reason, result.epochs, result.steps) == ("time_limit", 1, 4)
+
+
+class RateSpy:
+    """A backend whose trainers report every learning rate the shared loop sets (real training)."""
+
+    def __init__(self, backend):
+        self.backend, self.rates = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def trainer(self, model, loss, training):
+        trainer = self.backend.trainer(model, loss, training)
+        set_rate = trainer.set_learning_rate
+
+        def record(value):
+            self.rates.append(value)
+            set_rate(value)
+        trainer.set_learning_rate = record
+        return trainer
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_plateau_schedule_lowers_the_rate_down_to_its_floor(framework):
+    data = overfitting_regression()
+    spy = RateSpy(get_backend(framework))
+    spy.configure(0)
+    training = TrainingSpec(epochs=200, batch_size=32, learning_rate=1e-2, patience=12, lr_schedule="plateau",
+                            lr_factor=0.5, lr_patience=2, min_learning_rate=2e-3)
+    spec = PipelineSpec(student=MLPSpec(widths=[32]), training=training)
+    model = Pipeline(spy, spec, data, seed=0).new_model("student_scratch")
+    result = fit(spy, model, LossSpec("regression"), training, 0, (data.x_train, data.y_train, None),
+                 (data.x_val, data.y_val, None))
+    assert spy.rates == pytest.approx([5e-3, 2.5e-3, 2e-3])  # halved after each plateau, down to the floor
+    assert result.learning_rate == pytest.approx(spy.rates[-1]) and result.stop_reason == "early_stopping"
+    # Without a schedule the rate is never touched.
+    _, _, _, constant = fit_scratch(framework, data, epochs=200, learning_rate=1e-2, patience=12)
+    assert constant.learning_rate == 1e-2
 
 
 # --- the seed preset and the demo command --------------------------------------------------------

@@ -8,9 +8,11 @@ from collections import defaultdict
 import numpy as np
 
 from distillbench.benchmarks.reporting import stats
+from distillbench.benchmarks.running.metrics import retention
+from distillbench.benchmarks.store.flags import flag_note
 from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
 from distillbench.benchmarks.store.record import is_deployment, is_ok, job_machines
-from distillbench.implementations.roles import ROLES, STUDENTS
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES, STUDENTS
 
 
 def dataset_labels(records: list[dict], manifest: dict) -> dict[int, str]:
@@ -31,7 +33,9 @@ def run_order(records: list[dict], manifest: dict) -> tuple[list[int], list[str]
 
 def summarize(records: list[dict], manifest: dict) -> list[dict]:
     """One entry per (dataset, framework) with any ok job: per role, quality (mean and 95% CI over
-    seeds), retention, KD gain, speed-up, parameters, p50 latency, training time, throughput."""
+    seeds, noted with its models' sanity flags), retention, KD gain, speed-up, parameters, p50
+    latency, training time, throughput; the reference roles of the dataset (the same in every
+    framework's entry) and the distilled student's retention against the better reference of each seed."""
     labels = dataset_labels(records, manifest)
     datasets, frameworks = run_order(records, manifest)
     ok = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
@@ -47,6 +51,7 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
             by_seed = {role: dict(sorted(ok[(dataset_id, framework, role)].items())) for role in ROLES}
             if not by_seed["teacher"]:
                 continue
+            by_seed |= {role: dict(sorted(ok[(dataset_id, REFERENCE, role)].items())) for role in REFERENCES}
             metric = next(iter(by_seed["teacher"].values()))["primary_metric"]
 
             def values(role, key):
@@ -56,7 +61,9 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
                 "dataset_id": dataset_id, "label": labels[dataset_id], "framework": framework, "metric": metric,
                 "higher_is_better": HIGHER_IS_BETTER[metric], "by_seed": by_seed,
                 "quality": {role: stats.mean_ci([r["metrics"].get(metric) for r in by_seed[role].values()])
-                            for role in ROLES},
+                                    ._replace(note=flag_note(list(by_seed[role].values())))
+                            for role in ROLES + REFERENCES},
+                "retention_best_reference": stats.mean_ci(_best_reference_retention(by_seed, metric)),
                 "retention": {role: stats.mean_ci(values(role, "retention")) for role in STUDENTS},
                 "kd_gain": stats.mean_ci(values("student_kd", "kd_gain")),
                 "speedup": stats.mean_ci(values("student_kd", "speedup")),
@@ -66,6 +73,17 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
                 "seeds": f"{len(by_seed['teacher'])}/{len(by_seed['teacher']) + len(failed[(dataset_id, framework)])}",
             })
     return entries
+
+
+def _best_reference_retention(by_seed: dict, metric: str) -> list[float]:
+    """Per seed with a distilled student and a reference: its retention against the better reference."""
+    better = max if HIGHER_IS_BETTER[metric] else min
+    out = []
+    for seed, kd in by_seed["student_kd"].items():
+        refs = [by_seed[role][seed]["metrics"][metric] for role in REFERENCES if seed in by_seed[role]]
+        if refs:
+            out.append(retention(kd["metrics"][metric], better(refs), metric))
+    return out
 
 
 def _quality(record: dict) -> float | None:

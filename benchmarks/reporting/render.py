@@ -21,13 +21,15 @@ def _number(value, digits: int = 4) -> str:
 
 
 def cell(value) -> str:
-    """A cell as text: '-' for missing; an Estimate as 'mean ± half' (the mean alone with one value)."""
+    """A cell as text: '-' for missing; an Estimate as 'mean ± half' (the mean alone with one value),
+    its note in brackets after it."""
     if value is None:
         return "-"
     if isinstance(value, Estimate):
         if value.mean is None:
             return "-"
-        return _number(value.mean) + ("" if value.half is None else f" ± {_number(value.half, 3)}")
+        return (_number(value.mean) + ("" if value.half is None else f" ± {_number(value.half, 3)}")
+                + (f" [{value.note}]" if value.note else ""))
     return _number(value)
 
 

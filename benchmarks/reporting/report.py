@@ -16,6 +16,7 @@ from distillbench.benchmarks.reporting import figures
 from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_labels, framework_rows, machine_kinds,
                                                          rank_methods, run_order, summarize)
 from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
+from distillbench.benchmarks.reporting.convergence import convergence_blocks, sanity_blocks
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
 from distillbench.benchmarks.reporting.payoff import payoff_blocks
 from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
@@ -24,7 +25,7 @@ from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
 from distillbench.benchmarks.store.record import is_ok
 from distillbench.benchmarks.store.run_folder import MANIFEST, Run, read_run
 from distillbench.files import write_atomic
-from distillbench.implementations.roles import ROLES, STUDENTS
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES, STUDENTS
 from distillbench.validate import folder_name
 
 MIN_CD_DATASETS = 5
@@ -73,7 +74,9 @@ def section(*, tables: tuple[str, ...] = (), figures: tuple[str, ...] = ()):
 def report_data(run: Run) -> ReportData:
     manifest, all_records = run.manifest, run.records
     variants = sweep_variants(all_records, manifest)
-    records = [r for r in all_records if r.get("variant") == variants[0]["label"]]
+    # A sweep: the sections before "Sweep" show its first configuration (and the references, fitted
+    # once per dataset and seed), the Sweep section all of them.
+    records = [r for r in all_records if r.get("variant") == variants[0]["label"] or r["framework"] == REFERENCE]
     entries = summarize(records, manifest)
     _, frameworks = run_order(records, manifest)
     frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
@@ -106,14 +109,18 @@ def results(data: ReportData) -> list:
              "with a single seed). Retention: student quality as % of the teacher's (100 = equal, above = "
              "better). KD gain: % improvement of the distilled over the scratch student (positive = distillation "
              "helped). Latency: median over seeds of the p50 at batch 1. Speed-up: teacher p50 / distilled "
-             "student p50. Seeds: ok / run.")]
+             "student p50. Seeds: ok / run. linear and hgb: the reference models of the dataset (the same for "
+             "every framework; see Sanity checks); kd vs best reference: the distilled student's quality as % of "
+             "the better reference's on each split. In brackets beside a number: its models' flags over the seeds "
+             "(budget: ended on the training budget, see Convergence; below linear, far below hgb, diverged: see "
+             "Sanity checks).")]
     if entries:
         blocks.append(Table("results", [
-            "dataset", "framework", "metric", *ROLES, "retention % (kd)",
-            "retention % (scratch)", "KD gain %", "teacher params", "student params", "teacher p50 us",
-            "student p50 us", "speed-up", "seeds"],
-            [[e["label"], e["framework"], e["metric"], *(e["quality"][r] for r in ROLES),
-              *(e["retention"][r] for r in STUDENTS), e["kd_gain"], e["n_params"]["teacher"],
+            "dataset", "framework", "metric", *ROLES, *REFERENCES, "retention % (kd)",
+            "retention % (scratch)", "kd vs best reference %", "KD gain %", "teacher params", "student params",
+            "teacher p50 us", "student p50 us", "speed-up", "seeds"],
+            [[e["label"], e["framework"], e["metric"], *(e["quality"][r] for r in ROLES + REFERENCES),
+              *(e["retention"][r] for r in STUDENTS), e["retention_best_reference"], e["kd_gain"], e["n_params"]["teacher"],
               e["n_params"]["student_kd"], e["latency_p50_us"]["teacher"], e["latency_p50_us"]["student_kd"],
               e["speedup"], e["seeds"]] for e in entries]))
         blocks += [make_figure("quality", figures.quality_figure, entries, frameworks,
@@ -125,6 +132,11 @@ def results(data: ReportData) -> list:
     else:
         blocks.append(("p", "No job finished: there are no results (see Failed jobs)."))
     return blocks
+
+
+@section(tables=("convergence", "budget_bound", "sanity"))
+def convergence(data: ReportData) -> list:
+    return convergence_blocks(data.records, data.labels) + sanity_blocks(data.records, data.labels)
 
 
 @section(tables=("frameworks",), figures=("framework_time",))

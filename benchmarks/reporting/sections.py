@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.implementations.roles import REFERENCE
 from distillbench.implementations.teachers import TEACHER_KINDS
 from distillbench.text import utc_time
 
@@ -21,6 +22,17 @@ def _seconds(value: float | None) -> str:
 def _teacher_text(teacher: dict) -> str:
     """The teacher of a config in a few words, by its kind (a config from before kinds: an MLP)."""
     return TEACHER_KINDS.get(teacher.get("kind", "mlp"), TEACHER_KINDS["mlp"]).describe(teacher)
+
+
+def _training_text(training: dict) -> str:
+    """The training budget and schedule in a few words (a config from before they existed: epochs)."""
+    budget = f"at most {training.get('epochs')} epochs" + (
+        f" and {training['max_steps']} steps" if "max_steps" in training else "")
+    schedule = training.get("lr_schedule", "constant")
+    return (f"{budget}, batch {training.get('batch_size')}, lr {training.get('learning_rate')} ({schedule}), patience "
+            f"{training.get('patience')} evaluations" + (f" of >= {training['eval_steps']} steps, min_delta "
+                                                         f"{training.get('min_delta')}" if "eval_steps" in training else "")
+            + (f", time limit {training['time_limit']} s per model" if training.get("time_limit") else ""))
 
 
 def run_table(manifest: dict) -> Table:
@@ -54,8 +66,7 @@ def run_table(manifest: dict) -> Table:
         ("config", f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; student {student.get('widths')} {student.get('activation')}; "
                    f"alpha {distill.get('alpha')}, T {distill.get('temperature')}, compressors "
                    f"{distill.get('classification_compressor')}/{distill.get('regression_compressor')}; "
-                   f"{training.get('epochs')} epochs, batch {training.get('batch_size')}, "
-                   f"lr {training.get('learning_rate')}, patience {training.get('patience')}"),
+                   f"{_training_text(training)}"),
         *([("sweep", f"{len(manifest['variants'])} configurations per job: " + "; ".join(
             f"{path} = {config['sweep'][path]}" for path in manifest.get("sweep_keys") or config.get("sweep") or {}))]
           if manifest.get("variants") and config.get("sweep") else []),
@@ -90,9 +101,11 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
         if len(set(why.values())) > 1 or (None not in why and len(why) < configurations):
             reasons[key] = "; ".join(f"{variant}: {error}" for variant, error in why.items())
     recorded = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
+    # The reference job of each (dataset, seed) too, in a run that planned them.
+    frameworks = [*manifest.get("frameworks", []), *([REFERENCE] if manifest.get("reference_roles") else [])]
     for d in manifest.get("datasets", []):
         for seed in manifest.get("seeds", []):
-            for framework in manifest.get("frameworks", []):
+            for framework in frameworks:
                 if (d["id"], seed, framework) not in recorded:
                     reasons[(d["id"], seed, framework)] = f"not run (run status: {manifest.get('status')})"
     seeds = defaultdict(list)

@@ -15,11 +15,13 @@ from scipy import stats
 
 
 class Estimate(NamedTuple):
-    """A mean over ``n`` values and the half-width of its confidence interval (None when n < 2)."""
+    """A mean over ``n`` values and the half-width of its confidence interval (None when n < 2);
+    ``note``: what a reader must know beside the number (e.g. the sanity flags of its models)."""
 
     mean: float | None
     half: float | None
     n: int
+    note: str = ""
 
     @property
     def low(self) -> float | None:

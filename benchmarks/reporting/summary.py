@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from distillbench.benchmarks.store.flags import FLAGS
 from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.text import text_table
 
-COLUMNS = ("dataset", "framework", "metric", *ROLES, "retention %", "kd gain %", "speed-up", "ok/failed")
+COLUMNS = ("dataset", "framework", "metric", *ROLES, *REFERENCES, "retention %", "kd gain %", "speed-up", "ok/failed")
 
 
 def _mean(values: list) -> float | None:
@@ -18,16 +19,23 @@ def _mean(values: list) -> float | None:
 
 
 def summary_rows(records: list[dict]) -> list[dict]:
-    """Means over seeds of the primary metric per role, and of the students' derived numbers."""
+    """Means over seeds of the primary metric per role (the reference roles: the dataset's, beside
+    every framework), and of the students' derived numbers."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    references: dict[str, list[dict]] = defaultdict(list)
     variants = list(dict.fromkeys(r.get("variant") for r in records))  # a sweep's configurations, in run order
     for r in records:
-        groups[(r.get("dataset_name") or str(r["dataset_id"]), r["framework"], variants.index(r.get("variant")), framework_label(r))].append(r)
+        dataset = r.get("dataset_name") or str(r["dataset_id"])
+        if r["framework"] == REFERENCE:
+            references[dataset] += [r] if is_ok(r) else []
+            continue
+        groups[(dataset, r["framework"], variants.index(r.get("variant")), framework_label(r))].append(r)
     rows = []
     for (dataset, _, _, framework), group in sorted(groups.items()):
         ok = [r for r in group if is_ok(r)]
-        metric = next((r["primary_metric"] for r in ok), None)
+        metric = next((r["primary_metric"] for r in ok + references[dataset]), None)
         by_role = {role: [r for r in ok if r["role"] == role] for role in ROLES}
+        by_role |= {role: [r for r in references[dataset] if r["role"] == role] for role in REFERENCES}
         rows.append({
             "dataset": dataset, "framework": framework, "metric": metric or "-",
             **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
@@ -37,6 +45,21 @@ def summary_rows(records: list[dict]) -> list[dict]:
             "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
         })
     return rows
+
+
+def warnings(records: list[dict]) -> list[str]:
+    """One line per flag raised in the run (``store/flags.py``): how many models, and which."""
+    flagged = defaultdict(list)
+    for r in records:
+        if is_ok(r):
+            for flag in r.get("flags") or []:
+                flagged[flag].append(r)
+    lines = []
+    for flag, rs in flagged.items():
+        models = ", ".join(f"{r.get('dataset_name') or r['dataset_id']} {framework_label(r)} seed {r['seed']} {r['role']}"
+                           + (f" ({r['stop_reason']})" if flag == "budget" else "") for r in rs[:6])
+        lines.append(f"warning: {len(rs)} model(s) {FLAGS[flag]}: {models}" + (" ..." if len(rs) > 6 else ""))
+    return lines
 
 
 def _cell(value) -> str:

@@ -90,7 +90,7 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from distillbench.benchmarks.reporting.summary import format_table, summary_rows
+    from distillbench.benchmarks.reporting.summary import format_table, summary_rows, warnings
     from distillbench.benchmarks.running.fallback import suite_fallback
     from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
     from distillbench.benchmarks.store.record import is_ok
@@ -139,6 +139,8 @@ def _run(args) -> int:
     out = run(options)
     records = read_run(out).records
     print(format_table(summary_rows(records)))
+    for line in warnings(records):
+        print(line)
     failed = sum(not is_ok(r) for r in records)
     print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
     if fallback:

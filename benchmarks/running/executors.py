@@ -177,7 +177,8 @@ class LocalExecutor(Executor):
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[dict]]]:
         if self.concurrency == 1:
             return map(self._run, jobs)  # one at a time, in order, nothing else of ours running
-        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="distillbench-slot")
+        if self.pool is None:  # one pool for the run's phases (the reference jobs, then the frameworks')
+            self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="distillbench-slot")
         futures = [self.pool.submit(self._run, job) for job in jobs]
         return (future.result() for future in as_completed(futures))
 

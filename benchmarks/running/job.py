@@ -2,6 +2,9 @@
 
 A job trains the teacher, fits the compressor, trains the distilled and the scratch student, then,
 with no training left running, measures each model: test quality, latency and throughput, size.
+The job of framework ``REFERENCE`` fits the reference models instead (``implementations/
+references.py``), once per (dataset, seed); the framework jobs of that (dataset, seed) get their
+primary metric (``Job.references``) and flag the models that fall below them (``store/flags.py``).
 Whatever goes wrong inside is caught and returned as ``status: failed`` records with the reason, so
 a caller never loses the run to one job.
 """
@@ -24,14 +27,15 @@ import numpy as np
 
 from distillbench.benchmarks.running import metrics, timing
 from distillbench.benchmarks.running.quiet import Quiet
+from distillbench.benchmarks.store.flags import model_flags
 from distillbench.benchmarks.store.metric_registry import PRIMARY_METRIC
 from distillbench.benchmarks.store.record import FAILED, OK, new_record
 from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
 from distillbench.implementations.deploy import check_tolerance
-from distillbench.implementations.pipeline import Data, Pipeline, Served
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.pipeline import Data, Pipeline, Served, labelled_data
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import GENERATORS, TransferSpec, Variant, spec_from_dict
 from distillbench.implementations.transfer import TransferSet
 
@@ -49,6 +53,9 @@ class Job:
     timing_budget: float = 2.0  # seconds of latency calls per model; throughput gets half
     deploy: bool = True  # also measure each model in its deployment formats (``Backend.deployments``)
     quiet: str | None = None  # the run's folder of timing locks (``quiet.py``); None: a job alone
+    # The primary metric of each reference role on this (dataset, seed), for the sanity flags; None
+    # when there is none (the reference job itself, or one that failed).
+    references: dict | None = None
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -73,21 +80,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _ending(fit) -> dict:
+    """How a training ended, as records say it."""
+    return {"epochs": fit.epochs, "best_epoch": fit.best_epoch, "steps": fit.steps, "best_step": fit.best_step,
+            "stop_reason": fit.stop_reason, "final_learning_rate": fit.learning_rate}
+
+
 def _train(fit_role, backend, quiet: Quiet):
     """Run a training call; its model, FitResult and cost. The time it was held while another job
-    was timed is not training time: it is recorded apart (``held_seconds``)."""
+    was timed is not training time: it is recorded apart (``held_seconds``). ``backend`` None: a
+    model outside the frameworks (a reference)."""
     _peak_rss_reset()
     wall, cpu, held = time.perf_counter(), time.process_time(), quiet.held
     model, fit = fit_role()
-    backend.synchronize()
+    if backend is not None:
+        backend.synchronize()
     held = quiet.held - held
     wall, cpu = time.perf_counter() - wall - held, time.process_time() - cpu
     return model, {
-        "train_seconds": wall, "train_cpu_seconds": cpu, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+        "train_seconds": wall, "train_cpu_seconds": cpu, **_ending(fit),
         "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(), "held_seconds": held,
         "train_call_path": fit.train_call_path,
-        # An ensemble teacher (epochs above: summed over its members): each member's own.
-        **({"members": [{"epochs": m.epochs, "best_epoch": m.best_epoch} for m in fit.members]} if fit.members else {}),
+        # An ensemble teacher (epochs and steps above: summed over its members): each member's own.
+        **({"members": [_ending(m) for m in fit.members]} if fit.members else {}),
     }
 
 
@@ -207,6 +222,12 @@ def _scratch_key(spec) -> str:
     return _settings_key(spec, ("distill", "transfer"))
 
 
+def _rows_key(spec) -> tuple:
+    """What decides the labelled rows the models train on: the share of the training rows, and the
+    labelled share of an 'unlabeled' transfer set."""
+    return spec.training.train_fraction, spec.transfer.labelled_fraction if spec.transfer.kind == "unlabeled" else None
+
+
 def _kd_key(spec) -> str:
     """What the distilled student depends on: everything; a generated transfer set of size 0 is none."""
     if spec.transfer.kind in GENERATORS and spec.transfer.size == 0:
@@ -269,6 +290,11 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
         measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget, quiet)
         records[role].update(measured)
     _derive(records, data, outputs)
+    # The references were fitted on the base configuration's rows: a configuration that trains on
+    # other rows is not held to them.
+    same_rows = _rows_key(variant.spec) == _rows_key(spec_from_dict(job.config))
+    for role in trained:
+        records[role]["flags"] = model_flags(records[role], job.references if same_rows else None)
     for role in trained:
         deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
                           if job.deploy else {})
@@ -303,6 +329,8 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
     data = None
     try:
         data = get_prepared(job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source))
+        if job.framework == REFERENCE:
+            return _run_references(job, data, quiet, started)
         backend = get_backend(job.framework)
         backend.configure(job.seed, job.threads, job.device)
         backend.checkpoint = quiet.checkpoint  # between epochs: held while another job is timed
@@ -341,16 +369,40 @@ def quiet_folder(job: Job) -> Path | None:
     return folder / socket.gethostname()
 
 
+def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
+    """The records of the reference job: each reference role fitted on the rows the teacher sees
+    (the base configuration's, ``pipeline.labelled_data``), then measured like any model."""
+    import sklearn
+
+    from distillbench.implementations.references import FITS
+
+    spec = spec_from_dict(job.config)
+    train = labelled_data(Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val),
+                          spec, job.seed)[0]
+    records, models = {}, {}
+    for role in REFERENCES:
+        models[role], cost = _train(lambda: FITS[role](train, spec.training, job.seed, job.threads), None, quiet)
+        records[role] = _base(job, data) | {"role": role, "status": OK, "framework_version": sklearn.__version__} | cost
+    for role in REFERENCES:  # timed only now, with no fitting running
+        records[role].update(_measure(models[role].serve(), data, job.timing_budget, quiet)[0])
+        records[role]["flags"] = model_flags(records[role], None)
+        records[role].update(started=started, finished=time.time())
+    return list(records.values())
+
+
 def _failed(job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
     return [_base(job, data) | {"role": role, "status": FAILED, "error": reason, "traceback": detail,
                                 "started": started, "finished": time.time()} | _variant_fields(variant, None)
-            for role in ROLES]
+            for role in (REFERENCES if job.framework == REFERENCE else ROLES)]
 
 
 def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
-    """A failed job: one record per role (per configuration of a sweep), ``status: failed`` and the reason."""
+    """A failed job: one record per role (per configuration of a sweep; the reference job: one),
+    ``status: failed`` and the reason."""
     try:
         variants = spec_from_dict(job.config).variants()
     except Exception:  # noqa: BLE001 - the config itself is what failed
+        variants = [Variant(None, {}, None)]
+    if job.framework == REFERENCE:
         variants = [Variant(None, {}, None)]
     return [record for variant in variants for record in _failed(job, variant, reason, started, data, detail)]

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
@@ -27,6 +27,7 @@ from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolde
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import UserError
+from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -170,15 +171,16 @@ def run(options: RunOptions) -> Path:
     # A job with a failed record is unfinished (e.g. one configuration of a sweep failed), however many are ok.
     unfinished = {job_key(r) for r in latest if not is_ok(r) and not is_deployment(r)}
     done = {job_key(r) for r in latest if is_ok(r)} - unfinished
+    # First each (dataset, seed)'s reference job, then the frameworks' jobs, which get its results.
     jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
                 options.device, options.cache, options.source, options.timing_budget, options.deploy,
                 quiet=str((out / QUIET).resolve()))
-            for entry in options.entries for seed in options.seeds for framework in options.frameworks]
+            for framework in (REFERENCE, *options.frameworks) for entry in options.entries for seed in options.seeds]
     todo = [job for job in jobs if job.key not in done]
     manifest = {
         "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
         "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
-        "frameworks": options.frameworks, "threads": executor.threads, "device": options.device,
+        "frameworks": options.frameworks, "reference_roles": list(REFERENCES), "threads": executor.threads, "device": options.device,
         "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
         "deploy": options.deploy, "worker": executor.description,
         "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
@@ -195,10 +197,11 @@ def run(options: RunOptions) -> Path:
     progress = Progress(len(todo))
     wall = time.perf_counter()
     written = set()
-    try:
+
+    def execute(jobs: list[Job]) -> None:
         no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
-                   for job in todo if "error" in datasets[job.dataset_id])
-        for job, records in itertools.chain(no_data, executor.run(j for j in todo if "error" not in datasets[j.dataset_id])):
+                   for job in jobs if "error" in datasets[job.dataset_id])
+        for job, records in itertools.chain(no_data, executor.run(j for j in jobs if "error" not in datasets[j.dataset_id])):
             if job.key in written:  # a job reported twice (e.g. a worker presumed lost came back): written once
                 continue
             written.add(job.key)
@@ -206,6 +209,12 @@ def run(options: RunOptions) -> Path:
                 record["run_id"] = out.name
             folder.append(records)
             progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
+
+    try:
+        execute([job for job in todo if job.framework == REFERENCE])
+        references = _references(read_records(out))  # this session's and an earlier one's
+        execute([replace(job, references=references.get((job.dataset_id, job.seed)))
+                 for job in todo if job.framework != REFERENCE])
         manifest["status"] = "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
@@ -216,6 +225,15 @@ def run(options: RunOptions) -> Path:
         _finish_manifest(manifest, out, time.perf_counter() - wall)
         folder.write_manifest(manifest)
         folder.close()
+    return out
+
+
+def _references(records: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
+    """Per (dataset, seed), the primary metric of each reference role that ended ok."""
+    out: dict[tuple[int, int], dict[str, float]] = {}
+    for r in latest_records(records):
+        if r["framework"] == REFERENCE and is_ok(r) and r["role"] in REFERENCES:
+            out.setdefault((r["dataset_id"], r["seed"]), {})[r["role"]] = r["metrics"][r["primary_metric"]]
     return out
 
 
@@ -233,7 +251,7 @@ def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
                     sharing=_sharing(manifest, out, this_session))
     status = {}  # a job of a sweep failed when any of its configurations did
     for r in latest:
-        if r["role"] == "teacher":
+        if r["role"] in (ROLES[0], REFERENCES[0]):  # one model of each job (of each configuration)
             key = job_key(r)
             status[key] = FAILED if FAILED in (status.get(key), r["status"]) else r["status"]
     manifest["jobs"].update(ok=sum(s == OK for s in status.values()), failed=sum(s == FAILED for s in status.values()))

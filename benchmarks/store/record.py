@@ -5,16 +5,18 @@ A record stays a plain dict (it is read and written as JSON); ``Record`` declare
 their types, and the helpers below are the one way to ask a record what it is.
 
 Schema versions: 1, records and manifests with no ``schema_version`` (before the field existed);
-2, the same fields with ``schema_version``; 3, a distilled student's ``gap``, ``gap_noise`` and
-``gap_closed`` and, with a transfer set, its ``transfer_*`` fields and ``labelled_rows``. A reader takes any version up to ``SCHEMA_VERSION``
-(``run_folder.read_run``) and refuses a newer one.
+2, the same fields with ``schema_version``; 3, how each model's training ended (``stop_reason``,
+``steps``, ``best_step``, ``final_learning_rate``), the ``flags`` of the sanity checks, and the
+reference roles (framework ``reference``); 4, a distilled student's ``gap``, ``gap_noise`` and
+``gap_closed`` and, with a transfer set, its ``transfer_*`` fields and ``labelled_rows``. A reader
+takes any version up to ``SCHEMA_VERSION`` (``run_folder.read_run``) and refuses a newer one.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
 import json
 from typing import NotRequired, TypedDict
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OK, FAILED = "ok", "failed"
 
 
@@ -27,7 +29,7 @@ class Record(TypedDict):
     task: str | None  # classification | regression
     framework: str
     seed: int
-    role: str  # a role of implementations.roles: a model role, or "<model role>_<format>"
+    role: str  # a role of implementations.roles: a model role, "<model role>_<format>", or a reference role
     status: str  # OK | FAILED
     error: str | None  # why it failed: one line
     metrics: dict | None  # the test metrics (store.metric_registry.TEST_METRICS) of this model
@@ -58,11 +60,18 @@ class Record(TypedDict):
     started: NotRequired[float]
     finished: NotRequired[float]
     traceback: NotRequired[str | None]  # a failed job: the end of the traceback
-    # How the model was trained and measured.
+    # How the model was trained and measured. stop_reason: pipeline.STOP_REASONS; steps: optimiser
+    # steps (a tree's boosting iterations, a linear solver's iterations); best_step: those behind the
+    # weights kept; final_learning_rate: the rate when training ended (a schedule may lower it).
+    stop_reason: NotRequired[str]
+    steps: NotRequired[int]
+    best_step: NotRequired[int]
+    final_learning_rate: NotRequired[float | None]
+    flags: NotRequired[list[str]]  # the sanity checks this model fails (store/flags.py); [] when none
     best_epoch: NotRequired[int]
     seconds_per_epoch: NotRequired[float]
     peak_rss_mb: NotRequired[float]
-    members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs and best epoch
+    members: NotRequired[list[dict]]  # an ensemble teacher: each member's epochs, steps, bests and stop_reason
     train_call_path: NotRequired[str]  # how the training ran (Trainer.path: loop, compiled epoch, optimiser)
     held_seconds: NotRequired[float]  # training held while another job of the run was timed (not in train_seconds)
     compress_seconds: NotRequired[float]

@@ -17,6 +17,12 @@ the candidate recorded as failed is *failed*; both are regressions. Jobs only in
 reported as *new*. A metric that is a number in the baseline and null or absent in the candidate's
 ok record of the same seed (e.g. NaN, written as null) is *lost*: a regression of its kind, never
 advisory, whatever the numbers of the other seeds.
+
+Flags (``store/flags.py``): a (dataset, framework, role) whose models carry a flag in more seeds of
+the candidate than of the baseline is reported as *newly* flagged (e.g. it newly ends on its training
+budget, or newly falls below the linear reference), one with fewer as *cleared*. They are reported,
+not failed on: a model ending on its budget says its numbers may be unconverged, which the quality
+rows judge. A baseline from before flags existed is not compared on them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillbench.benchmarks.store.flags import FLAGS
 from distillbench.benchmarks.store.metric_registry import DERIVED_QUALITY, TEST_METRICS, TIMING_METRICS
 from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
 from distillbench.benchmarks.store.run_folder import read_run
@@ -86,6 +93,24 @@ class JobChange:
 
 
 @dataclass
+class FlagChange:
+    """A flag raised in more (newly) or fewer (cleared) seeds of a (dataset, framework, role)."""
+
+    dataset_id: int
+    dataset: str
+    framework: str
+    role: str
+    flag: str
+    baseline: int  # seeds flagged
+    candidate: int
+    seeds: int  # seeds of the candidate
+
+    @property
+    def status(self) -> str:
+        return "newly" if self.candidate > self.baseline else "cleared"
+
+
+@dataclass
 class Comparison:
     baseline_dir: Path
     candidate_dir: Path
@@ -96,6 +121,7 @@ class Comparison:
     jobs: list[JobChange]
     machine_differences: list[str]
     notes: list[str]
+    flags: list[FlagChange]
 
     @property
     def timing_advisory(self) -> bool:
@@ -206,6 +232,18 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
                mean_b, mean_c, mean_c - mean_b, 0.0, basis, None, verdict)
 
 
+def _flag_changes(shared: list[tuple], names: dict, cells_b: dict, cells_c: dict) -> list[FlagChange]:
+    out = []
+    for cell in shared:
+        if not all("flags" in r for r in cells_b[cell]):  # a baseline from before flags existed
+            continue
+        for flag in FLAGS:
+            counts = [sum(flag in (r.get("flags") or []) for r in cells[cell]) for cells in (cells_b, cells_c)]
+            if counts[0] != counts[1]:
+                out.append(FlagChange(cell[0], names[cell[0]], cell[1], cell[2], flag, *counts, len(cells_c[cell])))
+    return out
+
+
 def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds | None = None) -> Comparison:
     thresholds = thresholds or Thresholds()
     run_b, run_c = read_run(baseline_dir), read_run(candidate_dir)
@@ -271,4 +309,4 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     if not rows:
         notes.append("the two runs have no (dataset, framework, role) with an ok job in common")
     return Comparison(baseline_dir, candidate_dir, manifest_b, manifest_c, thresholds, rows,
-                      _job_changes(records_b, records_c), differences, notes)
+                      _job_changes(records_b, records_c), differences, notes, _flag_changes(shared, names, cells_b, cells_c))

@@ -8,9 +8,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from distillbench.benchmarks.store.metric_registry import BY_NAME
-from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, JobChange, Row
+from distillbench.benchmarks.store.flags import FLAGS
+from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, FlagChange, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCES, ROLES
 from distillbench.text import markdown_table, md_escape, text_table, utc_time
 
 
@@ -74,9 +75,17 @@ JOB_COLUMNS = ("dataset", "seed", "framework", "roles", "status", "reason")
 
 
 def _job_cells(job: JobChange) -> list[str]:
-    roles = "all" if sorted(job.roles) == sorted(ROLES) else ", ".join(job.roles)
+    roles = "all" if sorted(job.roles) in (sorted(ROLES), sorted(REFERENCES)) else ", ".join(job.roles)
     status = job.status.upper() if job.is_regression else job.status
     return [f"{job.dataset} ({job.dataset_id})", str(job.seed), job.framework, roles, status, job.error or ""]
+
+
+FLAG_COLUMNS = ("dataset", "framework", "role", "flag", "seeds flagged: baseline", "candidate", "status")
+
+
+def _flag_cells(change: FlagChange) -> list[str]:
+    return [f"{change.dataset} ({change.dataset_id})", change.framework, change.role, FLAGS[change.flag],
+            str(change.baseline), f"{change.candidate} of {change.seeds}", change.status]
 
 
 def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = False) -> str:
@@ -116,8 +125,10 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
                         f"{counts[(kind, UNCHANGED)]} unchanged" for kind in ("quality", "timing"))
     job_regressions = [j for j in c.jobs if j.is_regression]
     status = "FAIL" if failing_rows or failing_jobs else "ok"
+    newly = sum(f.status == "newly" for f in c.flags)
     headline = (f"result: {status} (--fail-on {fail_on}): {len(failing_rows)} failing rows, "
-                f"{len(failing_jobs)} missing/failed jobs; {summary}; {len(c.jobs) - len(job_regressions)} new or fixed jobs")
+                f"{len(failing_jobs)} missing/failed jobs; {summary}; {len(c.jobs) - len(job_regressions)} new or fixed jobs"
+                + (f"; {newly} newly flagged models (reported, not failed on)" if newly else ""))
     out.append(("**" + md_escape(headline) + "**") if markdown else headline)
     out.append("")
 
@@ -130,6 +141,14 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
         if failing_jobs:
             out.append(_table(JOB_COLUMNS, [_job_cells(j) for j in failing_jobs], markdown))
             out.append("")
+    if c.flags:
+        out.append("## Flags newly raised or cleared" if markdown else "FLAGS newly raised or cleared")
+        out.append("")
+        out.append("A model newly ending on its training budget may not have converged: its numbers are suspect. "
+                   "Flags are reported, never failed on.")
+        out.append("")
+        out.append(_table(FLAG_COLUMNS, [_flag_cells(f) for f in c.flags], markdown))
+        out.append("")
     if c.jobs:
         out.append("## Jobs missing, failed, new or fixed" if markdown else "JOBS missing, failed, new or fixed")
         out.append("")
