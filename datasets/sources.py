@@ -230,7 +230,11 @@ class OpenMLCache:
         (self.root / QUARANTINE).mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         moved = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=self.root / QUARANTINE)) / str(dataset_id)
-        self.entry(dataset_id).rename(moved)
+        try:
+            self.entry(dataset_id).rename(moved)
+        except FileNotFoundError:  # another process (a worker) moved it aside at the same moment
+            moved.parent.rmdir()
+            return self.root / QUARANTINE
         return moved
 
     def _copy(self, source: Path | None, dataset_id: int) -> None:
