@@ -37,9 +37,9 @@ def run_table(manifest: dict) -> Table:
         ("suite", manifest.get("suite") or "custom (--datasets)"),
         *([("fallback", f"ran suite {fallback.get('to')} instead of {fallback.get('from')}: {fallback.get('reason')}")]
           if (fallback := manifest.get("fallback")) else []),
-        ("status", manifest.get("status") + (" (its manifest says running, but no process holds the run folder: it "
-                                             "was killed, or its folder took no more writes)"
-                                             if manifest.get("status_written") else "")),
+        ("status", f"{manifest.get('status')}" + (" (its manifest says running, but no process holds the run folder: "
+                                                   "it was killed, or its folder took no more writes)"
+                                                   if manifest.get("status_written") else "")),
         ("command", " ".join(manifest.get("command", []))),
         ("started", utc_time(manifest.get("started"))),
         ("finished", utc_time(manifest.get("finished"))),

@@ -48,8 +48,9 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """For a command: SIGINT and SIGTERM raise Interrupted in the main thread, so that it cleans up
-    either way (a run marks its manifest); once one has arrived, more are ignored until the block
-    ends, so that a second Ctrl-C cannot cut that cleanup short."""
+    either way (a run marks its manifest); once one has arrived, more are ignored, for good (the
+    process is ending: a second Ctrl-C can cut short neither the cleanup nor the exit with its
+    status). Without a signal, the handlers are restored when the block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -64,7 +65,8 @@ def signals_interrupt() -> Iterator[None]:
         yield
     finally:
         for name, handler in previous.items():
-            signal.signal(name, handler)
+            if signal.getsignal(name) is interrupt:  # no signal came
+                signal.signal(name, handler)
 
 
 @contextlib.contextmanager
