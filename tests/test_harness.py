@@ -532,13 +532,13 @@ def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
                               "--strict", cwd=tmp_path)
     assert strict.returncode == 1, strict.stderr[-3000:]
     assert "Traceback" not in strict.stderr
-    assert strict.stderr.strip().splitlines()[-1] == (f"distillbench: --strict: 3 of 6 records failed (the reasons: "
+    assert strict.stderr.strip().splitlines()[-1] == (f"distillbench: --strict: 5 of 10 records failed (the reasons: "
                                                        f"distillbench report {tmp_path / 'run'})")
-    assert len(read_records(tmp_path / "run")) == 6  # the run itself is complete
+    assert len(read_records(tmp_path / "run")) == 10  # the run itself is complete (3 models and 2 references per dataset)
     # the same folder resumed: every job that can finish is done, the failed ones are still failed
     again = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
                              "--resume", "--strict", "-q", cwd=tmp_path)
-    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("distillbench: --strict: 3 of 6")
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("distillbench: --strict: 5 of 10")
     clean = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--out", str(tmp_path / "ok"),
                              "--strict", cwd=tmp_path)
     assert_ok(clean)
