@@ -23,7 +23,7 @@ from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION
 from distillbench.benchmarks.store.run_folder import RunFolder, read_records
 from distillbench.benchmarks.tracking.baseline import update_baseline
 from distillbench.benchmarks.tracking.compare import compare_runs
-from distillbench.benchmarks.tracking.comparison_text import format_comparison
+from distillbench.benchmarks.tracking.comparison_text import comparison_json, format_comparison
 from distillbench.benchmarks.tracking.run_differences import machine_differences
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, Thresholds
 from distillbench.cli import main
@@ -352,6 +352,8 @@ def test_a_model_newly_ending_on_its_budget_is_reported_not_failed(tmp_path) -> 
     assert "2 newly flagged models (reported, not failed on)" in text
     flags = text[text.index("FLAGS newly raised or cleared"):text.index("EVERY ROW")]
     assert "ended on the training budget" in flags and "3 of 3" in flags and "newly" in flags
+    assert [(f["flag"], f["status"]) for f in comparison_json(comparison, "all")["flags"]] == [
+        ("budget", "newly"), ("below_linear", "newly"), ("budget", "cleared")]
     # a baseline from before the flags existed says nothing about them: nothing is reported
     old = [{k: v for k, v in r.items() if k not in ("flags", "stop_reason")} for r in make_records("old")]
     assert compare_runs(write_run(tmp_path / "old", old), tmp_path / "candidate").flags == []

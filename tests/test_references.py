@@ -94,10 +94,11 @@ def test_a_student_below_the_linear_reference_by_more_than_the_floor_is_flagged(
 
 
 def test_a_teacher_far_below_hgb_is_flagged():
-    assert model_flags(record("teacher", 0.88), {"linear": 0.80, "hgb": 0.94}) == ["far_below_hgb"]
-    assert model_flags(record("teacher", 0.91), {"hgb": 0.94}) == []
-    assert model_flags(record("teacher", 3.4, "rmse", "max_steps"), {"hgb": 3.0}) == ["budget", "far_below_hgb"]
-    assert model_flags(record("teacher", 3.2, "rmse"), {"hgb": 3.0}) == []
+    # far: 0.08 of accuracy, 18% of the RMSE (three times the seed noise of the paired difference)
+    assert model_flags(record("teacher", 0.85), {"linear": 0.80, "hgb": 0.94}) == ["far_below_hgb"]
+    assert model_flags(record("teacher", 0.87), {"hgb": 0.94}) == []
+    assert model_flags(record("teacher", 3.6, "rmse", "max_steps"), {"hgb": 3.0}) == ["budget", "far_below_hgb"]
+    assert model_flags(record("teacher", 3.5, "rmse"), {"hgb": 3.0}) == []
     assert model_flags(record("student_kd", 0.5), {"hgb": 0.94}) == []  # students are held to linear
 
 

@@ -90,7 +90,7 @@ INVALID = [
     ({"training": {"lr_schedule": "plateau", "lr_patience": 0}}, "training.lr_patience"),
     ({"training": {"lr_schedule": "plateau", "min_learning_rate": 0.0}}, "training.min_learning_rate"),
     ({"training": {"lr_schedule": "plateau", "min_learning_rate": 0.1}}, "training.min_learning_rate"),
-    ({"training": {"lr_schedule": "constant", "lr_factor": 0.3}}, "training.lr_factor"),
+    ({"training": {"lr_schedule": "constant", "lr_factor": 0.5}}, "training.lr_factor"),
     ({"teacher": {"depth": 3}}, "teacher.depth"),
     ({"optimizer": {"name": "sgd"}}, "optimizer"),
     ({"teacher": "big"}, "teacher"),

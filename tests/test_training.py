@@ -199,7 +199,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
     data, _, _ = split(x, y, task, n_classes, 128, 128)
     budget, patience = 100, 3
     spec = PipelineSpec(teacher=MLPSpec(widths=[64, 64]),
-                        training=TrainingSpec(epochs=budget, batch_size=32, learning_rate=3e-3, patience=patience))
+                        training=TrainingSpec(epochs=budget, batch_size=32, learning_rate=3e-3, patience=patience,
+                                              **PER_EPOCH))
 
     backend.configure(0)
     model, result = Pipeline(backend, spec, data, seed=0).fit_teacher()
@@ -219,6 +220,10 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
 
 
 # --- budgets, stop reasons, schedule ------------------------------------------------------------
+
+# Early stopping checked after every epoch, on any improvement, at a constant rate: the loop as it was
+# before evaluations of whole epochs, min_delta and the plateau schedule (their tests set them).
+PER_EPOCH = {"eval_steps": 1, "min_delta": 0.0, "lr_schedule": "constant"}
 
 def overfitting_regression(n_train: int = 128):
     """Noisy targets and a wide network: the validation loss soon stops improving."""
@@ -281,7 +286,8 @@ def test_a_diverging_model_ends_as_diverged_with_its_best_weights(framework):
 
 def test_a_time_limit_stops_before_the_budget():
     # A limit no training can meet: the model stops after its first evaluation, far inside its budget.
-    _, _, _, result = fit_scratch("torch", overfitting_regression(), epochs=1000, patience=1000, time_limit=1e-9)
+    _, _, _, result = fit_scratch("torch", overfitting_regression(), epochs=1000, patience=1000, time_limit=1e-9,
+                                  eval_steps=1)
     assert (result.stop_reason, result.epochs, result.steps) == ("time_limit", 1, 4)
 
 
@@ -310,8 +316,8 @@ def test_plateau_schedule_lowers_the_rate_down_to_its_floor(framework):
     data = overfitting_regression()
     spy = RateSpy(get_backend(framework))
     spy.configure(0)
-    training = TrainingSpec(epochs=200, batch_size=32, learning_rate=1e-2, patience=12, lr_schedule="plateau",
-                            lr_factor=0.5, lr_patience=2, min_learning_rate=2e-3)
+    training = TrainingSpec(epochs=200, batch_size=32, learning_rate=1e-2, eval_steps=1, patience=12, min_delta=0.0,
+                            lr_schedule="plateau", lr_factor=0.5, lr_patience=2, min_learning_rate=2e-3)
     spec = PipelineSpec(student=MLPSpec(widths=[32]), training=training)
     model = Pipeline(spy, spec, data, seed=0).new_model("student_scratch")
     result = fit(spy, model, LossSpec("regression"), training, 0, (data.x_train, data.y_train, None),
@@ -319,7 +325,8 @@ def test_plateau_schedule_lowers_the_rate_down_to_its_floor(framework):
     assert spy.rates == pytest.approx([5e-3, 2.5e-3, 2e-3])  # halved after each plateau, down to the floor
     assert result.learning_rate == pytest.approx(spy.rates[-1]) and result.stop_reason == "early_stopping"
     # Without a schedule the rate is never touched.
-    _, _, _, constant = fit_scratch(framework, data, epochs=200, learning_rate=1e-2, patience=12)
+    _, _, _, constant = fit_scratch(framework, data, epochs=200, learning_rate=1e-2, patience=12,
+                                    lr_schedule="constant")
     assert constant.learning_rate == 1e-2
 
 

@@ -11,8 +11,9 @@ terminal summary and ``compare`` read them from the records.
   (``metric_registry``: accuracy 0.01, RMSE 2%).
 - ``far_below_hgb``: a teacher worse than the ``hgb`` reference on the same split by more than
   ``FAR_BELOW_HGB`` of the primary metric: three times the seed-to-seed standard deviation of the
-  paired difference (teacher - hgb, same split) measured on the ``standard`` suite (see README,
-  "Reference models and sanity checks").
+  paired difference (teacher - hgb on the same split), the median over the datasets measured (iris,
+  vehicle, credit-g, boston, abalone; 3 seeds; README, "Reference models and sanity checks"):
+  0.026 accuracy, 6% of the RMSE.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FLAGS = {
 }
 # How far below HGB a teacher must be to be flagged, per primary metric (a number: absolute; "N%":
 # relative to HGB's value).
-FAR_BELOW_HGB = {"accuracy": "0.05", "rmse": "10%"}
+FAR_BELOW_HGB = {"accuracy": "0.08", "rmse": "18%"}
 
 
 def _worse_by_more_than(metric: str, value: float, reference: float, margin: str) -> bool:

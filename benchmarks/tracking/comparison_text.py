@@ -200,4 +200,5 @@ def comparison_json(comparison: Comparison, fail_on: str) -> dict:
         "rows": [{**dataclasses.asdict(r), "lost": list(r.lost), "fails": id(r) in failing} for r in c.rows],
         "jobs": [{**dataclasses.asdict(j), "is_regression": j.is_regression, "fails": id(j) in failing}
                  for j in c.jobs],
+        "flags": [{**dataclasses.asdict(f), "status": f.status} for f in c.flags],  # reported, never failing
     }
