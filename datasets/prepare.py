@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,8 @@ from distillbench.datasets.load import RawDataset, load_dataset
 from distillbench.datasets.sources import OpenMLCache, file_sha256, one_line
 from distillbench.errors import UserError
 from distillbench.files import replaced_atomically
+
+logger = logging.getLogger(__name__)
 
 # Bump when the preparation changes, so that arrays cached by older code are not reused.
 PREP_VERSION = 1
@@ -191,8 +196,13 @@ def get_prepared(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = cache.root / "distillbench-prepared" / f"{dataset_id}-seed{seed}-{digest}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            return Prepared(**json.loads(str(stored["meta"])), **{name: stored[name] for name in ARRAYS})
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return Prepared(**json.loads(str(stored["meta"])), **{name: stored[name] for name in ARRAYS})
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+            logger.warning("dataset %d seed %d: the prepared arrays %s do not load (%s); preparing them again",
+                           dataset_id, seed, path, one_line(exc))
+            path.unlink(missing_ok=True)
 
     prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings)
     meta = {f.name: getattr(prepared, f.name) for f in dataclasses.fields(prepared) if f.name not in ARRAYS}

@@ -6,26 +6,36 @@ must stay untouched (such as ../shared/openml-cache, read-only in CI) is named a
 files of each entry are copied into the writable cache before openml looks at it, and the source is
 only ever read.
 
-Only the plain files of an entry (`ENTRY_FILES`) are trusted: every pickle in the entry is deleted
-before openml opens the folder (openml unpickles its `dataset.pkl.py3`, `features.xml.pkl`, ...
-whenever they exist, and a pickle from a cache that came from elsewhere can run any code), so
-openml always parses the XML and ARFF files.
+What openml is shown is verified first. Only the plain files of an entry (`ENTRY_FILES`) are trusted:
+every pickle in the entry is deleted before openml opens the folder (openml unpickles its
+`dataset.pkl.py3`, `features.xml.pkl`, ... whenever they exist, and a pickle from a cache that came
+from elsewhere can run any code), so openml always parses the XML and ARFF files. Those must parse,
+the description must be the dataset's, and the data file must have the md5 checksum the description
+carries. An entry that fails is moved aside into `distillbench-quarantine/` under the cache (never
+deleted), copied again from the source where the source's entry is sound, and otherwise fails that
+dataset with a message that says what is wrong and where the entry went.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import socket
+import tempfile
+import time
 import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distillbench.errors import UserError
 from distillbench.files import replaced_atomically
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "OPENML_CACHE_DIR"
 SOURCE_ENV = "DISTILLBENCH_OPENML_SOURCE"
@@ -34,6 +44,8 @@ DEFAULT_CACHE = "~/.cache/distillbench/openml"
 DATASETS_SUBDIR = Path("org", "openml", "www", "datasets")
 ENTRY_FILES = ("description.xml", "features.xml", "qualities.xml", "dataset.arff")
 PICKLES = (".pkl", ".pkl.py3")  # how openml's cache files end (dataset.pkl.py3, features.xml.pkl, ...)
+QUARANTINE = "distillbench-quarantine"  # where corrupt entries are moved, under the cache root
+OML = "{http://openml.org/openml}"
 PROBE_TIMEOUT_S = 3.0
 OFFLINE_HINT = (
     f"point --openml-source (or {SOURCE_ENV}) at a pre-warmed OpenML cache such as "
@@ -48,11 +60,37 @@ def one_line(error: object) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def entry_problem(folder: Path, dataset_id: int) -> str | None:
+    """What is wrong with the files of an entry, or None: each XML file present must be UTF-8 and
+    parse, the description must be of `dataset_id`, and the data file must have the md5 checksum
+    the description gives. Files that are absent are not a problem here (openml fetches them)."""
+    description = None
+    for name in ("description.xml", "features.xml", "qualities.xml"):
+        if (folder / name).is_file():
+            try:
+                root = ET.fromstring((folder / name).read_bytes().decode("utf-8"))
+            except (ET.ParseError, UnicodeDecodeError) as exc:
+                return f"{name} is not valid XML ({one_line(exc)})"
+            if name == "description.xml":
+                description = root
+    if description is None:
+        return None
+    described = (description.findtext(OML + "id") or "").strip()
+    if description.tag != OML + "data_set_description" or described != str(dataset_id):
+        return f"description.xml is not the description of OpenML dataset {dataset_id}"
+    expected = (description.findtext(OML + "md5_checksum") or "").strip().lower()
+    data = folder / "dataset.arff"
+    if expected and data.is_file():
+        with open(data, "rb") as fh:
+            actual = hashlib.file_digest(fh, "md5").hexdigest()
+        if actual != expected:
+            return (f"dataset.arff has md5 {actual} but its description.xml gives {expected} "
+                    "(the file is truncated or altered)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -124,10 +162,11 @@ class OpenMLCache:
         self._stage(dataset_id)
         openml = self._openml()
         needed = ENTRY_FILES if metadata else ("description.xml", "dataset.arff")
-        if not all((self.entry(dataset_id) / name).is_file() for name in needed):
+        downloads = not all((self.entry(dataset_id) / name).is_file() for name in needed)
+        if downloads:
             self._require_server(dataset_id, openml.config.server)
         try:
-            return openml.datasets.get_dataset(
+            dataset = openml.datasets.get_dataset(
                 dataset_id,
                 download_data=True,
                 download_qualities=metadata,
@@ -139,6 +178,9 @@ class OpenMLCache:
             raise UserError(
                 f"OpenML dataset {dataset_id} could not be fetched ({one_line(exc)}); {OFFLINE_HINT}"
             ) from None
+        if downloads:
+            self._verify_fetched(dataset_id)
+        return dataset
 
     def _openml(self) -> Any:
         """Import and configure openml for this cache (imported here: it takes seconds)."""
@@ -152,14 +194,52 @@ class OpenMLCache:
 
     def _stage(self, dataset_id: int) -> None:
         """Make the dataset's entry in the writable cache safe for openml to open: copy the files of
-        the source's entry that it lacks, and delete any pickle."""
+        the source's entry that it lacks, delete any pickle, and verify it (`entry_problem`). A
+        corrupt entry is moved into the quarantine folder, then copied again from the source if the
+        source's entry is sound; otherwise a UserError says what is wrong and where the entry went."""
         self._require_writable()
         source = self.source_entry(dataset_id)
-        self._copy(source if source is not None and source.is_dir() else None, dataset_id)
+        if source is not None and not source.is_dir():
+            source = None
+        self._copy(source, dataset_id)
+        problem = entry_problem(self.entry(dataset_id), dataset_id)
+        if problem is None:
+            return
+        moved = self._quarantine(dataset_id)
+        if source is not None and entry_problem(source, dataset_id) is None:
+            self._copy(source, dataset_id)
+            logger.warning("OpenML dataset %d: the cache's copy was corrupt (%s); moved it to %s and copied the "
+                           "entry again from %s", dataset_id, problem, moved, source)
+            return
+        if source is not None:
+            raise UserError(f"OpenML dataset {dataset_id} is corrupt in the source {source}: {problem}; the "
+                            f"cache's copy was moved to {moved}; repair the source's entry")
+        raise UserError(f"OpenML dataset {dataset_id}: its cache entry is corrupt ({problem}); moved it to {moved}; "
+                        "fetch it again (`distillbench datasets prefetch`) or name a sound copy with --openml-source")
+
+    def _verify_fetched(self, dataset_id: int) -> None:
+        """After openml fetched files: the same checks as `_stage` (openml checks the md5 of a data file
+        it downloads, not of one it finds)."""
+        problem = entry_problem(self.entry(dataset_id), dataset_id)
+        if problem is not None:
+            moved = self._quarantine(dataset_id)
+            raise UserError(f"OpenML dataset {dataset_id} is corrupt: {problem}; its cache entry was moved to {moved}")
+
+    def _quarantine(self, dataset_id: int) -> Path:
+        """Move the dataset's entry aside, out of openml's sight; returns where it went."""
+        (self.root / QUARANTINE).mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=self.root / QUARANTINE)) / str(dataset_id)
+        try:
+            self.entry(dataset_id).rename(moved)
+        except FileNotFoundError:  # another process (a worker) moved it aside at the same moment
+            moved.parent.rmdir()
+            return self.root / QUARANTINE
+        return moved
 
     def _copy(self, source: Path | None, dataset_id: int) -> None:
         """Copy the plain files of the source's entry that the cache's entry lacks; delete every pickle
-        in the cache's entry, so that openml parses the plain files instead of unpickling."""
+        in the cache's entry, so that openml parses the verified files instead of unpickling."""
         target = self.entry(dataset_id)
         if source is not None:
             target.mkdir(parents=True, exist_ok=True)

@@ -540,7 +540,8 @@ def test_baseline_update_copies_a_run_and_compare_takes_its_name(tmp_path, capsy
     assert json.loads((target / "baseline.json").read_text())["run_id"] == "20260101-000000-smoke"
 
     # a second update replaces the folder as a whole and leaves nothing behind
-    second = write_run(tmp_path / "results" / "20260102-000000-smoke", make_records("r2", seeds=(0, 1)))
+    second = write_run(tmp_path / "results" / "20260102-000000-smoke", make_records("r2", seeds=(0, 1)),
+                       make_manifest("20260102-000000-smoke", seeds=(0, 1)))  # a run that planned 2 seeds, not 3
     update_baseline(second, baselines=baselines)
     assert len(read_records(target)) == len(make_records("r2", seeds=(0, 1)))
     assert sorted(p.name for p in baselines.iterdir()) == ["smoke"]

@@ -138,7 +138,8 @@ def test_smoke_suite_end_to_end_in_both_frameworks(smoke_run) -> None:
     assert all(r["status"] == "ok" and r["error"] is None for r in records), [r["error"] for r in records]
     assert {r["run_id"] for r in records} == {smoke_run.out.name} == {manifest["run_id"]}
     assert manifest["status"] == "complete" and manifest["reference_roles"] == list(REFERENCES)
-    assert manifest["jobs"] == {"planned": 6, "skipped_as_done": 0, "ok": 6, "failed": 0}
+    assert manifest["jobs"] == {"planned": 6, "ok": 6, "failed": 0, "missing": 0}
+    assert manifest["invocations"][-1]["jobs"] == {"to_run": 6, "skipped_as_done": 0, "ok": 6, "failed": 0}
     assert manifest["worker"] == "one process per framework, reused"
     # The terminal summary: one row per dataset and framework; progress with an ETA on stderr.
     rows = [line.split() for line in smoke_run.result.stdout.splitlines()]
@@ -374,7 +375,8 @@ def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, t
     assert_ok(result)
     assert (out / RECORDS).read_text() == complete  # cut back to the last whole line; nothing re-run
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["jobs"] == {"planned": 6, "skipped_as_done": 6, "ok": 6, "failed": 0}
+    assert manifest["jobs"] == {"planned": 6, "ok": 6, "failed": 0, "missing": 0}
+    assert manifest["invocations"][-1]["jobs"] == {"to_run": 0, "skipped_as_done": 6, "ok": 0, "failed": 0}
     assert manifest["status"] == "complete"
 
 
@@ -474,7 +476,8 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
         assert all(r["status"] == "ok" for r in records)
         manifest = json.loads((out / "manifest.json").read_text())
         done = len({(r["seed"], r["framework"]) for r in killed})
-        assert manifest["jobs"] == {"planned": 4, "skipped_as_done": done, "ok": 4, "failed": 0} and done >= 3
+        assert manifest["jobs"] == {"planned": 4, "ok": 4, "failed": 0, "missing": 0}
+        assert manifest["invocations"][-1]["jobs"]["skipped_as_done"] == done and done >= 3
         # The killed run's worker finished its job, found nobody listening and ended.
         deadline = time.monotonic() + 120
         while any(map(_alive, workers)) and time.monotonic() < deadline:
@@ -519,7 +522,7 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     assert next(d for d in failing_run.manifest["datasets"] if d["id"] == 531)["error"]
     assert all(r["status"] == "ok" and r["task"] == "regression" for r in records[187])
     # the reference jobs: 531 cannot load for them either; the temperature plays no part in them
-    assert failing_run.manifest["jobs"] == {"planned": 6, "skipped_as_done": 0, "ok": 3, "failed": 3}
+    assert failing_run.manifest["jobs"] == {"planned": 6, "ok": 3, "failed": 3, "missing": 0}
     assert "failed" in failing_run.result.stderr
 
 

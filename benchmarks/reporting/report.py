@@ -233,7 +233,7 @@ def build(run: Run) -> tuple[str, list]:
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default reports/<run_id>/); returns report.html's folder."""
-    run = read_run(run_dir)
+    run = read_run(run_dir, skip_damaged=True)  # a damaged line: a warning, and its job shown as incomplete
     # The manifest is data from outside: its run_id names a folder only when it is a plain name.
     if out is None:
         out = Path("reports") / folder_name(run.manifest.get("run_id"), f"{Path(run_dir) / MANIFEST}: run_id")

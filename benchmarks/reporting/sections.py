@@ -49,7 +49,9 @@ def run_table(manifest: dict) -> Table:
         ("suite", manifest.get("suite") or "custom (--datasets)"),
         *([("fallback", f"ran suite {fallback.get('to')} instead of {fallback.get('from')}: {fallback.get('reason')}")]
           if (fallback := manifest.get("fallback")) else []),
-        ("status", manifest.get("status")),
+        ("status", f"{manifest.get('status')}" + (" (its manifest says running, but no process holds the run folder: "
+                                                   "it was killed, or its folder took no more writes)"
+                                                   if manifest.get("status_written") else "")),
         ("command", " ".join(manifest.get("command", []))),
         ("started", utc_time(manifest.get("started"))),
         ("finished", utc_time(manifest.get("finished"))),
@@ -71,7 +73,9 @@ def run_table(manifest: dict) -> Table:
             f"{path} = {config['sweep'][path]}" for path in manifest.get("sweep_keys") or config.get("sweep") or {}))]
           if manifest.get("variants") and config.get("sweep") else []),
         ("jobs", f"{jobs.get('planned')} planned, {jobs.get('ok')} ok, {jobs.get('failed')} failed, "
-                 f"{jobs.get('skipped_as_done', 0)} done by an earlier session"),
+                 f"{jobs.get('missing', 0)} incomplete or not run"
+                 + (f"; over {n} invocations of `distillbench run`" if (n := len(manifest.get("invocations") or [])) > 1
+                    else "")),
         ("timing", f"budget {manifest.get('timing_budget_s')} s per model, job time limit {manifest.get('job_timeout_s')} s"),
     ]
     return Table("run", ["field", "value"], [[k, v] for k, v in fields])

@@ -19,11 +19,14 @@ then measure each: test quality, training cost, latency at batch 1 (p50/p90/p99)
 a large batch, size. Records are appended to OUT/records.jsonl as each job ends; OUT/manifest.json
 holds the config, seeds, code commit, package versions and machine.
 
-A failed job is recorded with its reason and the run goes on. --resume skips the jobs already
-recorded as ok. Without network access, point --openml-source at a pre-warmed OpenML cache.
+A failed job is recorded with its reason and the run goes on. --resume continues a run (stopped,
+interrupted, or with failed jobs) with the options it was started with: it runs every job not yet
+done ok (the README's "What survives what"). Without network access, point --openml-source at a
+pre-warmed OpenML cache.
 
 Exit status: 0 the run finished (failed jobs recorded), 1 with --strict when any job or deployment
-format failed, 2 usage error, 3 internal error, 130/143 interrupted (Ctrl-C, SIGTERM).
+format failed, 2 usage error, 3 internal error, 4 stopped by a disk or folder fault (--resume
+continues it), 130/143 interrupted (Ctrl-C, SIGTERM).
 
 --fallback-suite builtin: when openml.org cannot be reached and neither the cache nor a source
 holds any of the datasets asked for, run the `builtin` suite instead (datasets that ship with
@@ -59,7 +62,7 @@ def register(subparsers) -> None:
     run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
     run.add_argument("--out", type=validate.output_folder, metavar="DIR",
                      help="run folder, its name the run id (default: results/<run_id>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping jobs recorded as ok")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out (same options): run its jobs not yet done ok")
     run.add_argument("--threads", type=validate.positive_int, metavar="N",
                      help="threads for each framework, the same for both, at most the machine's cores except on a Dask "
                           "--scheduler (default: all cores)")

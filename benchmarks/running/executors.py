@@ -105,9 +105,10 @@ class Workers:
                 proc.kill()
         return proc.wait()
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the workers: at once (``now``: a run interrupted or stopped), else once idle."""
         for framework in list(self.procs):
-            self.stop(framework)
+            self.stop(framework, kill=now)
         self.log.close()
 
 
@@ -125,8 +126,8 @@ class Executor:
     def info(self) -> dict:
         return {"name": self.name, "concurrency": self.concurrency}
 
-    def close(self) -> None:
-        pass
+    def close(self, now: bool = False) -> None:
+        """Release what runs the jobs; ``now``: the run was interrupted, do not wait for running jobs."""
 
 
 def make_executor(options, log: Path) -> Executor:
@@ -182,11 +183,11 @@ class LocalExecutor(Executor):
         futures = [self.pool.submit(self._run, job) for job in jobs]
         return (future.result() for future in as_completed(futures))
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         for slot in self.slots:
-            slot.close()
+            slot.close(now)
 
 
 class DaskExecutor(Executor):
@@ -255,7 +256,7 @@ class DaskExecutor(Executor):
             future.release()
             yield job, records
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
         try:
             if self.futures:
                 self.client.cancel(list(self.futures))

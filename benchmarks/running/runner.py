@@ -22,12 +22,13 @@ from pathlib import Path
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
-from distillbench.benchmarks.store.record import FAILED, OK, SCHEMA_VERSION, is_deployment, is_ok, job_key
-from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, RunFolder, latest_records, read_manifest, read_records
+from distillbench.benchmarks.store.record import OK, SCHEMA_VERSION, is_ok, job_key
+from distillbench.benchmarks.store.run_folder import (COMPLETE, INTERRUPTED, MANIFEST, RECORDS, RUNNING, STOPPED,
+                                                     RunFolder, account, latest_records, read_lines, read_manifest)
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
-from distillbench.errors import UserError
-from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
+from distillbench.errors import RunFault, UserError, signals_deferred
+from distillbench.implementations.roles import REFERENCE, REFERENCES
 from distillbench.implementations.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def check_writable(out: Path, resume: bool) -> None:
             raise UserError(f"--out {out}: exists and is not a folder")
         if not os.access(out, os.W_OK):
             raise UserError(f"--out {out}: not writable")
-        if (out / RECORDS).exists() and not resume:
+        if ((out / RECORDS).exists() or (out / MANIFEST).exists()) and not resume:
             raise UserError(f"--out {out}: already holds a run; use --resume to continue it, or another --out")
         return
     parent = out.parent
@@ -145,7 +146,10 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
 
 
 def run(options: RunOptions) -> Path:
-    """Run the benchmark; returns the run folder. Bad input raises UserError before anything is written."""
+    """Run the benchmark (or, with ``resume``, its jobs not yet done ok); returns the run folder.
+    Bad input raises UserError before anything is written. The manifest keeps an account of every
+    invocation on the folder and ends ``complete``, ``interrupted`` (a signal: Interrupted is raised)
+    or ``failed`` (the folder took no more writes: RunFault is raised), never ``running``."""
     out = options.out
     ids = [entry.dataset_id for entry in options.entries]
     twice = sorted({i for i in ids if ids.count(i) > 1})
@@ -153,79 +157,126 @@ def run(options: RunOptions) -> Path:
         raise UserError(f"dataset {', '.join(map(str, twice))} listed more than once (e.g. with two targets): "
                         "a run holds each dataset once; run the other target in another run")
     check_writable(out, options.resume)
-    if options.resume and (out / MANIFEST).exists():
-        previous = read_manifest(out)
-        if previous.get("config") != options.spec.to_dict():
-            raise UserError(f"--resume {out}: the config differs from the one this run was started with")
+    previous = read_manifest(out) if options.resume and (out / MANIFEST).exists() else None
+    if options.resume and previous is None and (out / RECORDS).exists():
+        raise UserError(f"--resume {out}: the folder has {RECORDS} but no {MANIFEST}: it cannot be resumed")
     datasets = prepare_datasets(options)
+    if previous is not None:
+        _check_same_plan(previous, options, datasets)
 
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
     try:
         executor = make_executor(options, out / "worker.log")
+    except BaseException as exc:
+        folder.close()
+        if isinstance(exc, OSError):
+            raise UserError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
+        raise
+    try:
+        written = _records_so_far(folder)
+        manifest = _manifest(options, out, previous, datasets, executor)
+        todo = _begin(options, folder, manifest, written, executor.threads)
+    except OSError as exc:
+        executor.close(now=True)
+        folder.close()
+        raise RunFault(f"{out}: cannot be written ({exc.strerror or exc})") from None
     except BaseException:
+        executor.close(now=True)
         folder.close()
         raise
-    folder.truncate_partial_line()
-    latest = latest_records(read_records(out))
-    # A job with a failed record is unfinished (e.g. one configuration of a sweep failed), however many are ok.
-    unfinished = {job_key(r) for r in latest if not is_ok(r) and not is_deployment(r)}
-    done = {job_key(r) for r in latest if is_ok(r)} - unfinished
-    # First each (dataset, seed)'s reference job, then the frameworks' jobs, which get its results.
-    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, executor.threads,
-                options.device, options.cache, options.source, options.timing_budget, options.deploy,
-                quiet=str((out / QUIET).resolve()))
-            for framework in (REFERENCE, *options.frameworks) for entry in options.entries for seed in options.seeds]
-    todo = [job for job in jobs if job.key not in done]
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": "running", "command": options.command, "suite": options.suite, "fallback": options.fallback,
-        "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
-        "frameworks": options.frameworks, "reference_roles": list(REFERENCES), "threads": executor.threads, "device": options.device,
-        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
-        "deploy": options.deploy, "worker": executor.description,
-        "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
-        "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")}, "started": time.time(), "finished": None,
-        "jobs": {"planned": len(jobs), "skipped_as_done": len(jobs) - len(todo)},
-    }
-    if options.spec.sweep:  # the configurations each job runs, in the sweep's order
-        manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
-        manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
-    folder.write_manifest(manifest)
-    log.info(f"run {out.name}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {out}")
-    log.debug(f"executor: {executor.description}; threads per job {executor.threads}")
+    appended, ending = _run_jobs(options, folder, executor, manifest, datasets, todo, written)
+    with signals_deferred():  # a second signal must not cut this short
+        executor.close(now=ending is not None)
+        marked = _end(folder, manifest, written + appended, ending)
+        folder.close()
+    resume = f"`distillbench run --resume --out {out}`"
+    if isinstance(ending, KeyboardInterrupt):
+        ending.add_note(f"{marked}; {resume} continues it")
+    elif isinstance(ending, RunFault):
+        raise RunFault(f"{ending}; {marked}; when the folder takes writes again, {resume} continues it") from None
+    elif ending is None and manifest["status"] != COMPLETE:  # every job ran, but the manifest says otherwise
+        raise RunFault(f"every job ran, but {marked}; {resume} marks it complete") from None
+    if ending is not None:
+        raise ending
+    return out
 
+
+def _records_so_far(folder: RunFolder) -> list[dict]:
+    """The records already in the folder (resuming), after cutting off a partial last line and
+    moving damaged lines aside (their jobs then count as incomplete, and run again)."""
+    folder.truncate_partial_line()
+    written, damaged = read_lines(folder.path, skip_damaged=True)
+    if damaged:
+        kept = folder.set_aside(damaged)
+        log.warning(f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to "
+                    f"{kept} (kept there); their jobs run again")
+    return written
+
+
+def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list[dict], threads: int) -> list[Job]:
+    """Open this invocation in the manifest and write it; the jobs it runs: those not done ok, first
+    each (dataset, seed)'s reference job, then the frameworks' jobs (which get its results)."""
+    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, threads,
+                options.device, options.cache, options.source, options.timing_budget, options.deploy,
+                quiet=str((folder.path / QUIET).resolve()))
+            for framework in (REFERENCE, *options.frameworks) for entry in options.entries for seed in options.seeds]
+    done = account(manifest, written)[1].ok
+    todo = [job for job in jobs if job.key not in done]
+    manifest["invocations"].append({
+        "invocation": len(manifest["invocations"]) + 1, "command": options.command, "started": time.time(),
+        "finished": None, "status": RUNNING, "reason": None, "environment": manifest["environment"],
+        "jobs": {"to_run": len(todo), "skipped_as_done": len(jobs) - len(todo), "ok": 0, "failed": 0}})
+    folder.write_manifest(_account(manifest, written))
+    log.info(f"run {manifest['run_id']}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {folder.path}")
+    log.debug(f"executor: {manifest['worker']}; threads per job {threads}")
+    return todo
+
+
+def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, datasets: dict[int, dict],
+              todo: list[Job], written: list[dict]) -> tuple[list[dict], BaseException | None]:
+    """Run the jobs and append each one's records as it ends; the records appended, and the exception
+    that ended the invocation early (None when every job ran): Interrupted (a signal), RunFault (a
+    write failed: the run stops there) or a bug's."""
+    invocation = manifest["invocations"][-1]
     progress = Progress(len(todo))
     wall = time.perf_counter()
-    written = set()
+    appended, reported, ending = [], set(), None
 
     def execute(jobs: list[Job]) -> None:
         no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
                    for job in jobs if "error" in datasets[job.dataset_id])
         for job, records in itertools.chain(no_data, executor.run(j for j in jobs if "error" not in datasets[j.dataset_id])):
-            if job.key in written:  # a job reported twice (e.g. a worker presumed lost came back): written once
+            if job.key in reported:  # a job reported twice (e.g. a worker presumed lost came back): written once
                 continue
-            written.add(job.key)
+            reported.add(job.key)
             for record in records:
-                record["run_id"] = out.name
-            folder.append(records)
+                record.update(run_id=manifest["run_id"], invocation=invocation["invocation"], job_records=len(records))
+            try:
+                folder.append(records)
+            except OSError as exc:
+                why = exc.strerror or exc
+                raise RunFault(f"writing {folder.path / RECORDS}: {why}; the run stopped there") from None
+            appended.extend(records)
             progress.finish(job, datasets[job.dataset_id].get("name", "?"), records[0]["status"], records[0]["error"])
 
     try:
         execute([job for job in todo if job.framework == REFERENCE])
-        references = _references(read_records(out))  # this session's and an earlier one's
+        references = _references(written + appended)  # this invocation's and an earlier one's
         execute([replace(job, references=references.get((job.dataset_id, job.seed)))
                  for job in todo if job.framework != REFERENCE])
-        manifest["status"] = "complete"
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        raise
-    finally:
-        progress.close()
-        executor.close()
-        _finish_manifest(manifest, out, time.perf_counter() - wall)
-        folder.write_manifest(manifest)
-        folder.close()
-    return out
+        invocation["status"] = COMPLETE
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (errors.Interrupted)
+        ending, invocation["status"], invocation["reason"] = exc, INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"
+    except BaseException as exc:  # RunFault, or a bug (whose traceback the CLI shows)
+        ending, invocation["status"], invocation["reason"] = exc, STOPPED, str(exc) or type(exc).__name__
+    progress.close()
+    invocation["finished"] = time.time()
+    _measure_overhead(manifest, invocation, appended, time.perf_counter() - wall, folder.path)
+    return appended, ending
 
 
 def _references(records: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
@@ -237,32 +288,121 @@ def _references(records: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
     return out
 
 
-def _finish_manifest(manifest: dict, out: Path, wall: float) -> None:
-    """End time, job counts, how the machine was shared, and the harness overhead: the share of this
-    session's job slots' time (wall time x jobs at once) spent outside measured training and
-    inference (worker start-up, data loading, bookkeeping, jobs held while another is timed)."""
-    records = [r for r in read_records(out) if r.get("run_id") == manifest["run_id"]]
-    this_session = [r for r in records if r.get("started", 0) >= manifest["started"]]
-    measured = sum(r.get(k) or 0.0 for r in this_session if not r.get("reused") for k in MEASURED_KEYS)
-    latest = latest_records(records)
+def _end(folder: RunFolder, manifest: dict, written: list[dict], ending: BaseException | None) -> str:
+    """Write the manifest with this invocation's end; what it says, for the user."""
+    try:
+        folder.write_manifest(_account(manifest, written))
+    except OSError as exc:
+        manifest["status"] = RUNNING  # as the file still says
+        return (f"{folder.path / MANIFEST} could not be updated either ({exc.strerror or exc}): it still says "
+                "running, which every command reads as interrupted")
+    return f"the run is marked {manifest['status']} in {folder.path / MANIFEST}"
+
+
+def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, dict]) -> None:
+    """--resume continues the run as it was planned: the same datasets (and targets), seeds,
+    frameworks, deployment formats and config; a one-line UserError says what differs."""
+    before = {d["id"]: d.get("target") for d in previous["datasets"]}
+    now = {i: d.get("target") for i, d in datasets.items()}
+    differences = []
+    if sorted(before) != sorted(now):
+        differences.append(f"datasets {_ids(now)}, not {_ids(before)}")
+    else:
+        targets = [f"dataset {i} target {now[i]!r}, not {before[i]!r}" for i in now
+                   if None not in (now[i], before[i]) and now[i] != before[i]]
+        differences += targets
+    for name, value in (("seeds", options.seeds), ("frameworks", options.frameworks),
+                        ("deploy", options.deploy), ("config", options.spec.to_dict())):
+        if name in previous and previous[name] != value:
+            shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(previous[name])}"
+            differences.append(shown)
+    if differences:
+        raise UserError(f"--resume {options.out}: the plan differs from the run's: {'; '.join(differences)} "
+                        "(resume with the options the run was started with, or start another run)")
+
+
+def _ids(ids) -> str:
+    return ",".join(map(str, sorted(ids)))
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _manifest(options: RunOptions, out: Path, previous: dict | None, datasets: dict, executor) -> dict:
+    """This invocation's manifest: the run's identity (its run_id, first start, earlier invocations)
+    kept from ``previous`` when resuming, the rest as this invocation runs it."""
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": RUNNING, "command": options.command,
+        "suite": options.suite, "fallback": options.fallback,
+        "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
+        "frameworks": options.frameworks, "reference_roles": list(REFERENCES), "threads": executor.threads, "device": options.device,
+        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
+        "deploy": options.deploy, "worker": executor.description,
+        "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
+        "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")},
+        "started": time.time(), "finished": None, "invocations": [],
+    }
+    if options.spec.sweep:  # the configurations each job runs, in the sweep's order
+        manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
+        manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
+    if previous is not None:
+        invocations = previous.get("invocations") or [_first_invocation(previous)]
+        for invocation in invocations:  # one that never said how it ended was killed (no process holds the folder)
+            if invocation.get("status") == RUNNING:
+                invocation.update(status=INTERRUPTED, reason="ended without updating the manifest (killed?)")
+        manifest.update(run_id=previous["run_id"], started=previous.get("started") or manifest["started"],
+                        invocations=invocations)
+    return manifest
+
+
+def _first_invocation(manifest: dict) -> dict:
+    """The invocation that wrote a manifest of schema < 4 (which kept no list of them)."""
+    jobs = manifest.get("jobs") or {}
+    return {"invocation": 1, "command": manifest.get("command"), "started": manifest.get("started"),
+            "finished": manifest.get("finished"), "status": manifest.get("status"), "reason": None,
+            "environment": manifest.get("environment"),
+            "jobs": {k: jobs.get(k) for k in ("skipped_as_done", "ok", "failed")}}
+
+
+def _account(manifest: dict, written: list[dict]) -> dict:
+    """The manifest with the account of the jobs from the records written so far: the counts, each
+    unfinished job with why, and per invocation the jobs it ran ok and failed (one it left
+    incomplete counts as failed). The run's status is its last invocation's."""
+    last = manifest["invocations"][-1]
+    manifest.update(status=last["status"], finished=last["finished"])
+    _, jobs = account(manifest, written)
+    for invocation in manifest["invocations"]:
+        ran = [r for r in written if r.get("invocation") == invocation["invocation"]]
+        if ran or invocation is last:  # (a run of schema < 4 wrote no invocation: its counts stand)
+            _, its = account(manifest, ran)
+            invocation["jobs"].update(ok=len(its.ok), failed=len({job_key(r) for r in ran}) - len(its.ok))
+    manifest.update(jobs=jobs.counts(), unfinished=[{"dataset_id": d, "seed": s, "framework": f, "why": why}
+                                                    for (d, s, f), why in sorted(jobs.unfinished.items())])
+    return manifest
+
+
+def _measure_overhead(manifest: dict, invocation: dict, appended: list[dict], wall: float, out: Path) -> None:
+    """How the machine was shared in this invocation, and its harness overhead: the share of its job
+    slots' time (wall time x jobs at once) spent outside measured training and inference (worker
+    start-up, data loading, bookkeeping, jobs held while another is timed)."""
+    measured = sum(r.get(k) or 0.0 for r in appended if not r.get("reused") for k in MEASURED_KEYS)
     slots = wall * manifest["concurrency"]
-    manifest.update(finished=time.time(), wall_seconds=wall, measured_seconds=measured,
-                    harness_overhead=None if slots <= 0 else max(0.0, 1.0 - measured / slots),
-                    sharing=_sharing(manifest, out, this_session))
-    status = {}  # a job of a sweep failed when any of its configurations did
-    for r in latest:
-        if r["role"] in (ROLES[0], REFERENCES[0]):  # one model of each job (of each configuration)
-            key = job_key(r)
-            status[key] = FAILED if FAILED in (status.get(key), r["status"]) else r["status"]
-    manifest["jobs"].update(ok=sum(s == OK for s in status.values()), failed=sum(s == FAILED for s in status.values()))
+    numbers = {"wall_seconds": wall, "measured_seconds": measured,
+               "harness_overhead": None if slots <= 0 else max(0.0, 1.0 - measured / slots),
+               "sharing": _sharing(manifest, out, invocation["started"], appended)}
+    invocation.update(numbers)
+    manifest.update(numbers)
 
 
-def _sharing(manifest: dict, out: Path, records: list[dict]) -> dict:
-    """How the machine was shared in this session: jobs at once and threads each, and the quiet
-    rule's log (``quiet.py``): seconds timed alone, seconds jobs stood still for another's timing,
+def _sharing(manifest: dict, out: Path, started: float, records: list[dict]) -> dict:
+    """How the machine was shared in this invocation (from ``started``): jobs at once and threads
+    each, and the quiet rule's log (``quiet.py``): seconds timed alone, seconds jobs stood still for another's timing,
     and the number of timings that overlapped other work of the run (0 unless the rule broke).
     Hosts whose workers could not write the run folder (Dask elsewhere) kept their log locally."""
-    intervals = [i for i in read_intervals(out / QUIET) if i["start"] >= manifest["started"]]
+    intervals = [i for i in read_intervals(out / QUIET) if i["start"] >= started]
     return {
         "jobs_at_once": manifest["concurrency"], "threads_per_job": manifest["threads"],
         "timing": "alone: while a model is timed, every other job of the run on that machine stands still at "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ def spawn(log, env: dict | None = None) -> subprocess.Popen:
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which ends its workers
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     for line in sys.stdin:

@@ -7,15 +7,19 @@ their types, and the helpers below are the one way to ask a record what it is.
 Schema versions: 1, records and manifests with no ``schema_version`` (before the field existed);
 2, the same fields with ``schema_version``; 3, how each model's training ended (``stop_reason``,
 ``steps``, ``best_step``, ``final_learning_rate``), the ``flags`` of the sanity checks, and the
-reference roles (framework ``reference``). A reader takes any version up to ``SCHEMA_VERSION``
-(``run_folder.read_run``) and refuses a newer one.
+reference roles (framework ``reference``); 4, records also carry ``invocation`` and ``job_records``
+(below) and the manifest an account of every invocation (``running.runner``). A reader takes any
+version up to ``SCHEMA_VERSION`` (``run_folder.read_run``) and refuses a newer one.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
 import json
+import math
+import types
+import typing
 from typing import NotRequired, TypedDict
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OK, FAILED = "ok", "failed"
 
 
@@ -92,10 +96,63 @@ class Record(TypedDict):
     teacher_reused: NotRequired[bool]
     reused: NotRequired[bool]
     reused_from: NotRequired[str]
+    # The run folder's bookkeeping (schema 3), stamped by the driver on every record of a job as it
+    # writes them: which invocation of `distillbench run` on the folder wrote it (1, then 2, ... with
+    # --resume), and how many records the job wrote then. Fewer there: the job is incomplete.
+    invocation: NotRequired[int]
+    job_records: NotRequired[int]
 
 
 # The keys every record has, in declaration order.
 REQUIRED_FIELDS = tuple(k for k in Record.__annotations__ if k in Record.__required_keys__)
+
+
+IDENTITY = ("dataset_id", "seed", "framework", "role", "status")  # never null
+_TYPES = typing.get_type_hints(Record)
+
+
+def record_problem(record: object) -> str | None:
+    """Why a value read from ``records.jsonl`` is not a record, or None. A record is an object whose
+    identity fields are there and not null, and whose declared fields are of their type where not
+    null (null is always allowed: a value that is missing or not finite is written as null)."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    missing = [name for name in IDENTITY if record.get(name) is None]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if record["status"] not in (OK, FAILED):
+        return f"status: {record['status']!r} is neither {OK!r} nor {FAILED!r}"
+    for name, value in record.items():
+        if name in _TYPES and value is not None and not _is_a(value, _TYPES[name]):
+            return f"{name}: {_shown(value)} is not {_type_name(_TYPES[name])}"
+    for name, value in (record.get("metrics") or {}).items():
+        if value is not None and not _is_a(value, float):
+            return f"metrics.{name}: {_shown(value)} is not a number"
+    return None
+
+
+def _is_a(value: object, hint: object) -> bool:
+    """Whether a JSON value has the declared type (an int is a float; a bool is neither)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_is_a(value, h) for h in typing.get_args(hint) if h is not type(None))
+    hint = typing.get_origin(hint) or hint
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: object) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+             list: "a list"}
+    options = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
+    return " or ".join(names.get(typing.get_origin(h) or h, str(h)) for h in options)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def new_record(**fields) -> Record:

@@ -53,6 +53,11 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
         raise UserError(f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines "
                         "being replaced)")
     failed = sorted({job_key(r) for r in records if not is_ok(r)})
+    if run.jobs.unfinished:  # --allow-failed or not: a baseline must hold every job the run planned
+        (d, s, f), why = next(iter(sorted(run.jobs.unfinished.items())))
+        raise UserError(f"{run_dir}: {len(run.jobs.unfinished)} of its {len(run.jobs.planned)} jobs are incomplete "
+                        f"or not run (first: dataset {d} seed {s} {f}: {why}); finish the run with "
+                        f"`distillbench run --resume --out {run_dir}`")
     if not allow_failed:
         if manifest.get("status") != "complete":
             raise UserError(f"{run_dir}: the run is {manifest.get('status')}, not complete (finish it with "

@@ -65,7 +65,7 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
     """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
     loaded, seen = [], set()
     for path in runs:
-        run = read_run(path)
+        run = read_run(path, skip_damaged=True)  # a damaged line: a warning, the trend goes on
         manifest, records = run.manifest, run.records
         key = (manifest.get("run_id"), manifest.get("started"))
         if key in seen:

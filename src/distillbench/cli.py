@@ -7,11 +7,12 @@ import importlib
 import logging
 import platform
 import shlex
+import signal
 import sys
 import traceback
 
 from distillbench import __version__
-from distillbench.errors import EXIT_BUG, EXIT_USAGE, UserError
+from distillbench.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError, signals_interrupt
 
 LOG = logging.getLogger("distillbench")
 EXAMPLES = """\
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distillbench",
         description="Knowledge-distillation benchmarks on tabular data, in PyTorch and TensorFlow/Keras. Exit "
                     "status: 0 ok, 1 a check failed (compare: a regression; parity: a difference; run --strict: a "
-                    "failed job), 2 usage error, 3 internal error (a bug: its traceback is shown), 130 or 143 "
-                    "interrupted (Ctrl-C, SIGTERM).",
+                    "failed job), 2 usage error, 3 internal error (a bug: its traceback is shown), 4 a run stopped by "
+                    "a disk or folder fault (--resume continues it), 130 or 143 interrupted (Ctrl-C, SIGTERM).",
         epilog=EXAMPLES,
     )
     parser.add_argument("--version", action="version", version=f"distillbench {__version__}")
@@ -109,18 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     LOG.debug("distillbench %s, Python %s: %s", __version__, platform.python_version(),
               shlex.join(sys.argv[1:] if argv is None else argv))
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"distillbench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("distillbench: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # noqa: BLE001 - a bug: its traceback, and an exit status no command gives a verdict with
-        traceback.print_exc()
-        print(f"distillbench: internal error (the traceback above); exit {EXIT_BUG}", file=sys.stderr)
-        return EXIT_BUG
+    with signals_interrupt():
+        try:
+            return int(args.func(args) or 0)
+        except UserError as exc:
+            print(f"distillbench: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+            notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
+            print(f"distillbench: interrupted ({interrupted}){notes}", file=sys.stderr)
+            return interrupted.exit_code
+        except Exception:  # noqa: BLE001 - a bug: its traceback, and an exit status no command gives a verdict with
+            traceback.print_exc()
+            print(f"distillbench: internal error (the traceback above); exit {EXIT_BUG}", file=sys.stderr)
+            return EXIT_BUG
 
 
 if __name__ == "__main__":
