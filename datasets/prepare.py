@@ -26,7 +26,7 @@ from distillbench.files import replaced_atomically
 logger = logging.getLogger(__name__)
 
 # Bump when the preparation changes, so that arrays cached by older code are not reused.
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: onehot_groups
 ARRAYS = ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test")
 
 
@@ -71,6 +71,10 @@ class Prepared:
     y_std: float  # 1.0 for classification
     checksum: str
     notes: list[str] = field(default_factory=list)
+    # The feature columns of each one-hot encoded categorical column, one list per categorical
+    # column in feature order: a generator of rows (a transfer set) treats each group as one
+    # attribute, so that a generated row stays one-hot. Every other column is standardised numeric.
+    onehot_groups: list[list[int]] = field(default_factory=list)
 
     def unstandardise(self, y: np.ndarray) -> np.ndarray:
         """Regression targets or predictions back in the dataset's units (float64)."""
@@ -132,6 +136,7 @@ def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings())
         np.ascontiguousarray(encoder.transform(X.iloc[rows]), dtype=np.float32) for rows in (train, val, test)
     )
     feature_names = [str(name) for name in encoder.get_feature_names_out()]
+    onehot_groups = _onehot_groups(encoder)
     notes = raw.notes + notes
     unfitted = [c for c in numeric if c not in feature_names]
     if unfitted:
@@ -165,7 +170,24 @@ def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings())
         y_std=y_std,
         checksum=raw.checksum,
         notes=notes,
+        onehot_groups=onehot_groups,
     )
+
+
+def _onehot_groups(encoder: ColumnTransformer) -> list[list[int]]:
+    """The output columns of each categorical input column, from the fitted encoder: the one-hot
+    encoder names its outputs ``<input>=<level>``, so named with the inputs' positions its outputs
+    tell which input each comes from."""
+    columns = encoder.output_indices_["categorical"]
+    if columns.stop == columns.start:
+        return []
+    onehot = encoder.named_transformers_["categorical"][-1]
+    positions = [str(i) for i in range(onehot.n_features_in_)]
+    owners = [name.split("=", 1)[0] for name in onehot.get_feature_names_out(positions)]
+    groups: dict[str, list[int]] = {}
+    for offset, owner in enumerate(owners):
+        groups.setdefault(owner, []).append(columns.start + offset)
+    return list(groups.values())
 
 
 def get_prepared(

@@ -91,14 +91,17 @@ def _parity(args) -> int:
     print(f"parity {' vs '.join(result['frameworks'])}: {args.steps} Adam steps, the learning rate set to "
           f"{change['learning_rate']:g} after step {change['after_step']}, float32, "
           f"tolerance forward {tol['forward']:g}, per step {tol['step']:g} (largest absolute differences)")
-    print(f"{'task':<11} {'role':<16} {'forward':>9} {'outputs':>9} {'loss':>9} {'weights':>9}  verdict")
+    print(f"{'task':<11} {'role':<35} {'forward':>9} {'outputs':>9} {'loss':>9} {'weights':>9}  verdict")
     for case in result["cases"]:
         worst = case["max"]
-        print(f"{case['task']:<11} {case['role']:<16} {case['forward']:9.2e} {worst['outputs']:9.2e} "
+        role = " ".join([case["role"], *([case["objective"]] if case["objective"] else []),
+                         *(["+transfer"] if case["transfer"] else [])])
+        print(f"{case['task']:<11} {role:<35} {case['forward']:9.2e} {worst['outputs']:9.2e} "
               f"{worst['loss']:9.2e} {worst['weights']:9.2e}  {'ok' if case['ok'] else 'FAIL'}")
         if args.per_step:
             for s in case["steps"]:
-                print(f"{'':<11} {'  step ' + str(s['step']):<16} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} {s['weights']:9.2e}")
+                print(f"{'':<11} {'  step ' + str(s['step']):<35} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} "
+                      f"{s['weights']:9.2e}")
     print("parity: ok" if result["ok"] else "parity: FAILED (differences above tolerance)")
     return 0 if result["ok"] else 1
 
@@ -121,10 +124,12 @@ def _demo(args) -> int:
         pipeline = Pipeline(backend, spec, data, args.seed)
         teacher, teacher_fit = pipeline.fit_teacher()
         compressor, t_train, t_val = pipeline.compress(teacher)
-        student, student_fit = pipeline.fit_student_kd(t_train, t_val)
+        extra = pipeline.transfer_set(teacher, compressor)
+        student, student_fit = pipeline.fit_student_kd(t_train, t_val, extra)
         scratch, scratch_fit = pipeline.fit_student_scratch()
         print(f"\n[{name}] compressor: {compressor.kind}"
-              + (f" (a={compressor.scale:.4f}, b={compressor.offset:.4f})" if compressor.kind == "affine" else ""))
+              + (f" (a={compressor.scale:.4f}, b={compressor.offset:.4f})" if compressor.kind == "affine" else "")
+              + (f"; transfer set: {extra.kind}, {len(extra.x)} rows" if extra.kind != "none" else ""))
         for role, model, fit in (("teacher", teacher, teacher_fit), ("student_kd", student, student_fit), ("student_scratch", scratch, scratch_fit)):
             pred = pipeline.predict(model, x_test)
             score = np.mean(pred.argmax(1) == y_test) if task == "classification" else np.sqrt(np.mean((pred - y_test) ** 2))

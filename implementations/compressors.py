@@ -9,6 +9,8 @@ config fields only it uses; ``[distill] classification_compressor`` / ``regressi
 name one. Classification (input: logits of shape (n, C); output: probabilities of shape (n, C)
 summing to 1): ``temperature``, ``topk``, ``quantize``. Regression (input: shape (n,); output:
 shape (n,)): ``identity``, ``affine``, ``quantize``. Each class's docstring says what it computes.
+A classification objective with targets of its own (``objectives.py``: ``logit_matching``,
+``hard_labels``) replaces the compressor with one of ``OWN_TARGETS``, which no config names.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.registry import ConfigField, Registry, is_int, merge_fields
 
 if TYPE_CHECKING:
@@ -113,7 +116,11 @@ def compressor_fields() -> dict[str, ConfigField]:
 
 
 def fit_compressor(task: str, spec: DistillSpec, teacher_train_outputs: np.ndarray, y_train: np.ndarray) -> Compressor:
-    """Fit stage 2 on the training split's teacher outputs (and labels, for ``affine``)."""
+    """Fit stage 2 on the training split's teacher outputs (and labels, for ``affine``): the
+    configured compressor, or on classification the objective's own targets."""
+    own = OBJECTIVES[spec.objective].targets if task == "classification" else None
+    if own:
+        return OWN_TARGETS[own].fit(spec, teacher_train_outputs, y_train)
     name = spec.classification_compressor if task == "classification" else spec.regression_compressor
     return COMPRESSORS[task][name].fit(spec, teacher_train_outputs, y_train)
 
@@ -200,3 +207,27 @@ class QuantizeValues(Compressor):
         steps = 2**self.bits - 1
         width = (self.high - self.low) or 1.0
         return self.low + np.round((np.clip(t, self.low, self.high) - self.low) / width * steps) / steps * width
+
+
+# --- the objectives' own targets (objectives.py), in place of a classification compressor ---------
+
+
+class Logits(Compressor):
+    """``logit_matching``: the teacher's logits as they are."""
+
+    TASK, NAME = "classification", "logits"
+
+    def compress(self, t: np.ndarray) -> np.ndarray:
+        return t
+
+
+class Argmax(Compressor):
+    """``hard_labels``: the one-hot row of the teacher's most likely class (ties: the first)."""
+
+    TASK, NAME = "classification", "argmax"
+
+    def compress(self, t: np.ndarray) -> np.ndarray:
+        return (np.arange(t.shape[1]) == t.argmax(axis=1)[:, None]).astype(np.float64)
+
+
+OWN_TARGETS: dict[str, type[Compressor]] = {"logits": Logits, "argmax": Argmax}

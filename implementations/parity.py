@@ -6,6 +6,11 @@ each of N Adam steps, for each role (teacher, distilled student, scratch student
 (regression, binary and multi-class classification). Dropout is switched off here: each framework
 draws its own dropout masks, which no seed can make equal.
 
+The distilled student is compared for every objective registered for the task (``objectives.py``:
+classification soft targets, logit matching, hard teacher labels; regression soft targets), each on
+the training rows alone and with 64 rows of a transfer set mixed into its batches (rows without a
+label, where the loss is the teacher term alone: ``LossSpec.masked``).
+
 The teacher is the spec's: a ``residual_mlp`` teacher is compared with its skip connections; an
 ``ensemble`` teacher's forward pass is compared on the combined model of all its members, its steps
 on one member (each member trains alone); a ``hist_gradient_boosting`` teacher is not compared: it
@@ -36,7 +41,8 @@ import numpy as np
 
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.frameworks import get_backend
-from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights
+from distillbench.implementations.objectives import OBJECTIVES
+from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
 from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import PipelineSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
@@ -44,6 +50,7 @@ from distillbench.implementations.teachers import TEACHER_KINDS
 FORWARD_TOLERANCE = 1e-5
 STEP_TOLERANCE = 1e-4
 CASES = {"regression": ("regression",), "classification": ("binary", "multiclass"), "all": ("regression", "binary", "multiclass")}
+TRANSFER_ROWS = 64
 
 
 def synthetic_problem(kind: str, n_rows: int, n_features: int, seed: int):
@@ -71,23 +78,31 @@ def rate_change(spec: PipelineSpec, steps: int) -> dict:
     return {"after_step": steps // 2, "learning_rate": spec.training.learning_rate / 10}
 
 
-def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends) -> dict:
+def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends,
+                objective: str | None = None, transfer: bool = False) -> dict:
+    """One role on one kind of problem; the distilled student with ``objective`` (default: the
+    spec's) and, with ``transfer``, rows without labels in its batches."""
     task, n_classes, x, y = synthetic_problem(kind, 256, 12, seed)
     mlp = spec.teacher if role == "teacher" else spec.student
     mlp = dataclasses.replace(mlp, dropout=0.0)
     weights = initial_weights(mlp, x.shape[1], n_classes or 1, seed, role)
     if role == "student_kd":
+        distill = dataclasses.replace(spec.distill, objective=objective or spec.distill.objective)
         # Targets: the compressor applied to a fixed "teacher output", identical for both.
         rng = np.random.default_rng([seed, 7])
         raw = rng.normal(size=(len(x), n_classes)) * 3 if task == "classification" else y + 0.3 * rng.normal(size=len(x))
-        t = fit_compressor(task, spec.distill, raw, y).apply(raw)
-        loss = distill_loss(task, spec.distill)
+        t = fit_compressor(task, distill, raw, y).apply(raw)
+        if transfer:  # the last rows lose their labels
+            y = np.concatenate([y[:-TRANSFER_ROWS], no_labels(task, TRANSFER_ROWS)])
+        loss = distill_loss(task, distill, masked=transfer)
+        objective = loss.objective
     else:
-        t, loss = None, LossSpec(task)
+        t, loss, objective, transfer = None, LossSpec(task), None, False
     models = [b.build(mlp, weights) for b in backends]
     trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
-    result = {"task": kind, "role": role, "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
+    result = {"task": kind, "role": role, "objective": objective, "transfer": transfer,
+              "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
     if role == "teacher":  # what the kind adds, e.g. an ensemble's members as one model
         extra = [TEACHER_KINDS[mlp.kind].parity_model(b, mlp, x.shape[1], n_classes or 1, task, seed) for b in backends]
         if extra[0] is not None:
@@ -120,10 +135,19 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     for backend in backends:
         backend.configure(seed)
     spec = spec.replace(training=dataclasses.replace(spec.training, batch_size=32, learning_rate=PARITY_LEARNING_RATE))
-    roles = ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity:]
-    cases = [parity_case(spec, kind, role, steps, seed, backends) for kind in CASES[task] for role in roles]
+    cases = []
+    for kind in CASES[task]:
+        task_of = "regression" if kind == "regression" else "classification"
+        for role in ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity:]:
+            if role != "student_kd":
+                cases.append(parity_case(spec, kind, role, steps, seed, backends))
+                continue
+            for objective in (name for name, o in OBJECTIVES.items() if task_of in o.tasks):
+                for transfer in (False, True):
+                    cases.append(parity_case(spec, kind, role, steps, seed, backends, objective, transfer))
     return {
         "frameworks": list(frameworks), "steps": steps, "seed": seed, "rate_change": rate_change(spec, steps),
+        "transfer_rows": TRANSFER_ROWS,
         "tolerance": {"forward": FORWARD_TOLERANCE, "step": STEP_TOLERANCE},
         "cases": cases, "ok": all(c["ok"] for c in cases),
     }

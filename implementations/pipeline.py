@@ -11,14 +11,16 @@ Weights cross the boundary as a list of float32 arrays ``[W0, b0, W1, b1, ...]``
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from distillbench.implementations import transfer
 from distillbench.implementations.compressors import Compressor, fit_compressor, softmax
-from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
+from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
 
 # Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
@@ -39,23 +41,37 @@ BUDGET_REASONS = ("max_steps", "max_epochs", "max_iter", "time_limit")
 @dataclass(frozen=True)
 class LossSpec:
     """What a model is trained on: ``alpha * label term + (1 - alpha) * scale * teacher term`` with
-    the teacher term of ``objective`` (``objectives.py``). Classification, ``soft_targets``:
-    ``alpha * CE(y, s) + (1 - alpha) * scale * KL(t || softmax(s / T))`` with ``scale = T^2`` when
-    ``t_squared``; regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(t, s)``. ``alpha = 1`` is
-    plain supervised training (teacher, scratch student), where ``t`` is not used."""
+    the teacher term of ``objective`` (``objectives.py``), each term the mean over the batch's rows.
+    Classification, ``soft_targets``: ``alpha * CE(y, s) + (1 - alpha) * scale * KL(t || softmax(s /
+    T))`` with ``scale = T^2`` when ``t_squared``; regression: ``alpha * MSE(y, s) + (1 - alpha) *
+    MSE(t, s)``. ``alpha = 1`` is plain supervised training (teacher, scratch student), where ``t``
+    is not used.
+
+    ``masked``: some rows have no label (a transfer set; their ``y`` is ``no_labels``): the loss is
+    the batch mean of ``w * label + (1 - w) * scale * teacher`` with ``w = alpha`` on a labelled row
+    and 0 on one without, so a transfer row contributes its teacher term alone, and a batch of
+    labelled rows only gives the formula above."""
 
     task: str
     alpha: float = 1.0
     temperature: float = 1.0
     t_squared: bool = True
     objective: str = "soft_targets"
+    masked: bool = False
 
 
-def distill_loss(task: str, distill: DistillSpec) -> LossSpec:
-    """The distilled student's objective for this task."""
+def no_labels(task: str, n_rows: int) -> np.ndarray:
+    """The ``y`` of rows without a label, as the losses recognise them: class -1, or NaN."""
+    return np.full(n_rows, -1, np.int64) if task == "classification" else np.full(n_rows, np.nan, np.float32)
+
+
+def distill_loss(task: str, distill: DistillSpec, masked: bool = False) -> LossSpec:
+    """The distilled student's objective for this task: regression students match the compressed
+    values (``soft_targets``) whatever ``distill.objective`` says."""
     if task == "regression":
-        return LossSpec("regression", alpha=distill.alpha)
-    return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature, t_squared=distill.t_squared)
+        return LossSpec("regression", alpha=distill.alpha, masked=masked)
+    return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature,
+                    t_squared=distill.t_squared, objective=distill.objective, masked=masked)
 
 
 @dataclass(frozen=True)
@@ -304,6 +320,9 @@ class Data:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    # The columns of each one-hot encoded categorical feature (``Prepared.onehot_groups``): what the
+    # transfer-set generators keep one-hot.
+    onehot_groups: list[list[int]] = field(default_factory=list)
 
     @property
     def n_outputs(self) -> int:
@@ -311,7 +330,7 @@ class Data:
 
     def subset(self, rows: np.ndarray) -> "Data":
         """These training rows only (validation unchanged)."""
-        return Data(self.task, self.n_classes, self.x_train[rows], self.y_train[rows], self.x_val, self.y_val)
+        return dataclasses.replace(self, x_train=self.x_train[rows], y_train=self.y_train[rows])
 
 
 def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
@@ -320,22 +339,36 @@ def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
     return data if training.train_fraction >= 1.0 else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
 
 
+def labelled_data(data: Data, spec: PipelineSpec, seed: int) -> tuple[Data, np.ndarray]:
+    """The rows every model learns from with their labels (``training_data``), and the training rows
+    that have none: with an ``unlabeled`` transfer set, a user with few labels, all but a seeded
+    ``labelled_fraction`` of them (``transfer.labelled_rows``), which only the distilled student sees
+    (with the teacher's outputs); otherwise none."""
+    data = training_data(data, spec.training, seed)
+    if spec.transfer.kind != "unlabeled":
+        return data, data.x_train[:0]
+    labelled = transfer.labelled_rows(len(data.x_train), spec.transfer.labelled_fraction, seed)
+    return data.subset(labelled), data.x_train[~labelled]
+
+
 class Pipeline:
     """Teacher -> compressor -> student, and the scratch-student baseline, in one framework."""
 
     def __init__(self, backend: Backend, spec: PipelineSpec, data: Data, seed: int):
         if data.task == "classification" and data.n_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got {data.n_classes}")
-        self.backend, self.spec, self.data, self.seed = backend, spec, training_data(data, spec.training, seed), seed
+        data, self.unlabelled = labelled_data(data, spec, seed)
+        self.backend, self.spec, self.data, self.seed = backend, spec, data, seed
 
     def new_model(self, role: str):
         mlp = self.spec.teacher if role == "teacher" else self.spec.student
         return self.backend.build(mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role))
 
-    def _fit(self, model, loss: LossSpec, t_train=None, t_val=None, member: int = 0) -> FitResult:
+    def _fit(self, model, loss: LossSpec, t_val=None, member: int = 0, train=None) -> FitResult:
+        """On ``train`` = (x, y, t), by default the training rows without targets."""
         d = self.data
         return fit(self.backend, model, loss, self.spec.training, self.seed,
-                   (d.x_train, d.y_train, t_train), (d.x_val, d.y_val, t_val), member)
+                   train or (d.x_train, d.y_train, None), (d.x_val, d.y_val, t_val), member)
 
     def fit_teacher(self):
         """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
@@ -353,9 +386,35 @@ class Pipeline:
             raise ValueError(f"the {compressor.kind} compressor gave non-finite student targets")
         return (compressor, *targets)
 
-    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray):
+    def transfer_set(self, teacher, compressor: Compressor) -> transfer.TransferSet:
+        """The distilled student's rows without labels (``spec.transfer``: generated from the
+        training rows, the unlabelled rows, or none) and the teacher's targets on them, through the
+        compressor fitted on the training rows; timed."""
+        spec, start = self.spec.transfer, time.perf_counter()
+        if spec.kind in GENERATORS:
+            x = transfer.generate(spec, self.data.x_train, self.data.onehot_groups, self.seed)
+        else:
+            x = self.unlabelled
+        generated = time.perf_counter()
+        if len(x):
+            targets = compressor.apply(self.outputs(teacher, x))
+        else:  # (a tree teacher cannot be called on no rows)
+            targets = np.zeros((0, self.data.n_classes) if self.data.task == "classification" else 0, np.float32)
+        return transfer.TransferSet(spec.kind, x, targets, generated - start, time.perf_counter() - generated)
+
+    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray,
+                       extra: transfer.TransferSet | None = None):
+        """On the training rows with their labels and targets, and on ``extra``'s rows (a transfer
+        set) with their targets alone (``LossSpec.masked``)."""
         model = self.new_model("student_kd")
-        return model, self._fit(model, distill_loss(self.data.task, self.spec.distill), targets_train, targets_val)
+        d = self.data
+        x, y, t = d.x_train, d.y_train, targets_train
+        masked = extra is not None and len(extra.x) > 0
+        if masked:
+            x, y, t = (np.concatenate([x, extra.x]), np.concatenate([y, no_labels(d.task, len(extra.x))]),
+                       np.concatenate([t, extra.targets]))
+        loss = distill_loss(d.task, self.spec.distill, masked)
+        return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t))
 
     def fit_student_scratch(self):
         model = self.new_model("student_scratch")

@@ -1,7 +1,7 @@
 """Reference models: where each number of the pipeline stands.
 
 Two framework-independent scikit-learn models, fitted once per (dataset, seed) on exactly the rows
-the teacher sees (the same split and preparation, ``pipeline.training_data``) and measured like any
+the teacher sees (the same split and preparation, ``pipeline.labelled_data``) and measured like any
 other model (quality, training time, latency, size):
 
 - ``linear``: ``LogisticRegression`` (multinomial, lbfgs, C = 1) or ``Ridge`` (alpha = 1), on the

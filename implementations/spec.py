@@ -14,13 +14,16 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distillbench.implementations.compressors import COMPRESSORS, compressor_fields
+from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.registry import ConfigError, with_fields
 from distillbench.implementations.teachers import TEACHER_KINDS, teacher_fields
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+GENERATORS = ("munge", "mixup", "gaussian")  # the transfer sets whose rows are generated
+TRANSFER_KINDS = ("none", *GENERATORS, "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,17 @@ class DistillSpec:
     the soft-target gradients on the same scale as the hard-label ones as T changes; ``t_squared =
     false`` drops it. Binary tasks use two logits and a softmax, so the same formula applies.
     Regression: ``alpha * MSE(y, s) + (1 - alpha) * MSE(y_compressed, s)``.
+
+    ``objective`` names the distillation objective of a classification student (``objectives.py``:
+    ``soft_targets``, ``logit_matching``, ``hard_labels``; each one's docstring says what it is);
+    regression students match the compressed values whatever it says. An objective with targets of
+    its own (the teacher's logits, or its class) replaces the compressor, which is then refused.
     """
 
     alpha: float = 0.5
     temperature: float = 4.0
     t_squared: bool = True
+    objective: str = "soft_targets"
     classification_compressor: str = "temperature"
     regression_compressor: str = "affine"
 
@@ -116,6 +125,68 @@ class DistillSpec:
         COMPRESSORS["regression"].known(self.regression_compressor, "distill.regression_compressor")
         for name, declared in compressor_fields().items():
             declared.check(f"distill.{name}", getattr(self, name))
+        objective = OBJECTIVES.known(self.objective, "distill.objective")
+        if objective.targets and self.classification_compressor != "temperature":
+            raise ConfigError(f"distill.classification_compressor: not used by objective {self.objective!r}, "
+                              f"whose targets are the teacher's {objective.targets} (no compressor is applied)")
+
+
+MAX_TRANSFER_SIZE = 64  # times the training rows: a transfer set is held in memory, with its teacher targets
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """Extra rows for the distilled student only, labelled by the teacher through the compressor
+    (``implementations/transfer.py``). On them the student's loss is the teacher term alone. ``kind``:
+
+    - ``none``: the training rows only;
+    - ``munge`` (Bucila, Caruana & Niculescu-Mizil 2006): each training row with, per attribute and
+      with probability ``p``, its nearest neighbour's value (continuous: drawn from a normal around
+      it with sd ``|a - b| / s``; a one-hot group moves as one attribute);
+    - ``mixup``: ``lam * a + (1 - lam) * b`` for random pairs of training rows, ``lam ~
+      Beta(mixup_alpha, mixup_alpha)``;
+    - ``gaussian``: training rows plus normal noise of sd ``noise_sd`` in the standardised space
+      (each one-hot group snapped back to its nearest one-hot, the largest value);
+    - ``unlabeled``: labels on a seeded ``labelled_fraction`` of the training rows only: the
+      teacher and both students train on those, the distilled student also gets the teacher's
+      outputs on the rest.
+
+    munge, mixup and gaussian make ``size`` times the training rows (0: none). A field that only
+    other kinds use is refused when set."""
+
+    kind: str = "none"
+    size: float = 1.0
+    p: float = 0.5
+    s: float = 1.0
+    mixup_alpha: float = 1.0
+    noise_sd: float = 0.1
+    labelled_fraction: float = 0.1
+
+    USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "size": GENERATORS, "p": ("munge",), "s": ("munge",), "mixup_alpha": ("mixup",), "noise_sd": ("gaussian",),
+        "labelled_fraction": ("unlabeled",)}
+
+    def validate(self) -> None:
+        if self.kind not in TRANSFER_KINDS:
+            raise ConfigError(f"transfer.kind: unknown transfer set {self.kind!r} (known: {', '.join(TRANSFER_KINDS)})")
+        if not 0 <= self.size <= MAX_TRANSFER_SIZE:
+            raise ConfigError(f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), "
+                              f"got {self.size!r}")
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"transfer.p: must be in [0, 1], got {self.p!r}")
+        for name in ("s", "mixup_alpha"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"transfer.{name}: must be > 0 and finite, got {getattr(self, name)!r}")
+        if not 0 <= self.noise_sd < math.inf:
+            raise ConfigError(f"transfer.noise_sd: must be >= 0 and finite, got {self.noise_sd!r}")
+        if not 0.0 < self.labelled_fraction < 1.0:
+            raise ConfigError(f"transfer.labelled_fraction: must be in (0, 1), got {self.labelled_fraction!r}")
+        defaults = TransferSpec()
+        for name, kinds in self.USED_BY.items():
+            if self.kind not in kinds and getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, "
+                                  f"not {self.kind!r}")
+
 
 
 LR_SCHEDULES = ("constant", "plateau")
@@ -208,6 +279,7 @@ class PipelineSpec:
     student: MLPSpec = field(default_factory=_default_student)
     distill: DistillSpec = field(default_factory=DistillSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    transfer: TransferSpec = field(default_factory=TransferSpec)
     # A grid of configurations: dotted field path ("distill.temperature") -> the values to try, in the
     # file's order. Empty: one configuration, this spec. See ``variants()``.
     sweep: dict[str, list] = field(default_factory=dict)
@@ -221,12 +293,15 @@ class PipelineSpec:
         self.student.validate("student")
         self.distill.validate()
         self.training.validate()
+        self.transfer.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if not data["sweep"]:  # a config without a sweep reads as it did before sweeps existed
             del data["sweep"]
+        if self.transfer == TransferSpec():  # likewise without a transfer set
+            del data["transfer"]
         return data
 
     def variants(self) -> list["Variant"]:
@@ -314,7 +389,7 @@ def _with_value(spec: PipelineSpec, params: dict[str, Any]) -> PipelineSpec:
     data = spec.to_dict()
     for path, value in params.items():
         section, name = path.split(".")
-        data[section][name] = value
+        data.setdefault(section, {})[name] = value  # to_dict leaves out a default [transfer]
     return _build(PipelineSpec, data, "").validate()
 
 

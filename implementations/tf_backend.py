@@ -42,15 +42,42 @@ def _soft_targets(spec: LossSpec):
     return squared_error if spec.task == "regression" else kl
 
 
+def _logit_matching(spec: LossSpec):
+    def squared_error(out, t):
+        return tf.reduce_mean(tf.square(out - t), axis=1)
+
+    return squared_error
+
+
+def _hard_labels(spec: LossSpec):
+    def cross_entropy(out, t):
+        return -tf.reduce_sum(t * tf.nn.log_softmax(out, axis=1), axis=1)
+
+    return cross_entropy
+
+
 # Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in torch_backend).
-TEACHER_TERMS = {"soft_targets": _soft_targets}
+TEACHER_TERMS = {"soft_targets": _soft_targets, "logit_matching": _logit_matching, "hard_labels": _hard_labels}
 
 
 def loss_fn(spec: LossSpec):
     """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
     teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
 
+    def masked(out, y, t):  # rows without a label (y: -1 or NaN) get the teacher term alone
+        if spec.task == "regression":
+            labelled = tf.math.is_finite(y)
+            label = tf.square(out[:, 0] - tf.where(labelled, y, tf.zeros_like(y)))  # no NaN reaches a gradient
+        else:
+            labelled = y >= 0
+            label = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(labelled, y, tf.zeros_like(y)),
+                                                                   logits=out)
+        w = spec.alpha * tf.cast(labelled, out.dtype)
+        return tf.reduce_mean(w * label + (1.0 - w) * scale * teacher_term(out, t))
+
     def objective(out, y, t):
+        if spec.masked:
+            return masked(out, y, t)
         if spec.task == "regression":
             loss = spec.alpha * tf.reduce_mean(tf.square(out[:, 0] - y))
         else:

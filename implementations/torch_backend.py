@@ -33,15 +33,41 @@ def _soft_targets(spec: LossSpec):
     return squared_error if spec.task == "regression" else kl
 
 
+def _logit_matching(spec: LossSpec):
+    def squared_error(out, t):
+        return torch.mean((out - t) ** 2, dim=1)
+
+    return squared_error
+
+
+def _hard_labels(spec: LossSpec):
+    def cross_entropy(out, t):
+        return -torch.sum(t * F.log_softmax(out, dim=1), dim=1)
+
+    return cross_entropy
+
+
 # Per objective of objectives.OBJECTIVES, by name: the teacher term of each row (as in tf_backend).
-TEACHER_TERMS = {"soft_targets": _soft_targets}
+TEACHER_TERMS = {"soft_targets": _soft_targets, "logit_matching": _logit_matching, "hard_labels": _hard_labels}
 
 
 def loss_fn(spec: LossSpec):
     """The training objective as a function of (outputs, y, t); see ``LossSpec`` and ``objectives.py``."""
     teacher_term, scale = TEACHER_TERMS[spec.objective](spec), OBJECTIVES[spec.objective].scale(spec)
 
+    def masked(out, y, t):  # rows without a label (y: -1 or NaN) get the teacher term alone
+        if spec.task == "regression":
+            labelled = torch.isfinite(y)
+            label = (out[:, 0] - torch.where(labelled, y, torch.zeros_like(y))) ** 2  # no NaN reaches a gradient
+        else:
+            labelled = y >= 0
+            label = F.cross_entropy(out, torch.where(labelled, y, torch.zeros_like(y)), reduction="none")
+        w = spec.alpha * labelled.to(out.dtype)
+        return torch.mean(w * label + (1.0 - w) * scale * teacher_term(out, t))
+
     def objective(out, y, t):
+        if spec.masked:
+            return masked(out, y, t)
         if spec.task == "regression":
             loss = spec.alpha * torch.mean((out[:, 0] - y) ** 2)
         else:

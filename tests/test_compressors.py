@@ -104,6 +104,33 @@ def test_quantize_with_one_bit_is_the_argmax_one_hot():
     np.testing.assert_array_equal(out, np.eye(4)[np.argmax(z, axis=1)])
 
 
+def objective(name: str, task: str = "classification", **distill) -> object:
+    spec = DistillSpec(objective=name, **distill)
+    spec.validate()
+    outputs = np.arange(3.0)  # regression's affine map is fitted on them (and used as labels)
+    return fit_compressor(task, spec, outputs, outputs)
+
+
+def test_logit_matching_passes_the_logits_through():
+    z = logits(5)
+    comp = objective("logit_matching", temperature=2.0)
+    assert comp.kind == "logits"
+    np.testing.assert_array_equal(comp.apply(z), z)
+
+
+def test_hard_labels_is_the_one_hot_of_the_teachers_class():
+    z = logits(5)
+    z[0] = [1.0, 3.0, 3.0, 0.0, 0.0]  # a tie: the first of the largest
+    out = objective("hard_labels").apply(z)
+    np.testing.assert_array_equal(out, np.eye(5)[np.argmax(z, axis=1)])
+    assert out[0].tolist() == [0, 1, 0, 0, 0] and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["logit_matching", "hard_labels"])
+def test_regression_ignores_the_classification_objective(name):
+    assert objective(name, "regression").kind == "affine"
+
+
 # --- regression ----------------------------------------------------------------------------------
 
 def test_identity_returns_teacher_outputs():

@@ -90,6 +90,16 @@ def test_categorical_features_are_one_hot(openml_cache: OpenMLCache) -> None:
     onehot = [i for i, name in enumerate(p.feature_names) if name.startswith("checking_status=")]
     assert len(onehot) == 4
     assert set(np.unique(p.x_train[:, onehot])) == {0.0, 1.0} and (p.x_train[:, onehot].sum(axis=1) == 1).all()
+    # The groups the prepared data names: one per categorical column, its columns by name, each one-hot.
+    assert len(p.onehot_groups) == 13 and onehot in p.onehot_groups
+    for group in p.onehot_groups:
+        column = p.feature_names[group[0]].split("=")[0]
+        assert group == [i for i, name in enumerate(p.feature_names) if name.split("=")[0] == column]
+        assert (p.x_train[:, group].sum(axis=1) == 1).all()
+    grouped = {i for group in p.onehot_groups for i in group}
+    assert grouped == set(range(7, 61)) and len(grouped) == sum(len(g) for g in p.onehot_groups)
+    for _ in range(2):  # written to the cache, then read back from it
+        assert get_prepared(31, 0, cache=openml_cache).onehot_groups == p.onehot_groups
 
 
 def test_cardinality_cap_groups_rare_levels(openml_cache: OpenMLCache) -> None:
@@ -99,6 +109,7 @@ def test_cardinality_cap_groups_rare_levels(openml_cache: OpenMLCache) -> None:
         column = name.split("=")[0]
         per_column[column] = per_column.get(column, 0) + 1
     assert len(per_column) == 60 and max(per_column.values()) == 3
+    assert sorted(len(group) for group in p.onehot_groups) == sorted(per_column.values())
     assert any(name.endswith("=infrequent_sklearn") for name in p.feature_names)
 
 

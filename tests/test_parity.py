@@ -13,12 +13,24 @@ from conftest import background_command, finished
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import initial_weights
-from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import load_spec
 from distillbench.implementations.tf_backend import TensorFlowBackend
 
 STEPS = 20
 KINDS = ("regression", "binary", "multiclass")
+OBJECTIVES = ("soft_targets", "logit_matching", "hard_labels")
+
+
+def expected_cases(kind: str) -> list[tuple]:
+    """(task, role, objective, transfer rows) in the order parity runs them: every objective of the
+    distilled student (one on regression), without and with transfer rows in its batches."""
+    objectives = ("soft_targets",) if kind == "regression" else OBJECTIVES
+    return ([(kind, "teacher", None, False)] + [(kind, "student_kd", o, t) for o in objectives for t in (False, True)]
+            + [(kind, "student_scratch", None, False)])
+
+
+def case_key(case: dict) -> tuple:
+    return case["task"], case["role"], case["objective"], case["transfer"]
 
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
@@ -41,14 +53,16 @@ def test_parity_passes_with_the_stated_tolerances(result):
     # whatever the config's rate, parity runs at PARITY_LEARNING_RATE, divided by 10 half-way
     assert result["rate_change"] == {"after_step": STEPS // 2, "learning_rate": parity.PARITY_LEARNING_RATE / 10}
     assert result["frameworks"] == ["torch", "tensorflow"]
-    assert [(c["task"], c["role"]) for c in result["cases"]] == [(k, r) for k in KINDS for r in ROLES]
+    assert [case_key(c) for c in result["cases"]] == ALL_CASES
     assert result["ok"]
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_difference_is_within_tolerance(result, kind, role):
-    case = next(c for c in result["cases"] if (c["task"], c["role"]) == (kind, role))
+ALL_CASES = [key for kind in KINDS for key in expected_cases(kind)]
+
+
+@pytest.mark.parametrize("key", ALL_CASES, ids=lambda k: "-".join(map(str, k)))
+def test_every_difference_is_within_tolerance(result, key):
+    case = next(c for c in result["cases"] if case_key(c) == key)
     assert case["ok"]
     assert case["forward"] <= parity.FORWARD_TOLERANCE
     assert [s["step"] for s in case["steps"]] == list(range(1, STEPS + 1))
@@ -63,7 +77,7 @@ def test_cli_parity_json(cli_parity_json):
     assert returncode == 0, stderr[-2000:]
     out = json.loads(stdout)
     assert out["ok"] is True and out["steps"] == 3
-    assert [(c["task"], c["role"]) for c in out["cases"]] == [("regression", r) for r in ROLES]
+    assert [case_key(c) for c in out["cases"]] == expected_cases("regression")
     assert all(len(c["steps"]) == 3 and c["ok"] for c in out["cases"])
 
 

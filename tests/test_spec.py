@@ -18,6 +18,7 @@ from distillbench.implementations.spec import (
     MLPSpec,
     PipelineSpec,
     TrainingSpec,
+    TransferSpec,
     load_spec,
     presets,
     spec_from_dict,
@@ -77,6 +78,26 @@ INVALID = [
     ({"training": {"learning_rate": 0.0}}, "training.learning_rate"),
     ({"training": {"beta_2": 1.0}}, "training.beta_2"),
     ({"training": {"epsilon": 0.0}}, "training.epsilon"),
+    ({"distill": {"objective": "kl"}}, "distill.objective"),
+    ({"distill": {"objective": "logit_matching", "classification_compressor": "topk"}},
+     "distill.classification_compressor"),
+    ({"distill": {"objective": "hard_labels", "classification_compressor": "quantize"}},
+     "distill.classification_compressor"),
+    ({"transfer": {"kind": "smote"}}, "transfer.kind"),
+    ({"transfer": {"kind": "munge", "size": -1}}, "transfer.size"),
+    ({"transfer": {"kind": "munge", "size": 1000}}, "transfer.size"),
+    ({"transfer": {"kind": "munge", "size": math.nan}}, "transfer.size"),
+    ({"transfer": {"kind": "munge", "p": 1.5}}, "transfer.p"),
+    ({"transfer": {"kind": "munge", "s": 0}}, "transfer.s"),
+    ({"transfer": {"kind": "mixup", "mixup_alpha": 0}}, "transfer.mixup_alpha"),
+    ({"transfer": {"kind": "gaussian", "noise_sd": -0.1}}, "transfer.noise_sd"),
+    ({"transfer": {"kind": "unlabeled", "labelled_fraction": 1.0}}, "transfer.labelled_fraction"),
+    ({"transfer": {"kind": "unlabeled", "labelled_fraction": 0}}, "transfer.labelled_fraction"),
+    ({"transfer": {"kind": "mixup", "p": 0.3}}, "transfer.p"),
+    ({"transfer": {"kind": "unlabeled", "size": 4}}, "transfer.size"),
+    ({"transfer": {"size": 4}}, "transfer.size"),
+    ({"transfer": {"kind": "munge", "labelled_fraction": 0.5}}, "transfer.labelled_fraction"),
+    ({"transfer": {"kind": 3}}, "transfer.kind"),
     ({"training": {"max_steps": 0}}, "training.max_steps"),
     ({"training": {"max_steps": 1.5}}, "training.max_steps"),
     ({"training": {"eval_steps": 0}}, "training.eval_steps"),
@@ -181,6 +202,7 @@ def test_toml_file_round_trip(tmp_path):
         training=TrainingSpec(epochs=7, max_steps=50, batch_size=16, learning_rate=3e-4, beta_1=0.8, beta_2=0.99,
                               epsilon=1e-8, eval_steps=3, patience=0, min_delta=1e-3, lr_schedule="plateau",
                               lr_factor=0.2, lr_patience=2, min_learning_rate=1e-6, time_limit=30.0),
+        transfer=TransferSpec(kind="munge", size=2.5, p=0.3, s=4.0),
     ).validate()
     assert spec != PipelineSpec()
     path = tmp_path / "custom.toml"
@@ -195,6 +217,13 @@ def test_partial_file_keeps_defaults_and_accepts_integer_floats(tmp_path):
     spec = load_spec(path)
     assert spec.distill.temperature == 2.0 and isinstance(spec.distill.temperature, float)
     assert spec.replace(distill=DistillSpec(temperature=4.0)) == PipelineSpec()
+
+
+def test_a_config_without_a_transfer_set_reads_as_before():
+    assert "transfer" not in PipelineSpec().to_dict()
+    spec = spec_from_dict({"transfer": {"kind": "mixup", "mixup_alpha": 0.4},
+                           "distill": {"objective": "logit_matching"}})
+    assert spec.to_dict()["transfer"]["kind"] == "mixup" and spec_from_dict(spec.to_dict()) == spec
 
 
 def test_replace_validates():

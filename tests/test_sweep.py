@@ -136,6 +136,10 @@ def test_unquoted_dotted_keys_and_ints_for_floats_are_accepted() -> None:
     ({"distill.classification_compressor": ["topk", "nope"]},
      "sweep.\"distill.classification_compressor\"[1]: unknown compressor 'nope'"),
     ({"training.epochs": [3, "x"]}, 'sweep."training.epochs"[1]: must be of type int'),
+    ({"transfer.kind": ["munge", "smote"]}, "sweep.\"transfer.kind\"[1]: unknown transfer set 'smote'"),
+    ({"transfer.size": [1, 4]},
+     "sweep.\"transfer.size\"[1]: used only by kind 'munge' or 'mixup' or 'gaussian', not 'none'"),
+    ({"distill.objective": ["soft_targets", "logits"]}, "sweep.\"distill.objective\"[1]: unknown objective 'logits'"),
 ])
 def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) -> None:
     with pytest.raises(ConfigError) as error:
@@ -148,6 +152,18 @@ def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) 
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(str(error.value)), result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_transfer_sets_and_objectives_are_swept_by_their_paths() -> None:
+    sweep = {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 4], "distill.objective": ["hard_labels"]}
+    spec = spec_from_dict({"transfer": {"kind": "munge"}, "sweep": sweep})
+    assert [v.label for v in spec.variants()] == [
+        "kind=munge, size=0, objective=hard_labels", "kind=munge, size=4, objective=hard_labels",
+        "kind=mixup, size=0, objective=hard_labels", "kind=mixup, size=4, objective=hard_labels"]
+    assert [(v.spec.transfer.kind, v.spec.transfer.size) for v in spec.variants()] == [
+        ("munge", 0.0), ("munge", 4.0), ("mixup", 0.0), ("mixup", 4.0)]
+    # From the default, with no [transfer] table in the config a job carries.
+    assert spec_from_dict({"sweep": {"transfer.kind": ["none", "mixup"]}}).variants()[1].spec.transfer.kind == "mixup"
 
 
 @pytest.mark.parametrize("values", [

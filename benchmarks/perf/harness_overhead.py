@@ -142,7 +142,8 @@ def latency_worker(framework: str, args) -> dict:
     backend = get_backend(framework)
     backend.configure(0, args.threads or os.cpu_count(), "cpu")
     pipeline = Pipeline(backend, load_spec(args.config),
-                        Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val), 0)
+                        Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val,
+                             data.onehot_groups), 0)
     model, _ = pipeline.fit_student_scratch()
     fn, path = backend.serving_fn(model)
     harness, bare, amortised, calls = [], [], [], []

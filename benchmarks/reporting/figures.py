@@ -335,3 +335,44 @@ def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[
                + [Line2D([], [], color="black", marker=FORMATS.get(f, "x"), ls="") for f in formats])
     fig.legend(handles, [*ROLES, *formats], loc="outside upper center", ncol=len(ROLES) + len(formats), frameon=False)
     return fig
+
+
+# ---------------------------------------------------------------- transfer sets
+
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def transfer_size_figure(points: list[dict], frameworks: list[str]) -> Figure:
+    """The distilled student's quality against the size of its transfer set (a multiple of the
+    training rows, 0 = none, on a scale linear below 1 and logarithmic above), one panel per dataset,
+    one line per series of configurations (colour; marker: framework), between each framework's
+    scratch student (dotted) and teacher (dashed). ``points``: dataset_id, label, metric,
+    higher_is_better, framework, series, size, kd, kd_half, teacher, scratch."""
+    datasets = list(dict.fromkeys((p["dataset_id"], p["label"], p["metric"], p["higher_is_better"]) for p in points))
+    colours = dict(zip(dict.fromkeys(p["series"] for p in points), SERIES_COLORS * 8))
+    fig, axes = _panels(len(datasets))
+    for (dataset_id, label, metric, higher), ax in zip(datasets, axes):
+        mine = [p for p in points if p["dataset_id"] == dataset_id]
+        for framework, colour, marker in zip(frameworks, FRAMEWORK_COLORS, MARKERS):
+            ps = [p for p in mine if p["framework"] == framework]
+            for role, style in (("teacher", "--"), ("scratch", ":")):
+                values = [p[role] for p in ps if p[role] is not None]
+                if values:
+                    ax.axhline(sum(values) / len(values), color=colour, ls=style, lw=1, label=f"{framework} {role}")
+            for series in dict.fromkeys(p["series"] for p in ps):
+                line = sorted((p for p in ps if p["series"] == series), key=lambda p: p["size"])
+                ax.errorbar([p["size"] for p in line], [p["kd"] for p in line],
+                            yerr=[p["kd_half"] or 0.0 for p in line], fmt=f"-{marker}", color=colours[series],
+                            capsize=2, ms=4, label=series)
+        sizes = sorted({p["size"] for p in mine})
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xticks(sizes, [f"{s:g}x" for s in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(label, parse_math=False)
+        ax.set_xlabel("transfer set (times the training rows)")
+        ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.legend(fontsize=6)
+    for ax in axes[len(datasets):]:
+        ax.set_axis_off()
+    return fig

@@ -18,6 +18,7 @@ from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_la
 from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
 from distillbench.benchmarks.reporting.convergence import convergence_blocks, sanity_blocks
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
+from distillbench.benchmarks.reporting.payoff import payoff_blocks
 from distillbench.benchmarks.reporting.render import table_csv, table_tex, to_html, to_markdown
 from distillbench.benchmarks.reporting.sections import datasets_table, failed_table, run_table
 from distillbench.benchmarks.reporting.sweep import sweep_blocks, sweep_variants
@@ -210,6 +211,12 @@ def sweep(data: ReportData) -> list:
         return []
     frameworks = data.frameworks or run_order(data.all_records, data.manifest)[1]
     return sweep_blocks(data.all_records, data.manifest, data.variants, frameworks)
+
+
+@section(tables=("payoff", "payoff_ranks"), figures=("payoff_transfer_size",))
+def payoff(data: ReportData) -> list:
+    frameworks = data.frameworks or run_order(data.all_records, data.manifest)[1]
+    return payoff_blocks(data.all_records, data.manifest, data.variants, frameworks)
 
 
 @section(tables=("failed",))

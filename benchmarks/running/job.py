@@ -20,7 +20,7 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -35,9 +35,10 @@ from distillbench.datasets.builtin import dataset_source
 from distillbench.env import machine
 from distillbench.implementations.compressors import softmax
 from distillbench.implementations.deploy import check_tolerance
-from distillbench.implementations.pipeline import Data, Pipeline, Served, training_data
+from distillbench.implementations.pipeline import Data, Pipeline, Served, labelled_data
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
-from distillbench.implementations.spec import Variant, spec_from_dict
+from distillbench.implementations.spec import GENERATORS, TransferSpec, Variant, spec_from_dict
+from distillbench.implementations.transfer import TransferSet
 
 @dataclass(frozen=True)
 class Job:
@@ -140,14 +141,25 @@ def _measure(served: Served, data, budget_s: float, quiet: Quiet,
     return measured, outputs
 
 
-def _derive(records: dict[str, dict], metric: str) -> None:
-    """Retention, distillation gain, speed-up and compression of the students against the teacher."""
+def _derive(records: dict[str, dict], data, outputs: dict[str, np.ndarray]) -> None:
+    """Retention, distillation gain, speed-up and compression of the students against the teacher;
+    the share of the teacher's lead over the scratch student that the distilled one closes, where
+    the lead exceeds the test split's own noise (``metrics.difference_noise``)."""
+    metric = PRIMARY_METRIC[data.task]
     teacher, kd, scratch = records["teacher"], records["student_kd"], records["student_scratch"]
     for student in (kd, scratch):
         student["retention"] = metrics.retention(student["metrics"][metric], teacher["metrics"][metric], metric)
         student["speedup"] = metrics.ratio(teacher["latency_p50_us"], student["latency_p50_us"])
         student["compression"] = metrics.ratio(teacher["n_params"], student["n_params"])
     kd["kd_gain"] = metrics.kd_gain(kd["metrics"][metric], scratch["metrics"][metric], metric)
+    if data.task == "classification":
+        y, a, b = data.y_test, softmax(outputs["teacher"]), softmax(outputs["student_scratch"])
+    else:
+        y, a, b = (data.unstandardise(v)
+                   for v in (data.y_test, outputs["teacher"][:, 0], outputs["student_scratch"][:, 0]))
+    noise = metrics.difference_noise(data.task, y, a, b)
+    kd.update(metrics.gap_closed(kd["metrics"][metric], scratch["metrics"][metric], teacher["metrics"][metric],
+                                 metric, noise))
 
 
 def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet) -> dict[str, dict]:
@@ -190,21 +202,48 @@ def _base(job: Job, data) -> dict:
 
 
 def _settings_key(spec, ignored: tuple[str, ...]) -> str:
-    """The spec but its name, its sweep and the ``ignored`` sections: what a model depends on."""
+    """The spec but its name, its sweep and the ``ignored`` sections: what a model depends on. With
+    the transfer set ignored, the labelled rows of an 'unlabeled' one still count."""
     data = spec.to_dict()
     for section in ("name", "sweep", *ignored):
         data.pop(section, None)
+    if "transfer" in ignored and spec.transfer.kind == "unlabeled":
+        data["labelled_fraction"] = spec.transfer.labelled_fraction
     return json.dumps(data, sort_keys=True)
 
 
 def _teacher_key(spec) -> str:
-    """What the teacher depends on: all but the student and the distillation."""
-    return _settings_key(spec, ("student", "distill"))
+    """What the teacher depends on: all but the student, the distillation and the transfer set."""
+    return _settings_key(spec, ("student", "distill", "transfer"))
 
 
 def _scratch_key(spec) -> str:
-    """What the scratch student (and its teacher, for its derived numbers) depends on: all but the distillation."""
-    return _settings_key(spec, ("distill",))
+    """What the scratch student (and its teacher, for its derived numbers) depends on: all but the
+    distillation and the transfer set."""
+    return _settings_key(spec, ("distill", "transfer"))
+
+
+def _rows_key(spec) -> tuple:
+    """What decides the labelled rows the models train on: the share of the training rows, and the
+    labelled share of an 'unlabeled' transfer set."""
+    return spec.training.train_fraction, spec.transfer.labelled_fraction if spec.transfer.kind == "unlabeled" else None
+
+
+def _kd_key(spec) -> str:
+    """What the distilled student depends on: everything; a generated transfer set of size 0 is none."""
+    if spec.transfer.kind in GENERATORS and spec.transfer.size == 0:
+        spec = replace(spec, transfer=TransferSpec())
+    return _settings_key(spec, ())
+
+
+def _transfer_fields(pipeline: Pipeline, extra: TransferSet) -> dict:
+    """A distilled student's record with a transfer set: the rows of each kind it trained on, and
+    the seconds spent making the transfer rows and labelling them with the teacher; nothing without
+    one (records as before), as with a generated one of no rows (size 0)."""
+    if extra.kind == "none" or (extra.kind in GENERATORS and not len(extra.x)):
+        return {}
+    return {"transfer_kind": extra.kind, "labelled_rows": len(pipeline.data.x_train), "transfer_rows": len(extra.x),
+            "transfer_generate_seconds": extra.generate_seconds, "transfer_label_seconds": extra.label_seconds}
 
 
 def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
@@ -217,10 +256,11 @@ def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
 def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: dict, quiet: Quiet) -> list[dict]:
     """The records of one configuration. A model this job already trained for an earlier
     configuration with the same settings (``shared``: the teacher per teacher setting, the scratch
-    student per everything but the distillation) is reused, with the numbers measured then
-    (``reused: true``, ``reused_from``)."""
+    student per everything but the distillation and the transfer set, the distilled student per
+    everything) is reused, with the numbers measured then (``reused: true``, ``reused_from``)."""
     pipeline = Pipeline(backend, variant.spec, full, job.seed)
-    keys = {"teacher": _teacher_key(variant.spec), "student_kd": None, "student_scratch": _scratch_key(variant.spec)}
+    keys = {"teacher": _teacher_key(variant.spec), "student_kd": _kd_key(variant.spec),
+            "student_scratch": _scratch_key(variant.spec)}
     records, models, outputs, deployed = dict.fromkeys(ROLES), {}, {}, {}
     reused = {role for role, key in keys.items() if key in shared}
     for role in reused:
@@ -235,29 +275,32 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     if "teacher" in trained:
         models["teacher"], cost = _train(pipeline.fit_teacher, backend, quiet)
         records["teacher"].update(cost)
-    compress_start = time.perf_counter()
-    compressor, t_train, t_val = pipeline.compress(models["teacher"])
-    records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start, compressor=asdict(compressor))
-    models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val), backend, quiet)
-    records["student_kd"].update(cost)
+    if "student_kd" in trained:
+        compress_start = time.perf_counter()
+        compressor, t_train, t_val = pipeline.compress(models["teacher"])
+        records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start,
+                                     compressor=asdict(compressor))
+        extra = pipeline.transfer_set(models["teacher"], compressor)
+        records["student_kd"].update(_transfer_fields(pipeline, extra))
+        models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val, extra), backend, quiet)
+        records["student_kd"].update(cost)
     if "student_scratch" in trained:
         models["student_scratch"], cost = _train(pipeline.fit_student_scratch, backend, quiet)
         records["student_scratch"].update(cost)
     for role in trained:  # timed only now: no training runs while a timing is taken
         measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget, quiet)
         records[role].update(measured)
-    _derive(records, PRIMARY_METRIC[data.task])
+    _derive(records, data, outputs)
     # The references were fitted on the base configuration's rows: a configuration that trains on
     # other rows is not held to them.
-    same_rows = variant.spec.training.train_fraction == spec_from_dict(job.config).training.train_fraction
+    same_rows = _rows_key(variant.spec) == _rows_key(spec_from_dict(job.config))
     for role in trained:
         records[role]["flags"] = model_flags(records[role], job.references if same_rows else None)
     for role in trained:
         deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
                           if job.deploy else {})
-        if keys[role] is not None:
-            shared[keys[role]] = {"model": models[role], "outputs": outputs[role], "record": copy.deepcopy(records[role]),
-                                  "deployed": copy.deepcopy(deployed[role]), "label": variant.label}
+        shared[keys[role]] = {"model": models[role], "outputs": outputs[role], "record": copy.deepcopy(records[role]),
+                              "deployed": copy.deepcopy(deployed[role]), "label": variant.label}
     out = [records[role] for role in ROLES] + [r for role in ROLES for r in deployed[role].values()]
     if variant.label is not None:
         records["student_kd"]["teacher_reused"] = "teacher" in reused
@@ -293,7 +336,7 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
         backend.configure(job.seed, job.threads, job.device)
         backend.checkpoint = quiet.checkpoint  # between epochs: held while another job is timed
         variants = spec_from_dict(job.config).variants()
-        full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val)
+        full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val, data.onehot_groups)
         out = []
         # One teacher setting at a time, in the order of their first configuration: its teacher is
         # trained once, and each setting starts from the seed's fresh random state, as it would alone.
@@ -329,14 +372,14 @@ def quiet_folder(job: Job) -> Path | None:
 
 def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
     """The records of the reference job: each reference role fitted on the rows the teacher sees
-    (the base configuration's, ``pipeline.training_data``), then measured like any model."""
+    (the base configuration's, ``pipeline.labelled_data``), then measured like any model."""
     import sklearn
 
     from distillbench.implementations.references import FITS
 
     spec = spec_from_dict(job.config)
-    train = training_data(Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val),
-                          spec.training, job.seed)
+    train = labelled_data(Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val),
+                          spec, job.seed)[0]
     records, models = {}, {}
     for role, fit in FITS.items():
         models[role], cost = _train(partial(fit, train, spec.training, job.seed, job.threads), None, quiet)

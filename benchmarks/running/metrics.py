@@ -58,6 +58,35 @@ def kd_gain(distilled: float, scratch: float, metric: str) -> float | None:
     return 100.0 * diff / abs(scratch)
 
 
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def difference_noise(task: str, y_true: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """How much two models' primary metric can differ on the test split by the luck of its rows
+    alone: 1.96 standard errors of the paired per-row difference. Accuracy: of the rows' correctness
+    (``a``, ``b``: class probabilities); RMSE: of the squared errors (``a``, ``b``: predictions in
+    the target's units), carried to the RMSE by ``RMSE_a - RMSE_b = (MSE_a - MSE_b) / (RMSE_a +
+    RMSE_b)``. The noise floor of a gap that one seed is all there is to judge it by."""
+    if task == "classification":
+        rows, scale = (a.argmax(axis=1) == y_true).astype(float) - (b.argmax(axis=1) == y_true), 1.0
+    else:
+        error_a, error_b = (np.asarray(a, float) - y_true) ** 2, (np.asarray(b, float) - y_true) ** 2
+        rows, scale = error_a - error_b, np.sqrt(error_a.mean()) + np.sqrt(error_b.mean())
+        scale = 1.0 / scale if scale > 0 else 0.0
+    return float(Z_95 * scale * rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else float("inf")
+
+
+def gap_closed(distilled: float, scratch: float, teacher: float, metric: str, noise: float) -> dict:
+    """The teacher's lead over the scratch student (``gap``, in the metric's units, positive when the
+    teacher is better whatever the metric's direction), the noise it is judged against, and the share
+    of it the distilled student closes, ``100 * (kd - scratch) / (teacher - scratch)`` in percent
+    (100: all of it, 0: none, negative: worse than scratch), only where the gap exceeds the noise:
+    otherwise there is no gap to close (None)."""
+    gap = teacher - scratch if HIGHER_IS_BETTER[metric] else scratch - teacher
+    closed = 100.0 * (distilled - scratch) / (teacher - scratch) if gap > noise else None
+    return {"gap": gap, "gap_noise": noise, "gap_closed": closed}
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not numerator or not denominator:
         return None

@@ -8,8 +8,10 @@ Schema versions: 1, records and manifests with no ``schema_version`` (before the
 2, the same fields with ``schema_version``; 3, how each model's training ended (``stop_reason``,
 ``steps``, ``best_step``, ``final_learning_rate``), the ``flags`` of the sanity checks, and the
 reference roles (framework ``reference``); 4, records also carry ``invocation`` and ``job_records``
-(below) and the manifest an account of every invocation (``running.runner``). A reader takes any
-version up to ``SCHEMA_VERSION`` (``run_folder.read_run``) and refuses a newer one.
+(below) and the manifest an account of every invocation (``running.runner``); 5, a distilled
+student's ``gap``, ``gap_noise`` and ``gap_closed`` and, with a transfer set, its ``transfer_*``
+fields and ``labelled_rows``. A reader takes any version up to ``SCHEMA_VERSION``
+(``run_folder.read_run``) and refuses a newer one.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated annotations.
@@ -19,7 +21,7 @@ import types
 import typing
 from typing import NotRequired, TypedDict
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 OK, FAILED = "ok", "failed"
 
 
@@ -79,6 +81,19 @@ class Record(TypedDict):
     held_seconds: NotRequired[float]  # training held while another job of the run was timed (not in train_seconds)
     compress_seconds: NotRequired[float]
     compressor: NotRequired[dict]
+    # A distilled student: the teacher's lead over the scratch student on the primary metric (positive:
+    # the teacher is better), the test split's noise on that difference (1.96 standard errors of the
+    # paired per-row difference), and the % of the lead it closes, null where the lead is within the noise.
+    gap: NotRequired[float]
+    gap_noise: NotRequired[float]
+    gap_closed: NotRequired[float | None]
+    # A distilled student with a transfer set ([transfer] kind other than none): its kind, the labelled
+    # training rows and the transfer rows it trained on, and the seconds spent making and labelling them.
+    transfer_kind: NotRequired[str]
+    labelled_rows: NotRequired[int]
+    transfer_rows: NotRequired[int]
+    transfer_generate_seconds: NotRequired[float]
+    transfer_label_seconds: NotRequired[float]
     measure_seconds: NotRequired[float]
     throughput_batch: NotRequired[int]
     call_path: NotRequired[str]
