@@ -70,8 +70,14 @@ def distill_loss(task: str, distill: DistillSpec, masked: bool = False) -> LossS
     values (``soft_targets``) whatever ``distill.objective`` says."""
     if task == "regression":
         return LossSpec("regression", alpha=distill.alpha, masked=masked)
-    return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature,
-                    t_squared=distill.t_squared, objective=distill.objective, masked=masked)
+    return LossSpec(
+        "classification",
+        alpha=distill.alpha,
+        temperature=distill.temperature,
+        t_squared=distill.t_squared,
+        objective=distill.objective,
+        masked=masked,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class FitResult:
     best_step: int = 0  # optimiser steps behind the restored weights
     stop_reason: str = "early_stopping"  # one of STOP_REASONS
     learning_rate: float | None = None  # the rate when training ended (a schedule may lower it)
-    members: tuple["FitResult", ...] = ()
+    members: tuple[FitResult, ...] = ()
     train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
 
@@ -258,9 +264,16 @@ def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
     return -(-training.eval_steps // steps_per_epoch)
 
 
-def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
-        train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-        val: tuple[np.ndarray, np.ndarray, np.ndarray | None], member: int = 0) -> FitResult:
+def fit(
+    backend: Backend,
+    model,
+    loss: LossSpec,
+    training: TrainingSpec,
+    seed: int,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    member: int = 0,
+) -> FitResult:
     """Mini-batch Adam within ``training``'s budget, evaluated every ``epochs_per_evaluation``
     epochs, with early stopping and the learning-rate schedule (see ``TrainingSpec``); restores the
     best weights. ``member``: see ``batch_order``."""
@@ -300,13 +313,24 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
             reason = "max_epochs"
         elif training.time_limit and time.perf_counter() - start >= training.time_limit:
             reason = "time_limit"
-        elif training.lr_schedule == "plateau" and since_change >= training.lr_patience and rate > training.min_learning_rate:
+        elif (
+            training.lr_schedule == "plateau"
+            and since_change >= training.lr_patience
+            and rate > training.min_learning_rate
+        ):
             rate, since_change = max(training.min_learning_rate, rate * training.lr_factor), 0
             trainer.set_learning_rate(rate)
     backend.set_weights(model, best_weights)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), steps=step,
-                     best_step=best_step, stop_reason=reason, learning_rate=rate,
-                     train_call_path=trainer.path)
+    return FitResult(
+        epochs=epoch,
+        best_epoch=best_epoch,
+        best_val_loss=float(best_loss),
+        steps=step,
+        best_step=best_step,
+        stop_reason=reason,
+        learning_rate=rate,
+        train_call_path=trainer.path,
+    )
 
 
 @dataclass
@@ -328,7 +352,7 @@ class Data:
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
-    def subset(self, rows: np.ndarray) -> "Data":
+    def subset(self, rows: np.ndarray) -> Data:
         """These training rows only (validation unchanged)."""
         return dataclasses.replace(self, x_train=self.x_train[rows], y_train=self.y_train[rows])
 
@@ -336,7 +360,11 @@ class Data:
 def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
     """The data every model of a run is trained on: at ``train_fraction`` < 1 (a scaling study), a
     seeded share of the training rows (``train_rows``); validation unchanged."""
-    return data if training.train_fraction >= 1.0 else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+    return (
+        data
+        if training.train_fraction >= 1.0
+        else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+    )
 
 
 def labelled_data(data: Data, spec: PipelineSpec, seed: int) -> tuple[Data, np.ndarray]:
@@ -362,13 +390,23 @@ class Pipeline:
 
     def new_model(self, role: str):
         mlp = self.spec.teacher if role == "teacher" else self.spec.student
-        return self.backend.build(mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role))
+        return self.backend.build(
+            mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role)
+        )
 
     def _fit(self, model, loss: LossSpec, t_val=None, member: int = 0, train=None) -> FitResult:
         """On ``train`` = (x, y, t), by default the training rows without targets."""
         d = self.data
-        return fit(self.backend, model, loss, self.spec.training, self.seed,
-                   train or (d.x_train, d.y_train, None), (d.x_val, d.y_val, t_val), member)
+        return fit(
+            self.backend,
+            model,
+            loss,
+            self.spec.training,
+            self.seed,
+            train or (d.x_train, d.y_train, None),
+            (d.x_val, d.y_val, t_val),
+            member,
+        )
 
     def fit_teacher(self):
         """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
@@ -402,8 +440,9 @@ class Pipeline:
             targets = np.zeros((0, self.data.n_classes) if self.data.task == "classification" else 0, np.float32)
         return transfer.TransferSet(spec.kind, x, targets, generated - start, time.perf_counter() - generated)
 
-    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray,
-                       extra: transfer.TransferSet | None = None):
+    def fit_student_kd(
+        self, targets_train: np.ndarray, targets_val: np.ndarray, extra: transfer.TransferSet | None = None
+    ):
         """On the training rows with their labels and targets, and on ``extra``'s rows (a transfer
         set) with their targets alone (``LossSpec.masked``)."""
         model = self.new_model("student_kd")
@@ -411,8 +450,11 @@ class Pipeline:
         x, y, t = d.x_train, d.y_train, targets_train
         masked = extra is not None and len(extra.x) > 0
         if masked:
-            x, y, t = (np.concatenate([x, extra.x]), np.concatenate([y, no_labels(d.task, len(extra.x))]),
-                       np.concatenate([t, extra.targets]))
+            x, y, t = (
+                np.concatenate([x, extra.x]),
+                np.concatenate([y, no_labels(d.task, len(extra.x))]),
+                np.concatenate([t, extra.targets]),
+            )
         loss = distill_loss(d.task, self.spec.distill, masked)
         return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t))
 

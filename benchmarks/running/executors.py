@@ -54,7 +54,11 @@ def worker_env(threads: int) -> dict[str, str]:
     """The workers' environment. OpenMP threads (torch's) sleep rather than spin between parallel
     regions unless the user says otherwise: on a machine with other load, spinning threads made
     torch training up to 20x slower here (4.4 s vs 0.12 s per epoch, 2 threads)."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
 
 
 class Workers:
@@ -133,9 +137,16 @@ class Executor:
 def make_executor(options, log: Path) -> Executor:
     """The executor a run's options ask for (``RunOptions``: executor, scheduler, workers, threads)."""
     if options.executor == "dask":
-        return DaskExecutor(options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout)
-    return LocalExecutor(options.workers or default_workers(options.threads), log, options.threads, options.fresh_process,
-                         options.job_timeout)
+        return DaskExecutor(
+            options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout
+        )
+    return LocalExecutor(
+        options.workers or default_workers(options.threads),
+        log,
+        options.threads,
+        options.fresh_process,
+        options.job_timeout,
+    )
 
 
 def default_workers(threads: int) -> int:
@@ -166,7 +177,8 @@ class LocalExecutor(Executor):
             self.free.put(slot)
         self.pool = None
         self.description = ("fresh process per job" if fresh else "one process per framework, reused") + (
-            f"; {workers} jobs at once, one such set of processes each" if workers > 1 else "")
+            f"; {workers} jobs at once, one such set of processes each" if workers > 1 else ""
+        )
 
     def _run(self, job: Job) -> tuple[Job, list[dict]]:
         slot = self.free.get()
@@ -193,7 +205,9 @@ class LocalExecutor(Executor):
 class DaskExecutor(Executor):
     name = "dask"
 
-    def __init__(self, scheduler: str | None, workers: int | None, log: Path, threads: int, fresh: bool, timeout: float):
+    def __init__(
+        self, scheduler: str | None, workers: int | None, log: Path, threads: int, fresh: bool, timeout: float
+    ):
         try:
             import dask
             from distributed import Client, LocalCluster
@@ -206,9 +220,16 @@ class DaskExecutor(Executor):
             # The Dask workers inherit this process's environment as it is, like the local workers (by
             # default Dask sets OMP/MKL/OPENBLAS_NUM_THREADS=1 for them); each job sets its own threads.
             # No statistical profiler (it samples every 10 ms, for a dashboard this cluster does not have).
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": {}, "distributed.worker.profile.enabled": False}):
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, scheduler_kwargs={"allowed_failures": RETRIES})
+            with dask.config.set(
+                {"distributed.nanny.pre-spawn-environ": {}, "distributed.worker.profile.enabled": False}
+            ):
+                self.cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    scheduler_kwargs={"allowed_failures": RETRIES},
+                )
             self.client = Client(self.cluster)
             self.threads = _shared(threads, workers)
         else:
@@ -221,23 +242,35 @@ class DaskExecutor(Executor):
                     self.client.wait_for_workers(workers, timeout=WAIT_FOR_WORKERS_S)
             except TimeoutError:
                 self.client.close()
-                raise UserError(f"--workers {workers}: fewer workers joined {scheduler} within {WAIT_FOR_WORKERS_S} s") from None
+                raise UserError(
+                    f"--workers {workers}: fewer workers joined {scheduler} within {WAIT_FOR_WORKERS_S} s"
+                ) from None
             self.threads = threads  # the driver's cores say nothing of the workers': --threads (default 1)
         try:  # each worker imports the task's code now: a worker that cannot says so before any job is sent
             self.client.run(_ready)
         except Exception as exc:  # noqa: BLE001 - whatever the workers raised
             self.close()
-            raise UserError(f"the Dask workers cannot import distillbench ({type(exc).__name__}: {exc}): install it "
-                            "there, with the same pins") from None
+            raise UserError(
+                f"the Dask workers cannot import distillbench ({type(exc).__name__}: {exc}): install it "
+                "there, with the same pins"
+            ) from None
         self.scheduler = self.client.scheduler_info()["address"]
         self.workers = self.client.scheduler_info()["workers"]
         self.concurrency = sum(w["nthreads"] for w in self.workers.values())
-        self.description = (f"dask ({'a LocalCluster for the run' if self.cluster else self.scheduler}): each Dask worker "
-                            f"hands its jobs to one process per framework, " + ("fresh per job" if fresh else "reused"))
+        self.description = (
+            f"dask ({'a LocalCluster for the run' if self.cluster else self.scheduler}): each Dask worker "
+            f"hands its jobs to one process per framework, " + ("fresh per job" if fresh else "reused")
+        )
 
     def info(self) -> dict:
-        return {**super().info(), "scheduler": None if self.cluster else self.scheduler, "local_cluster": self.cluster is not None,
-                "workers": len(self.workers), "hosts": sorted({w["host"] for w in self.workers.values()}), "retries": RETRIES}
+        return {
+            **super().info(),
+            "scheduler": None if self.cluster else self.scheduler,
+            "local_cluster": self.cluster is not None,
+            "workers": len(self.workers),
+            "hosts": sorted({w["host"] for w in self.workers.values()}),
+            "retries": RETRIES,
+        }
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[dict]]]:
         from distributed import as_completed as completed
@@ -245,7 +278,9 @@ class DaskExecutor(Executor):
         token = uuid.uuid4().hex[:8]
         for job in jobs:
             key = f"distillbench-{token}-{job.dataset_id}-{job.seed}-{job.framework}"
-            self.futures[self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)] = job
+            self.futures[self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)] = (
+                job
+            )
         for future in completed(list(self.futures)):
             job = self.futures.pop(future)
             try:

@@ -159,8 +159,14 @@ def _is_a(value: object, hint: object) -> bool:
 
 
 def _type_name(hint: object) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
-             list: "a list"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "an object",
+        list: "a list",
+    }
     options = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
     return " or ".join(names.get(typing.get_origin(h) or h, str(h)) for h in options)
 
