@@ -174,6 +174,7 @@ def _demo(args) -> int:
             )
             print(
                 f"  {role:<16} test {metric} {score:.4f}  params {pipeline.serve(model).n_params:>7}  "
-                f"epochs {fit.epochs:>3} (best {fit.best_epoch})  steps {fit.steps:>5} (best {fit.best_step})  {fit.stop_reason}"
+                f"epochs {fit.epochs:>3} (best {fit.best_epoch})  "
+                f"steps {fit.steps:>5} (best {fit.best_step})  {fit.stop_reason}"
             )
     return 0

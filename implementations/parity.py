@@ -36,6 +36,7 @@ Tolerances (float32, absolute): forward pass 1e-5; outputs, loss and weights aft
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
 from distillbench.implementations.roles import ROLES
-from distillbench.implementations.spec import PipelineSpec
+from distillbench.implementations.spec import PipelineSpec, TeacherSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
 
 FORWARD_TOLERANCE = 1e-5
@@ -115,7 +116,7 @@ def parity_case(
     models = [b.build(mlp, weights) for b in backends]
     trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
-    result = {
+    result: dict[str, Any] = {
         "task": kind,
         "role": role,
         "objective": objective,
@@ -123,7 +124,8 @@ def parity_case(
         "forward": _max_diff([outputs[0]], [outputs[1]]),
         "steps": [],
     }
-    if role == "teacher":  # what the kind adds, e.g. an ensemble's members as one model
+    # What the teacher's kind adds, e.g. an ensemble's members as one model (the teacher is a TeacherSpec).
+    if role == "teacher" and isinstance(mlp, TeacherSpec):
         extra = [TEACHER_KINDS[mlp.kind].parity_model(b, mlp, x.shape[1], n_classes or 1, task, seed) for b in backends]
         if extra[0] is not None:
             combined = [b.predict(m, x) for b, m in zip(backends, extra)]

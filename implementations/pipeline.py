@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from distillbench.implementations.compressors import Compressor, fit_compressor,
 from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
 
-# Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
-# one stream: the distilled and the scratch student start from the same weights and see the same
+# Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two
+# students share one stream: the distilled and the scratch student start from the same weights and see the same
 # batches, so their difference is the teacher's doing alone.
 _INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}
 
@@ -103,7 +104,7 @@ def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generato
     """Initial weights made once in numpy: Glorot-uniform kernels (Keras's default), zero biases."""
     sizes = [n_in, *spec.widths, n_out]
     weights = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         weights.append(rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32))
         weights.append(np.zeros(fan_out, dtype=np.float32))
@@ -131,7 +132,7 @@ def train_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     rows are all in a larger one's), as a scaling study wants."""
     if fraction >= 1.0:
         return np.arange(n_rows)
-    keep = max(1, min(n_rows, int(round(fraction * n_rows))))
+    keep = max(1, min(n_rows, round(fraction * n_rows)))
     return np.sort(np.random.default_rng([seed, 2000]).permutation(n_rows)[:keep])
 
 
@@ -185,11 +186,11 @@ class Backend(abc.ABC):
 
     determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> None:  # noqa: B027 - a no-op by default, not abstract: a harness may replace it
         """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
         to hold this job's training there while another job is being timed."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op by default, not abstract: the backends override it
         """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
         read. Nothing to wait for on the CPU."""
 
@@ -285,7 +286,7 @@ def fit(
     reference, epoch, step, since_improved, since_change = np.inf, 0, 0, 0, 0
     reason = None
     while reason is None:
-        batches = []
+        batches: list[np.ndarray] = []
         for _ in range(every):
             room = training.max_steps - step - len(batches)
             if epoch == training.epochs or room == 0:
@@ -449,7 +450,7 @@ class Pipeline:
         d = self.data
         x, y, t = d.x_train, d.y_train, targets_train
         masked = extra is not None and len(extra.x) > 0
-        if masked:
+        if masked and extra is not None:  # (the second test: for the type checker)
             x, y, t = (
                 np.concatenate([x, extra.x]),
                 np.concatenate([y, no_labels(d.task, len(extra.x))]),

@@ -70,7 +70,8 @@ def fit_hgb(
 ) -> tuple[trees.TreeTeacher, FitResult]:
     """HistGradientBoosting early-stopped on the validation split, the iterations after the best dropped."""
     return trees.fit_teacher(
-        TeacherSpec(kind="hist_gradient_boosting", max_iter=HGB_MAX_ITER),
+        # max_iter: a field that the kind declares (spec.with_fields adds it), which mypy cannot see
+        TeacherSpec(kind="hist_gradient_boosting", max_iter=HGB_MAX_ITER),  # type: ignore[call-arg]
         dataclasses.replace(training, patience=HGB_PATIENCE),
         data,
         seed,

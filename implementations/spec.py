@@ -351,10 +351,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
         path = f"{where}.{key}" if where else key
         if key not in known:
             raise ConfigError(f"{path}: unknown field (known: {', '.join(known)})")
+        declared = known[key]
         default = (
-            known[key].default_factory()
-            if known[key].default_factory is not dataclasses.MISSING
-            else known[key].default
+            declared.default_factory() if declared.default_factory is not dataclasses.MISSING else declared.default
         )
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import logging
 import math
 import os
@@ -83,7 +84,7 @@ class ResidualMLP(nn.Module):
 
     def __init__(self, sizes: list[int], spec: MLPSpec, skips: list[bool]):
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.act = _ACTIVATIONS[spec.activation]()
         self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.skips = list(skips)

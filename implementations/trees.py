@@ -106,7 +106,7 @@ def fit_teacher(
     spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int, threads: int | None = None
 ) -> tuple[TreeTeacher, FitResult]:
     cls = HistGradientBoostingClassifier if data.task == "classification" else HistGradientBoostingRegressor
-    settings = dict(learning_rate=spec.learning_rate, max_leaf_nodes=spec.max_leaf_nodes, random_state=seed)
+    settings = {"learning_rate": spec.learning_rate, "max_leaf_nodes": spec.max_leaf_nodes, "random_state": seed}
     with _threads(threads):
         estimator = cls(
             max_iter=spec.max_iter,

@@ -723,7 +723,7 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
             str(folder / name),
         ]
         procs[name] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for name, proc in procs.items():
+    for proc in procs.values():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
     return folder / "first", folder / "second"

@@ -10,6 +10,7 @@ where the jobs ran. About 2 minutes on a 2-core machine; skipped without ../shar
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -69,8 +70,9 @@ def local_run(data, tmp_path_factory) -> SimpleNamespace:
 
 def test_importing_distillbench_does_not_import_dask() -> None:
     code = (
-        "import sys, distillbench.cli, distillbench.benchmarks.running.commands, distillbench.benchmarks.running.runner, "
-        "distillbench.benchmarks.running.executors; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+        "import sys, distillbench.cli, distillbench.benchmarks.running.commands, "
+        "distillbench.benchmarks.running.runner, distillbench.benchmarks.running.executors; "
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
@@ -105,7 +107,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert len(timings) == len(run.records) and len({i["pid"] for i in timings}) > 1
     assert overlaps(intervals) == []
     jobs = sorted({(r["started"], r["finished"]) for r in run.records})
-    assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(jobs, jobs[1:]))  # some jobs overlapped
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(jobs))  # some jobs overlapped
     sharing = run.manifest["sharing"]
     assert sharing["jobs_at_once"] == 2 and sharing["threads_per_job"] == 1 and sharing["timing_overlaps"] == 0
     assert sharing["timed_seconds"] == pytest.approx(sum(i["end"] - i["start"] for i in timings))
@@ -177,7 +179,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(local_run, data, c
                 killed = client.run(os.getpid, workers=busy[:1])[busy[0]]
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.2)
-        stdout, stderr = proc.communicate(timeout=300)
+        _stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,6 +8,7 @@ Nothing here is mocked: the runs are real runs, killed, resumed and broken for r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -277,7 +278,7 @@ def test_sizes_follow_the_architecture(smoke_run) -> None:
         _, _, features, outputs = SMOKE[r["dataset_id"]]
         widths = [16] if r["role"] == "teacher" else [4]
         sizes = [features, *widths, outputs]
-        kernels = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        kernels = sum(a * b for a, b in itertools.pairwise(sizes))
         assert r["macs_per_row"] == kernels
         assert r["n_params"] == kernels + sum(sizes[1:])
 

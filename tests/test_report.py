@@ -4,9 +4,11 @@ see its README), checked for its numbers, its files, its escaping, and in a real
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import re
@@ -309,7 +311,7 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
     assert XSS not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     assert r"veh\|icle \$x\$" in md
     lines = md.splitlines()
-    for header, rule in zip(lines, lines[1:]):  # every table row has as many cells as its header
+    for header, rule in itertools.pairwise(lines):  # every table row has as many cells as its header
         if rule.startswith("|---"):
             columns = header.count("|")
         if header.startswith(r"| veh\|icle"):
@@ -481,10 +483,8 @@ class Chromium:
             self.events.append(self._next(deadline))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, TimeoutError, EOFError, RuntimeError):
             self.send("Browser.close", timeout=5)
-        except (OSError, TimeoutError, EOFError, RuntimeError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

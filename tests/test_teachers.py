@@ -407,7 +407,7 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     data, x_test = problem("multiclass")
     pipeline = Pipeline(backend, tiny(TREES, epochs=5), data, seed=0)
     tree, _ = pipeline.fit_teacher()
-    compressor, t_train, t_val = pipeline.compress(tree)
+    _compressor, t_train, t_val = pipeline.compress(tree)
     assert t_train.shape == (len(data.x_train), data.n_classes) and np.allclose(t_train.sum(axis=1), 1.0, atol=1e-5)
     student, result = pipeline.fit_student_kd(t_train, t_val)
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)

@@ -1,6 +1,7 @@
 """Throughput of the executors (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
+    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR \
+        [--suite smoke] [--seeds 4] [--rounds 3]
 
 Runs the same sweep of jobs (a suite, both frameworks, several seeds, a small training-dominated
 config, the smallest timing budget) as real ``distillbench run`` subprocesses, four ways:
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
     summary = summarize(results)
     print(f"\nmedians over {args.rounds} rounds ({results[0]['jobs']} jobs per run):")
     print(
-        f"  {'variant':<9} {'jobs/min (job phase)':>21} {'jobs/min (command)':>19} {'job phase s':>12} {'command s':>10}"
+        f"  {'variant':<9} {'jobs/min (job phase)':>21} {'jobs/min (command)':>19} "
+        f"{'job phase s':>12} {'command s':>10}"
     )
     for name, m in summary["medians"].items():
         print(
@@ -214,7 +216,8 @@ def main(argv=None) -> int:
     )
     for workers, o in summary["dask_overhead"].items():
         print(
-            f"dask overhead vs local, {workers}: job phase {o['job_phase_ratio']:.2f}x ({o['seconds_per_job']:+.2f} s/job), "
+            f"dask overhead vs local, {workers}: "
+            f"job phase {o['job_phase_ratio']:.2f}x ({o['seconds_per_job']:+.2f} s/job), "
             f"whole command {o['command_ratio']:.2f}x ({o['command_seconds_per_job']:+.2f} s/job)"
         )
     print(f"load average after: {_loadavg()}")

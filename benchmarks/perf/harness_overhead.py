@@ -319,7 +319,8 @@ def main(argv=None) -> int:
             )
             print(
                 f"    {item['framework']:<11} {h:>15.1f} {b:>12.1f} {paired:>6.3f} {h / b:>8.3f} "
-                f"{item['amortised_us_median']:>16.1f}  {statistics.median(item['calls_per_round']):>5.0f}  {item['call_path']}"
+                f"{item['amortised_us_median']:>16.1f}  "
+                f"{statistics.median(item['calls_per_round']):>5.0f}  {item['call_path']}"
             )
         print(
             "    ratio: median over rounds of harness p50 / bare p50 in the same round; "
@@ -327,7 +328,8 @@ def main(argv=None) -> int:
         )
         worst = max(item["ratio"] for item in latency)
         print(
-            f"    worst ratio {worst:.3f} (target: within {TARGET_RATIO}x): {'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}"
+            f"    worst ratio {worst:.3f} (target: within {TARGET_RATIO}x): "
+            f"{'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}"
         )
         report["load_average_after"] = _loadavg()
         print(f"load average after: {report['load_average_after']}")

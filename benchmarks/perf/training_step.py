@@ -29,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 FRAMEWORKS = ("torch", "tensorflow")
 MODELS = ("teacher", "student_kd")
@@ -114,7 +116,7 @@ def worker(framework: str, threads: int, rows: int, features: int, rounds: int) 
     epochs = [batch_order(rows, BATCH, 0, epoch) for epoch in range(1, EPOCHS_PER_ROUND + 1)]
     batches = [b for epoch in epochs for b in epoch]
     bare = _bare_torch if framework == "torch" else _bare_tensorflow
-    out = {"framework": framework, "threads": threads, "steps_per_round": len(batches), "models": {}}
+    out: dict[str, Any] = {"framework": framework, "threads": threads, "steps_per_round": len(batches), "models": {}}
     for role in MODELS:
         mlp, loss, t = (
             (spec.teacher, LossSpec("classification"), None)
@@ -122,7 +124,7 @@ def worker(framework: str, threads: int, rows: int, features: int, rounds: int) 
             else (spec.student, distill_loss("classification", spec.distill), soft)
         )
 
-        def build():
+        def build(mlp=mlp, role=role):
             return backend.build(mlp, initial_weights(mlp, features, N_CLASSES, 0, role))
 
         trainer = backend.trainer(build(), loss, spec.training)
@@ -134,7 +136,7 @@ def worker(framework: str, threads: int, rows: int, features: int, rounds: int) 
         loop = bare(build(), objectives(loss), spec.training, x, y, t, batches)
         for warm_up in (harness, loop, harness, loop):  # traces, first-call allocations
             warm_up()
-        times = {harness: [], loop: []}
+        times: dict[Callable, list[float]] = {harness: [], loop: []}
         for i in range(rounds):
             for fn in (harness, loop) if i % 2 == 0 else (loop, harness):
                 start = time.perf_counter()
@@ -204,7 +206,8 @@ def main(argv=None) -> int:
                 sys.exit(f"training_step: the {framework} worker failed:\n{done.stderr[-3000:]}")
             results.append(json.loads(done.stdout.splitlines()[-1]))
     print(
-        f"per optimiser step, batch {BATCH}, {args.rows} rows x {args.features} features, medians of {args.rounds} rounds:"
+        f"per optimiser step, batch {BATCH}, {args.rows} rows x {args.features} features, "
+        f"medians of {args.rounds} rounds:"
     )
     print(f"  {'framework':<11}{'threads':>7}  {'model':<11}{'harness ms':>11}{'bare ms':>9}{'ratio':>7}  harness path")
     for result in results:
@@ -212,11 +215,13 @@ def main(argv=None) -> int:
             h, b, ratio = _medians(model)
             model.update(harness_ms_median=h, bare_ms_median=b, ratio=ratio)
             print(
-                f"  {result['framework']:<11}{result['threads']:>7}  {role:<11}{h:>11.3f}{b:>9.3f}{ratio:>7.2f}  {model['path']}"
+                f"  {result['framework']:<11}{result['threads']:>7}  {role:<11}"
+                f"{h:>11.3f}{b:>9.3f}{ratio:>7.2f}  {model['path']}"
             )
     worst = max(m["ratio"] for r in results for m in r["models"].values())
     print(
-        f"  worst harness / bare ratio {worst:.2f} (target <= {TARGET_RATIO}): {'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}"
+        f"  worst harness / bare ratio {worst:.2f} (target <= {TARGET_RATIO}): "
+        f"{'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}"
     )
     by = {(r["framework"], r["threads"], role): m for r in results for role, m in r["models"].items()}
     for n in threads:
@@ -224,7 +229,8 @@ def main(argv=None) -> int:
             if ("torch", n, role) in by and ("tensorflow", n, role) in by:
                 ratio = by["tensorflow", n, role]["harness_ms_median"] / by["torch", n, role]["harness_ms_median"]
                 print(
-                    f"  TensorFlow / torch harness step, {role}, {n} thread(s): {ratio:.2f} (target <= {TARGET_TF_TORCH})"
+                    f"  TensorFlow / torch harness step, {role}, {n} thread(s): "
+                    f"{ratio:.2f} (target <= {TARGET_TF_TORCH})"
                 )
     print(f"load average after: {_loadavg()}")
     if args.json:

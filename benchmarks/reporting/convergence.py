@@ -29,7 +29,7 @@ def _median(values) -> float | None:
 
 def convergence_blocks(records: list[dict], labels: dict[int, str]) -> list:
     models = _models(records)
-    blocks = [
+    blocks: list = [
         ("h2", "Convergence"),
         (
             "p",
@@ -134,7 +134,7 @@ def sanity_blocks(records: list[dict], labels: dict[int, str]) -> list:
             )
     floors = ", ".join(f"{metric} {DEFAULT_FLOORS[metric]}" for metric in FAR_BELOW_HGB)
     far = ", ".join(f"{metric} {margin}" for metric, margin in FAR_BELOW_HGB.items())
-    blocks = [
+    blocks: list = [
         ("h2", "Sanity checks"),
         (
             "p",

@@ -64,7 +64,9 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
                                 [
                                     _retention(r["metrics"][metric], f["metrics"][metric], metric)
                                     for r, f in pairs
-                                    if r["metrics"].get(metric) is not None and f["metrics"].get(metric) is not None
+                                    if metric is not None
+                                    and r["metrics"].get(metric) is not None
+                                    and f["metrics"].get(metric) is not None
                                 ]
                             ),
                             "max_abs_diff": max(values("max_abs_diff"), default=None),
@@ -99,7 +101,7 @@ def deployment_blocks(records: list[dict], manifest: dict, frameworks: list[str]
     ONNX (onnxruntime) and quantised to int8, side by side; a summary over datasets; failed formats."""
     from distillbench.implementations.deploy import ONNX_TOLERANCE
 
-    blocks = [
+    blocks: list = [
         ("h2", "Deployment"),
         (
             "p",

@@ -302,7 +302,7 @@ def pareto_figure(points: list[dict], frameworks: list[str], xlabel: str) -> Fig
                 label=f"{framework} Pareto front",
             )
             ax.plot([p["x"] for p in front], [p["kd"] for p in front], "o", ms=10, mfc="none", mec=color, mew=1.2)
-            at = {}  # configurations at the same point share one label ("1,2")
+            at: dict[tuple, list[str]] = {}  # configurations at the same point share one label ("1,2")
             for p in ps:
                 at.setdefault((p["x"], p["kd"]), []).append(str(p["number"]))
             for (x, y), numbers in at.items():
@@ -382,7 +382,7 @@ def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[
             (("latency_p50_us", "p50 latency per row, batch 1 (us)"), ("bytes", "model size (bytes)"))
         ):
             ax = axes[i][j]
-            groups = {}
+            groups: dict[tuple, list[tuple]] = {}
             for e in es:
                 # The float32 teacher's retention is 100 by definition (its record has none).
                 y = 100.0 if e["role"] == "teacher" and e["format"] == "float32" else e["retention"].mean

@@ -64,7 +64,9 @@ def rank_configurations(entries: list[dict], framework: str) -> dict:
     for dataset_id in dict.fromkeys(e["dataset_id"] for e in mine):
         row = [by_key.get((dataset_id, n)) for n in numbers]
         if all(e is not None and e["quality"]["student_kd"].mean is not None for e in row):
-            scores.append([(1 if e["higher_is_better"] else -1) * e["quality"]["student_kd"].mean for e in row])
+            scores.append(
+                [(1 if e["higher_is_better"] else -1) * e["quality"]["student_kd"].mean for e in row if e is not None]
+            )
     if not scores or len(numbers) < 2:
         return {
             "numbers": numbers,
@@ -123,7 +125,7 @@ def _size_points(entries: list[dict]) -> list[dict]:
 
 def payoff_blocks(records: list[dict], manifest: dict, variants: list[dict], frameworks: list[str]) -> list:
     entries = payoff_entries(records, manifest, variants)
-    blocks = [
+    blocks: list = [
         ("h2", "What made distillation pay off"),
         (
             "p",

@@ -212,7 +212,7 @@ def convergence(data: ReportData) -> list:
 @section(tables=("frameworks",), figures=("framework_time",))
 def frameworks_compared(data: ReportData) -> list:
     entries, frameworks, mixed = data.entries, data.frameworks, data.mixed
-    reference, others = (frameworks[0], frameworks[1:]) if frameworks else (None, [])
+    reference, others = (frameworks[0], frameworks[1:]) if frameworks else ("", [])
     pairs = [(other, reference) for other in others]
     blocks: list = [("h2", " vs ".join(reversed(frameworks[:2])) if len(frameworks) > 1 else "Frameworks compared")]
     if pairs:

@@ -99,7 +99,8 @@ def run_table(manifest: dict) -> Table:
         ("seeds", ", ".join(map(str, manifest.get("seeds", [])))),
         (
             "config",
-            f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; student {student.get('widths')} {student.get('activation')}; "
+            f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; "
+            f"student {student.get('widths')} {student.get('activation')}; "
             f"alpha {distill.get('alpha')}, T {distill.get('temperature')}, compressors "
             f"{distill.get('classification_compressor')}/{distill.get('regression_compressor')}; "
             f"{_training_text(training)}",
@@ -157,7 +158,8 @@ def datasets_table(manifest: dict) -> Table:
 def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) -> Table:
     """Every failed job with its reason (the seeds failing for one reason on one row), and every
     planned job with no record (a run cut short)."""
-    reasons, per_variant = {}, defaultdict(dict)
+    reasons: dict[tuple, str] = {}
+    per_variant: defaultdict[tuple, dict] = defaultdict(dict)
     for r in records:
         if not is_ok(r) and not is_deployment(r):  # failed deployment formats: the Deployment section
             reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"

@@ -45,7 +45,8 @@ def summary_rows(records: list[dict]) -> list[dict]:
                 "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
                 "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
                 "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
-                "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
+                "ok/failed": f"{len(by_role['teacher'])}/"
+                f"{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
             }
         )
     return rows

@@ -113,7 +113,7 @@ def sweep_blocks(records: list[dict], manifest: dict, variants: list[dict], fram
     labels = dataset_labels(records, manifest)
     entries = sweep_entries(records, manifest, variants)
     swept = manifest.get("sweep_keys") or list(dict.fromkeys(k for v in variants for k in v["params"]))
-    blocks = [
+    blocks: list = [
         ("h2", "Sweep"),
         (
             "p",

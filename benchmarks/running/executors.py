@@ -33,6 +33,7 @@ import os
 import queue
 import select
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -66,9 +67,9 @@ class Workers:
     the next job of that framework gets a new worker."""
 
     def __init__(self, log_path: Path, threads: int, fresh: bool):
-        self.log = open(log_path, "a")
+        self.log = open(log_path, "a")  # noqa: SIM115 - the workers' stderr for their whole life; close() closes it
         self.fresh = fresh
-        self.procs: dict[str, object] = {}
+        self.procs: dict[str, subprocess.Popen[str]] = {}
         self.env = worker_env(threads)
 
     def run(self, job: Job, timeout: float) -> list[dict]:
@@ -76,6 +77,7 @@ class Workers:
         proc = self.procs.get(job.framework)
         if proc is None or proc.poll() is not None:
             proc = self.procs[job.framework] = spawn(self.log, self.env)
+        assert proc.stdin is not None and proc.stdout is not None  # spawn() opens both pipes
         try:
             proc.stdin.write(json.dumps(asdict(job)) + "\n")
             proc.stdin.flush()
@@ -102,6 +104,7 @@ class Workers:
             proc.kill()
             return proc.wait()
         if proc.poll() is None:
+            assert proc.stdin is not None  # spawn() opens it
             proc.stdin.close()
             try:
                 return proc.wait(timeout=10)
@@ -172,10 +175,10 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int, log: Path, threads: int, fresh: bool, timeout: float):
         self.concurrency, self.timeout, self.threads = workers, timeout, _shared(threads, workers)
         self.slots = [Workers(log, self.threads, fresh) for _ in range(workers)]
-        self.free = queue.SimpleQueue()
+        self.free: queue.SimpleQueue[Workers] = queue.SimpleQueue()
         for slot in self.slots:
             self.free.put(slot)
-        self.pool = None
+        self.pool: ThreadPoolExecutor | None = None
         self.description = ("fresh process per job" if fresh else "one process per framework, reused") + (
             f"; {workers} jobs at once, one such set of processes each" if workers > 1 else ""
         )
@@ -213,7 +216,8 @@ class DaskExecutor(Executor):
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise UserError(f"--executor dask needs dask[distributed] installed ({exc})") from None
-        self.task_args, self.cluster, self.futures = (str(log), fresh, timeout), None, {}
+        self.task_args, self.cluster = (str(log), fresh, timeout), None
+        self.futures: dict = {}  # Dask future -> its Job
         self._environ = dict(os.environ)  # a LocalCluster's nannies set variables in this process: restored on close
         if scheduler is None:
             workers = workers or os.cpu_count() or 1
@@ -278,9 +282,8 @@ class DaskExecutor(Executor):
         token = uuid.uuid4().hex[:8]
         for job in jobs:
             key = f"distillbench-{token}-{job.dataset_id}-{job.seed}-{job.framework}"
-            self.futures[self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)] = (
-                job
-            )
+            future = self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)
+            self.futures[future] = job
         for future in completed(list(self.futures)):
             job = self.futures.pop(future)
             try:
@@ -320,6 +323,7 @@ def _dask_task(job: Job, log: str, fresh: bool, timeout: float) -> list[dict]:
         from distributed import get_worker
 
         log = str(Path(get_worker().local_directory) / "distillbench-worker.log")
+    assert job.threads is not None  # the runner gives every job its threads
     settings = (job.threads, log, fresh)
     if getattr(_slot, "settings", None) != settings:
         if getattr(_slot, "workers", None) is not None:

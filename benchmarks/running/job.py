@@ -11,6 +11,7 @@ a caller never loses the run to one job.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -20,6 +21,7 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -66,10 +68,8 @@ class Job:
 
 def _peak_rss_reset() -> None:
     """Reset the process's peak-RSS counter, so each role reports its own peak (Linux)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _peak_rss_mb() -> float:
@@ -201,7 +201,7 @@ def _deployed(
             )
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
                 record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a format that fails fails its own record only
             record.update(status=FAILED, error=_reason(exc))
         out[name] = record
     return out
@@ -282,9 +282,10 @@ def _transfer_fields(pipeline: Pipeline, extra: TransferSet) -> dict:
     }
 
 
-def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
-    """What a record of a sweep's configuration carries; nothing without a sweep (records as before)."""
-    if variant.label is None:
+def _variant_fields(variant: Variant | None, train_rows: int | None) -> dict:
+    """What a record of a sweep's configuration carries; nothing without a sweep (records as before)
+    or without a configuration (None: a job whose config could not be read, or a reference job)."""
+    if variant is None or variant.label is None:
         return {}
     return {"variant": variant.label, "variant_params": variant.params, "train_rows": train_rows}
 
@@ -300,7 +301,8 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
         "student_kd": _kd_key(variant.spec),
         "student_scratch": _scratch_key(variant.spec),
     }
-    records, models, outputs, deployed = dict.fromkeys(ROLES), {}, {}, {}
+    records: dict[str, dict] = {}  # per role: reused or trained below
+    models, outputs, deployed = {}, {}, {}
     reused = {role for role, key in keys.items() if key in shared}
     for role in reused:
         models[role], outputs[role] = shared[keys[role]]["model"], shared[keys[role]]["outputs"]
@@ -387,7 +389,8 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
             return _run_references(job, data, quiet, started)
         backend = get_backend(job.framework)
         backend.configure(job.seed, job.threads, job.device)
-        backend.checkpoint = quiet.checkpoint  # between epochs: held while another job is timed
+        # Between epochs: held while another job is timed (the hook Backend.checkpoint is there for).
+        backend.checkpoint = quiet.checkpoint  # type: ignore[method-assign]
         variants = spec_from_dict(job.config).variants()
         full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val, data.onehot_groups)
         out = []
@@ -396,7 +399,7 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
         for n, key in enumerate(dict.fromkeys(_teacher_key(v.spec) for v in variants)):
             if n:
                 backend.configure(job.seed, job.threads, job.device)
-            shared = {}
+            shared: dict = {}
             for variant in (v for v in variants if _teacher_key(v.spec) == key):
                 try:
                     out += _run_variant(job, data, full, backend, variant, shared, quiet)
@@ -452,7 +455,7 @@ def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
 
 
 def _failed(
-    job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None
+    job: Job, variant: Variant | None, reason: str, started: float, data=None, detail: str | None = None
 ) -> list[dict]:
     return [
         _base(job, data)
@@ -472,10 +475,11 @@ def _failed(
 def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
     """A failed job: one record per role (per configuration of a sweep; the reference job: one),
     ``status: failed`` and the reason."""
+    variants: Sequence[Variant | None]
     try:
         variants = spec_from_dict(job.config).variants()
     except Exception:  # noqa: BLE001 - the config itself is what failed
-        variants = [Variant(None, {}, None)]
+        variants = [None]
     if job.framework == REFERENCE:
-        variants = [Variant(None, {}, None)]
+        variants = [None]
     return [record for variant in variants for record in _failed(job, variant, reason, started, data, detail)]

@@ -100,6 +100,7 @@ class Quiet:
         self._busy_since = time.time()
 
     def _leave_busy(self) -> None:
+        assert self._busy_since is not None  # set by _enter_busy
         self._record("busy", self._busy_since, time.time())
         fcntl.flock(self._busy, fcntl.LOCK_UN)
 

@@ -338,7 +338,7 @@ def _run_jobs(
         invocation["status"] = COMPLETE
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (errors.Interrupted)
         ending, invocation["status"], invocation["reason"] = exc, INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"
-    except BaseException as exc:  # RunFault, or a bug (whose traceback the CLI shows)
+    except BaseException as exc:  # noqa: BLE001 - RunFault, or a bug (whose traceback the CLI shows)
         ending, invocation["status"], invocation["reason"] = exc, STOPPED, str(exc) or type(exc).__name__
     progress.close()
     invocation["finished"] = time.time()

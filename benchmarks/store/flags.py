@@ -49,7 +49,7 @@ def model_flags(record: dict, references: dict[str, float] | None) -> list[str]:
         flags.append("diverged")
     metric = record.get("primary_metric")
     value = (record.get("metrics") or {}).get(metric)
-    if references and value is not None:
+    if references and metric is not None and value is not None:
         if (
             record["role"] in STUDENTS
             and references.get("linear") is not None

@@ -310,13 +310,13 @@ class RunFolder:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir)
-        self._lock = open(self.path / LOCK, "w")
+        self._lock = open(self.path / LOCK, "w")  # noqa: SIM115 - held open (locked) until close()
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise UserError(f"{self.path}: another run is writing to this folder") from None
-        self._records = None  # a file descriptor, unbuffered: what a write wrote is known
+        self._records: int | None = None  # a file descriptor, unbuffered: what a write wrote is known
         with contextlib.suppress(OSError):  # without it, a manifest on a full disk may stay as it was
             if not (self.path / RESERVE).is_file():
                 with open(self.path / RESERVE, "wb") as fh:

@@ -274,7 +274,11 @@ def _flag_changes(shared: list[tuple], names: dict, cells_b: dict, cells_c: dict
         for flag in FLAGS:
             counts = [sum(flag in (r.get("flags") or []) for r in cells[cell]) for cells in (cells_b, cells_c)]
             if counts[0] != counts[1]:
-                out.append(FlagChange(cell[0], names[cell[0]], cell[1], cell[2], flag, *counts, len(cells_c[cell])))
+                out.append(
+                    FlagChange(
+                        cell[0], names[cell[0]], cell[1], cell[2], flag, counts[0], counts[1], len(cells_c[cell])
+                    )
+                )
     return out
 
 
@@ -285,7 +289,8 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     differences = machine_differences(manifest_b, manifest_c) + job_machine_differences(records_b, records_c)
     notes = run_notes(manifest_b, manifest_c)
 
-    cells_b, cells_c = defaultdict(list), defaultdict(list)
+    cells_b: defaultdict[tuple, list[dict]] = defaultdict(list)
+    cells_c: defaultdict[tuple, list[dict]] = defaultdict(list)
     names = {}
     for records, cells in ((records_b, cells_b), (records_c, cells_c)):
         for r in records:

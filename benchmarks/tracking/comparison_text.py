@@ -145,7 +145,7 @@ def format_comparison(comparison: Comparison, fail_on: str, markdown: bool = Fal
         out.append(item("note: " + note))
     out.append("")
 
-    counts = defaultdict(int)
+    counts: defaultdict[tuple[str, str], int] = defaultdict(int)
     for row in c.rows:
         counts[(row.kind, row.verdict)] += 1
     summary = ", ".join(

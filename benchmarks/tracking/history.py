@@ -87,8 +87,9 @@ def _value(record: dict, metric: str) -> tuple[str, float | None]:
         value = (record.get("metrics") or {}).get(metric)
     else:
         value = record.get(metric)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return metric, float(value) if ok else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return metric, float(value)
+    return metric, None
 
 
 def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
@@ -128,7 +129,9 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
                     "commit": (git.get("commit") or "")[:12],
                     "dirty": git.get("dirty"),
                     "suite": manifest.get("suite"),
-                    "machine": f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads",
+                    "machine": (
+                        f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads"
+                    ),
                     "dataset_id": dataset_id,
                     "dataset": names[dataset_id],
                     "framework": framework,

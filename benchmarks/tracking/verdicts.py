@@ -94,6 +94,7 @@ def compare_quality(
         else:  # with one seed on one side, that side's spread is taken to be the other's
             sd_b = sd_c if sd_b is None else sd_b
             sd_c = sd_b if sd_c is None else sd_c
+            assert sd_b is not None and sd_c is not None  # one of them was not None
             se, how = math.sqrt(sd_b**2 / len(baseline) + sd_c**2 / len(candidate)), "unpaired"
     if se is None:
         margin, basis = floor, "floor only: 1 seed"
