@@ -53,19 +53,44 @@ class Builtin:
 BUNDLED = "scikit-learn bundled"
 _DOCS = "https://scikit-learn.org/stable/modules/generated/sklearn.datasets."
 BUILTINS = (
-    Builtin(990_000_001, "breast_cancer", BUNDLED, "sklearn.datasets.load_breast_cancer()", "diagnosis",
-            "Breast Cancer Wisconsin (Diagnostic): 569 rows, 30 numeric features, 2 classes",
-            _DOCS + "load_breast_cancer.html"),
-    Builtin(990_000_002, "digits", BUNDLED, "sklearn.datasets.load_digits()", "digit",
-            "optical recognition of handwritten digits, 8x8 images: 1,797 rows, 64 numeric features, 10 classes",
-            _DOCS + "load_digits.html"),
-    Builtin(990_000_003, "diabetes", BUNDLED, "sklearn.datasets.load_diabetes(scaled=False)", "progression",
-            "diabetes (Efron et al. 2004), unscaled: 442 rows, 10 numeric features, regression "
-            "(disease progression after one year)", _DOCS + "load_diabetes.html"),
-    Builtin(990_000_004, "friedman1_synthetic", "synthetic (scikit-learn make_friedman1, random_state=0)",
-            "sklearn.datasets.make_friedman1(n_samples=1000, n_features=10, noise=1.0, random_state=0)", "y",
-            "SYNTHETIC: Friedman #1 regression problem, generated with a fixed seed: 1,000 rows, 10 numeric "
-            "features (5 informative, 5 noise), regression", _DOCS + "make_friedman1.html"),
+    Builtin(
+        990_000_001,
+        "breast_cancer",
+        BUNDLED,
+        "sklearn.datasets.load_breast_cancer()",
+        "diagnosis",
+        "Breast Cancer Wisconsin (Diagnostic): 569 rows, 30 numeric features, 2 classes",
+        _DOCS + "load_breast_cancer.html",
+    ),
+    Builtin(
+        990_000_002,
+        "digits",
+        BUNDLED,
+        "sklearn.datasets.load_digits()",
+        "digit",
+        "optical recognition of handwritten digits, 8x8 images: 1,797 rows, 64 numeric features, 10 classes",
+        _DOCS + "load_digits.html",
+    ),
+    Builtin(
+        990_000_003,
+        "diabetes",
+        BUNDLED,
+        "sklearn.datasets.load_diabetes(scaled=False)",
+        "progression",
+        "diabetes (Efron et al. 2004), unscaled: 442 rows, 10 numeric features, regression "
+        "(disease progression after one year)",
+        _DOCS + "load_diabetes.html",
+    ),
+    Builtin(
+        990_000_004,
+        "friedman1_synthetic",
+        "synthetic (scikit-learn make_friedman1, random_state=0)",
+        "sklearn.datasets.make_friedman1(n_samples=1000, n_features=10, noise=1.0, random_state=0)",
+        "y",
+        "SYNTHETIC: Friedman #1 regression problem, generated with a fixed seed: 1,000 rows, 10 numeric "
+        "features (5 informative, 5 noise), regression",
+        _DOCS + "make_friedman1.html",
+    ),
 )
 BY_ID = {b.dataset_id: b for b in BUILTINS}
 
@@ -111,8 +136,10 @@ def ensure_builtin_source(cache_root: Path) -> Path:
             if not _complete(folder):  # another process won the race only if it left a complete folder
                 raise
     except OSError as exc:
-        raise UserError(f"cannot write the builtin datasets into {folder} ({one_line(exc)}); "
-                        "choose another OpenML cache with --cache or OPENML_CACHE_DIR") from None
+        raise UserError(
+            f"cannot write the builtin datasets into {folder} ({one_line(exc)}); "
+            "choose another OpenML cache with --cache or OPENML_CACHE_DIR"
+        ) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return folder
@@ -137,10 +164,21 @@ def write_builtin_source(folder: Path) -> None:
         files = _entry_files(builtin)
         for name in ENTRY_FILES:
             (entry / name).write_bytes(files[name].encode("utf-8"))
-        entries.append({"id": builtin.dataset_id, "name": builtin.name, "source": builtin.origin, "call": builtin.call,
-                        "target": builtin.target, "sha256": hashlib.sha256(files["dataset.arff"].encode()).hexdigest()})
-    manifest = {"what": "distillbench's builtin datasets as an OpenML cache (see distillbench/datasets/builtin.py)",
-                "stamp": _stamp(), "datasets": entries}
+        entries.append(
+            {
+                "id": builtin.dataset_id,
+                "name": builtin.name,
+                "source": builtin.origin,
+                "call": builtin.call,
+                "target": builtin.target,
+                "sha256": hashlib.sha256(files["dataset.arff"].encode()).hexdigest(),
+            }
+        )
+    manifest = {
+        "what": "distillbench's builtin datasets as an OpenML cache (see distillbench/datasets/builtin.py)",
+        "stamp": _stamp(),
+        "datasets": entries,
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -191,49 +229,84 @@ def _entry_files(builtin: Builtin) -> dict[str, str]:
     description = _description(builtin, sklearn.__version__)
     target_type = "{" + ",".join(classes) + "}" if classes else "NUMERIC"
     lines = [f"% {description}", f"@RELATION {builtin.name}", ""]
-    lines += [f"@ATTRIBUTE {name} NUMERIC" for name in names] + [f"@ATTRIBUTE {builtin.target} {target_type}", "", "@DATA"]
+    lines += [f"@ATTRIBUTE {name} NUMERIC" for name in names] + [
+        f"@ATTRIBUTE {builtin.target} {target_type}",
+        "",
+        "@DATA",
+    ]
     for row, label in zip(rows, target, strict=True):
         lines.append(",".join(map(_number, row)) + "," + (label if classes else _number(label)))
     arff = "\n".join(lines) + "\n"
 
     oml = 'xmlns:oml="http://openml.org/openml"'
-    description_xml = "\n".join([
-        f"<oml:data_set_description {oml}>",
-        f"  <oml:id>{builtin.dataset_id}</oml:id>",
-        f"  <oml:name>{builtin.name}</oml:name>",
-        "  <oml:version>1</oml:version>",
-        f"  <oml:description>{escape(description)}</oml:description>",
-        "  <oml:format>ARFF</oml:format>",
-        "  <oml:licence>BSD-3-Clause (scikit-learn)</oml:licence>",
-        f"  <oml:url>{escape(builtin.doc)}</oml:url>",
-        f"  <oml:default_target_attribute>{builtin.target}</oml:default_target_attribute>",
-        "  <oml:visibility>private</oml:visibility>",
-        "  <oml:status>active</oml:status>",
-        f"  <oml:md5_checksum>{hashlib.md5(arff.encode()).hexdigest()}</oml:md5_checksum>",
-        "</oml:data_set_description>",
-    ]) + "\n"
+    description_xml = (
+        "\n".join(
+            [
+                f"<oml:data_set_description {oml}>",
+                f"  <oml:id>{builtin.dataset_id}</oml:id>",
+                f"  <oml:name>{builtin.name}</oml:name>",
+                "  <oml:version>1</oml:version>",
+                f"  <oml:description>{escape(description)}</oml:description>",
+                "  <oml:format>ARFF</oml:format>",
+                "  <oml:licence>BSD-3-Clause (scikit-learn)</oml:licence>",
+                f"  <oml:url>{escape(builtin.doc)}</oml:url>",
+                f"  <oml:default_target_attribute>{builtin.target}</oml:default_target_attribute>",
+                "  <oml:visibility>private</oml:visibility>",
+                "  <oml:status>active</oml:status>",
+                f"  <oml:md5_checksum>{hashlib.md5(arff.encode()).hexdigest()}</oml:md5_checksum>",
+                "</oml:data_set_description>",
+            ]
+        )
+        + "\n"
+    )
 
     features = [f"<oml:data_features {oml}>"]
     for index, name in enumerate([*names, builtin.target]):
         is_target = index == len(names)
-        features += ["  <oml:feature>", f"    <oml:index>{index}</oml:index>", f"    <oml:name>{name}</oml:name>",
-                     f"    <oml:data_type>{'nominal' if is_target and classes else 'numeric'}</oml:data_type>"]
+        features += [
+            "  <oml:feature>",
+            f"    <oml:index>{index}</oml:index>",
+            f"    <oml:name>{name}</oml:name>",
+            f"    <oml:data_type>{'nominal' if is_target and classes else 'numeric'}</oml:data_type>",
+        ]
         features += [f"    <oml:nominal_value>{c}</oml:nominal_value>" for c in (classes if is_target else [])]
-        features += [f"    <oml:is_target>{str(is_target).lower()}</oml:is_target>",
-                     "    <oml:is_ignore>false</oml:is_ignore>", "    <oml:is_row_identifier>false</oml:is_row_identifier>",
-                     "    <oml:number_of_missing_values>0</oml:number_of_missing_values>", "  </oml:feature>"]
+        features += [
+            f"    <oml:is_target>{str(is_target).lower()}</oml:is_target>",
+            "    <oml:is_ignore>false</oml:is_ignore>",
+            "    <oml:is_row_identifier>false</oml:is_row_identifier>",
+            "    <oml:number_of_missing_values>0</oml:number_of_missing_values>",
+            "  </oml:feature>",
+        ]
     features_xml = "\n".join([*features, "</oml:data_features>"]) + "\n"
 
     counts = [target.count(c) for c in classes]
-    qualities = {"NumberOfInstances": len(rows), "NumberOfFeatures": len(names) + 1, "NumberOfMissingValues": 0,
-                 "NumberOfInstancesWithMissingValues": 0, "NumberOfNumericFeatures": len(names) + (0 if classes else 1),
-                 "NumberOfSymbolicFeatures": 1 if classes else 0, "NumberOfClasses": len(classes)}
+    qualities = {
+        "NumberOfInstances": len(rows),
+        "NumberOfFeatures": len(names) + 1,
+        "NumberOfMissingValues": 0,
+        "NumberOfInstancesWithMissingValues": 0,
+        "NumberOfNumericFeatures": len(names) + (0 if classes else 1),
+        "NumberOfSymbolicFeatures": 1 if classes else 0,
+        "NumberOfClasses": len(classes),
+    }
     if classes:
         qualities.update(MajorityClassSize=max(counts), MinorityClassSize=min(counts))
-    qualities_xml = "\n".join([
-        f"<oml:data_qualities {oml}>",
-        *(f"  <oml:quality><oml:name>{k}</oml:name><oml:value>{v}</oml:value></oml:quality>" for k, v in qualities.items()),
-        "</oml:data_qualities>",
-    ]) + "\n"
-    return {"description.xml": description_xml, "features.xml": features_xml, "qualities.xml": qualities_xml,
-            "dataset.arff": arff}
+    qualities_xml = (
+        "\n".join(
+            [
+                f"<oml:data_qualities {oml}>",
+                *(
+                    f"  <oml:quality><oml:name>{k}</oml:name><oml:value>{v}</oml:value></oml:quality>"
+                    for k, v in qualities.items()
+                ),
+                "</oml:data_qualities>",
+            ]
+        )
+        + "\n"
+    )
+    return {
+        "description.xml": description_xml,
+        "features.xml": features_xml,
+        "qualities.xml": qualities_xml,
+        "dataset.arff": arff,
+    }

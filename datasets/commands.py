@@ -60,7 +60,8 @@ def cache_options() -> argparse.ArgumentParser:
 def register(subparsers: argparse._SubParsersAction) -> None:
     where = cache_options()
     parser = subparsers.add_parser(
-        "datasets", epilog=DATASETS_EXAMPLES,
+        "datasets",
+        epilog=DATASETS_EXAMPLES,
         help="list, inspect and prefetch the OpenML datasets of the suites",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     show = actions.add_parser(
-        "list", epilog=LIST_EXAMPLES,
+        "list",
+        epilog=LIST_EXAMPLES,
         parents=[where],
         help="list the suites, or the datasets of one suite",
         description="Without --suite, list the shipped suites. With --suite, list its datasets, each with "
@@ -81,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_list)
 
     info = actions.add_parser(
-        "info", epilog=INFO_EXAMPLES,
+        "info",
+        epilog=INFO_EXAMPLES,
         parents=[where],
         help="load one dataset and describe it",
         description="Load an OpenML dataset as the benchmark does and print its name, task, target, rows, "
@@ -93,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
     prefetch = actions.add_parser(
-        "prefetch", epilog=PREFETCH_EXAMPLES,
+        "prefetch",
+        epilog=PREFETCH_EXAMPLES,
         parents=[where],
         help="download a suite into a cache, for machines that are offline",
         description="Download every dataset of a suite (description, features, qualities, data) into the "

@@ -129,7 +129,7 @@ def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings())
         verbose_feature_names_out=False,
     )
     # Categorical columns as objects with NaN for missing values: what the imputer and the encoder take.
-    X = raw.X.astype({c: object for c in raw.categorical})
+    X = raw.X.astype(dict.fromkeys(raw.categorical, object))
     X[raw.categorical] = X[raw.categorical].where(X[raw.categorical].notna(), np.nan)
     encoder.fit(X.iloc[train])
     x_train, x_val, x_test = (
@@ -222,8 +222,13 @@ def get_prepared(
             with np.load(path, allow_pickle=False) as stored:
                 return Prepared(**json.loads(str(stored["meta"])), **{name: stored[name] for name in ARRAYS})
         except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
-            logger.warning("dataset %d seed %d: the prepared arrays %s do not load (%s); preparing them again",
-                           dataset_id, seed, path, one_line(exc))
+            logger.warning(
+                "dataset %d seed %d: the prepared arrays %s do not load (%s); preparing them again",
+                dataset_id,
+                seed,
+                path,
+                one_line(exc),
+            )
             path.unlink(missing_ok=True)
 
     prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings)

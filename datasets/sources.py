@@ -88,8 +88,10 @@ def entry_problem(folder: Path, dataset_id: int) -> str | None:
         with open(data, "rb") as fh:
             actual = hashlib.file_digest(fh, "md5").hexdigest()
         if actual != expected:
-            return (f"dataset.arff has md5 {actual} but its description.xml gives {expected} "
-                    "(the file is truncated or altered)")
+            return (
+                f"dataset.arff has md5 {actual} but its description.xml gives {expected} "
+                "(the file is truncated or altered)"
+            )
     return None
 
 
@@ -208,14 +210,24 @@ class OpenMLCache:
         moved = self._quarantine(dataset_id)
         if source is not None and entry_problem(source, dataset_id) is None:
             self._copy(source, dataset_id)
-            logger.warning("OpenML dataset %d: the cache's copy was corrupt (%s); moved it to %s and copied the "
-                           "entry again from %s", dataset_id, problem, moved, source)
+            logger.warning(
+                "OpenML dataset %d: the cache's copy was corrupt (%s); moved it to %s and copied the "
+                "entry again from %s",
+                dataset_id,
+                problem,
+                moved,
+                source,
+            )
             return
         if source is not None:
-            raise UserError(f"OpenML dataset {dataset_id} is corrupt in the source {source}: {problem}; the "
-                            f"cache's copy was moved to {moved}; repair the source's entry")
-        raise UserError(f"OpenML dataset {dataset_id}: its cache entry is corrupt ({problem}); moved it to {moved}; "
-                        "fetch it again (`distillbench datasets prefetch`) or name a sound copy with --openml-source")
+            raise UserError(
+                f"OpenML dataset {dataset_id} is corrupt in the source {source}: {problem}; the "
+                f"cache's copy was moved to {moved}; repair the source's entry"
+            )
+        raise UserError(
+            f"OpenML dataset {dataset_id}: its cache entry is corrupt ({problem}); moved it to {moved}; "
+            "fetch it again (`distillbench datasets prefetch`) or name a sound copy with --openml-source"
+        )
 
     def _verify_fetched(self, dataset_id: int) -> None:
         """After openml fetched files: the same checks as `_stage` (openml checks the md5 of a data file

@@ -27,7 +27,8 @@ examples:
 
 def register(subparsers) -> None:
     parity = subparsers.add_parser(
-        "parity", epilog=PARITY_EXAMPLES,
+        "parity",
+        epilog=PARITY_EXAMPLES,
         help="check that the PyTorch and TensorFlow implementations compute the same numbers",
         description=(
             "Load identical initial weights (made once in numpy) into both frameworks, compare the forward "
@@ -39,16 +40,25 @@ def register(subparsers) -> None:
         ),
     )
     parity.add_argument("--steps", type=validate.positive_int, default=20, help="Adam steps to compare (default 20)")
-    parity.add_argument("--task", choices=("regression", "classification", "all"), default="all",
-                        help="regression, classification (binary and multi-class) or all (default)")
-    parity.add_argument("--config", default=None, help=f"pipeline config: a TOML file or a preset ({', '.join(presets())}); default: default")
+    parity.add_argument(
+        "--task",
+        choices=("regression", "classification", "all"),
+        default="all",
+        help="regression, classification (binary and multi-class) or all (default)",
+    )
+    parity.add_argument(
+        "--config",
+        default=None,
+        help=f"pipeline config: a TOML file or a preset ({', '.join(presets())}); default: default",
+    )
     parity.add_argument("--seed", type=validate.seed, default=0, help="seed for weights, data and batches (default 0)")
     parity.add_argument("--per-step", action="store_true", help="print every step, not only the largest differences")
     parity.add_argument("--json", action="store_true", help="print the full result as JSON")
     parity.set_defaults(func=_parity)
 
     demo = subparsers.add_parser(
-        "demo", epilog=DEMO_EXAMPLES,
+        "demo",
+        epilog=DEMO_EXAMPLES,
         help="train teacher, compressor and students once on synthetic data and print what happened",
         description=(
             "The smallest end-to-end case, on synthetic data (no network): fit the teacher, fit the "
@@ -57,24 +67,32 @@ def register(subparsers) -> None:
             "`distillbench demo --config seed` runs the source design's own example."
         ),
     )
-    demo.add_argument("--config", default="seed", help=f"a TOML file or a preset ({', '.join(presets())}); default: seed")
+    demo.add_argument(
+        "--config", default="seed", help=f"a TOML file or a preset ({', '.join(presets())}); default: seed"
+    )
     demo.add_argument("--task", choices=("regression", "binary", "multiclass"), default="regression")
-    demo.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
-                      help="comma-separated, each once (default: all)")
-    demo.add_argument("--features", type=validate.positive_int, default=100,
-                      help="input features (default 100, as in the source)")
+    demo.add_argument(
+        "--frameworks",
+        type=validate.comma_list(FRAMEWORKS, "framework"),
+        default=",".join(FRAMEWORKS),
+        help="comma-separated, each once (default: all)",
+    )
+    demo.add_argument(
+        "--features", type=validate.positive_int, default=100, help="input features (default 100, as in the source)"
+    )
     demo.add_argument("--rows", type=validate.positive_int, default=2000, help="rows of synthetic data (default 2000)")
     demo.add_argument("--seed", type=validate.seed, default=0, help="seed for weights, data and batches (default 0)")
     demo.set_defaults(func=_demo)
-
 
 
 def _one_configuration(config, command: str):
     """The config's spec; a sweep's base configuration (its grids left out), said on stderr."""
     spec = load_spec(config)
     if spec.sweep:
-        log.warning(f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for "
-                    f"`distillbench run`; {command} uses its base configuration")
+        log.warning(
+            f"{command}: the config's [sweep] ({len(spec.variants())} configurations) is for "
+            f"`distillbench run`; {command} uses its base configuration"
+        )
         spec = spec.replace(sweep={})
     return spec
 
@@ -88,20 +106,31 @@ def _parity(args) -> int:
         return 0 if result["ok"] else 1
     tol = result["tolerance"]
     change = result["rate_change"]
-    print(f"parity {' vs '.join(result['frameworks'])}: {args.steps} Adam steps, the learning rate set to "
-          f"{change['learning_rate']:g} after step {change['after_step']}, float32, "
-          f"tolerance forward {tol['forward']:g}, per step {tol['step']:g} (largest absolute differences)")
+    print(
+        f"parity {' vs '.join(result['frameworks'])}: {args.steps} Adam steps, the learning rate set to "
+        f"{change['learning_rate']:g} after step {change['after_step']}, float32, "
+        f"tolerance forward {tol['forward']:g}, per step {tol['step']:g} (largest absolute differences)"
+    )
     print(f"{'task':<11} {'role':<35} {'forward':>9} {'outputs':>9} {'loss':>9} {'weights':>9}  verdict")
     for case in result["cases"]:
         worst = case["max"]
-        role = " ".join([case["role"], *([case["objective"]] if case["objective"] else []),
-                         *(["+transfer"] if case["transfer"] else [])])
-        print(f"{case['task']:<11} {role:<35} {case['forward']:9.2e} {worst['outputs']:9.2e} "
-              f"{worst['loss']:9.2e} {worst['weights']:9.2e}  {'ok' if case['ok'] else 'FAIL'}")
+        role = " ".join(
+            [
+                case["role"],
+                *([case["objective"]] if case["objective"] else []),
+                *(["+transfer"] if case["transfer"] else []),
+            ]
+        )
+        print(
+            f"{case['task']:<11} {role:<35} {case['forward']:9.2e} {worst['outputs']:9.2e} "
+            f"{worst['loss']:9.2e} {worst['weights']:9.2e}  {'ok' if case['ok'] else 'FAIL'}"
+        )
         if args.per_step:
             for s in case["steps"]:
-                print(f"{'':<11} {'  step ' + str(s['step']):<35} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} "
-                      f"{s['weights']:9.2e}")
+                print(
+                    f"{'':<11} {'  step ' + str(s['step']):<35} {'':>9} {s['outputs']:9.2e} {s['loss']:9.2e} "
+                    f"{s['weights']:9.2e}"
+                )
     print("parity: ok" if result["ok"] else "parity: FAILED (differences above tolerance)")
     return 0 if result["ok"] else 1
 
@@ -127,12 +156,25 @@ def _demo(args) -> int:
         extra = pipeline.transfer_set(teacher, compressor)
         student, student_fit = pipeline.fit_student_kd(t_train, t_val, extra)
         scratch, scratch_fit = pipeline.fit_student_scratch()
-        print(f"\n[{name}] compressor: {compressor.kind}"
-              + (f" (a={compressor.scale:.4f}, b={compressor.offset:.4f})" if compressor.kind == "affine" else "")
-              + (f"; transfer set: {extra.kind}, {len(extra.x)} rows" if extra.kind != "none" else ""))
-        for role, model, fit in (("teacher", teacher, teacher_fit), ("student_kd", student, student_fit), ("student_scratch", scratch, scratch_fit)):
+        print(
+            f"\n[{name}] compressor: {compressor.kind}"
+            + (f" (a={compressor.scale:.4f}, b={compressor.offset:.4f})" if compressor.kind == "affine" else "")
+            + (f"; transfer set: {extra.kind}, {len(extra.x)} rows" if extra.kind != "none" else "")
+        )
+        for role, model, fit in (
+            ("teacher", teacher, teacher_fit),
+            ("student_kd", student, student_fit),
+            ("student_scratch", scratch, scratch_fit),
+        ):
             pred = pipeline.predict(model, x_test)
-            score = np.mean(pred.argmax(1) == y_test) if task == "classification" else np.sqrt(np.mean((pred - y_test) ** 2))
-            print(f"  {role:<16} test {metric} {score:.4f}  params {pipeline.serve(model).n_params:>7}  "
-                  f"epochs {fit.epochs:>3} (best {fit.best_epoch})  steps {fit.steps:>5} (best {fit.best_step})  {fit.stop_reason}")
+            score = (
+                np.mean(pred.argmax(1) == y_test)
+                if task == "classification"
+                else np.sqrt(np.mean((pred - y_test) ** 2))
+            )
+            print(
+                f"  {role:<16} test {metric} {score:.4f}  params {pipeline.serve(model).n_params:>7}  "
+                f"epochs {fit.epochs:>3} (best {fit.best_epoch})  "
+                f"steps {fit.steps:>5} (best {fit.best_step})  {fit.stop_reason}"
+            )
     return 0

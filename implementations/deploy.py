@@ -42,13 +42,16 @@ def check_tolerance(served: Served, converted: np.ndarray, reference: np.ndarray
     if served.tolerance is not None:
         bound = served.tolerance * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
         if diff > bound:
-            raise ToleranceExceeded(f"max |output - framework output| = {diff:.3g} exceeds the tolerance {bound:.3g} "
-                                    f"({served.tolerance:g} x max(1, max |framework output|))")
+            raise ToleranceExceeded(
+                f"max |output - framework output| = {diff:.3g} exceeds the tolerance {bound:.3g} "
+                f"({served.tolerance:g} x max(1, max |framework output|))"
+            )
     return diff
 
 
-def onnx_served(model: bytes, threads: int | None, exporter: str, n_params: int | None,
-                macs_per_row: int | None) -> Served:
+def onnx_served(
+    model: bytes, threads: int | None, exporter: str, n_params: int | None, macs_per_row: int | None
+) -> Served:
     """An ONNX model (serialised bytes) under onnxruntime's CPU provider, ``threads`` intra-op
     threads (onnxruntime's default, all cores, when None)."""
     import onnxruntime as ort
@@ -66,9 +69,15 @@ def onnx_served(model: bytes, threads: int | None, exporter: str, n_params: int 
     def call(x: np.ndarray) -> np.ndarray:
         return session.run([output], {name: x})[0]
 
-    return Served(call, f"onnxruntime {ort.__version__} InferenceSession on CPUExecutionProvider "
-                        f"({threads or 'default'} intra-op threads), exported by {exporter}, opset {_opset(model)}",
-                  n_params, len(model), macs_per_row, tolerance=ONNX_TOLERANCE)
+    return Served(
+        call,
+        f"onnxruntime {ort.__version__} InferenceSession on CPUExecutionProvider "
+        f"({threads or 'default'} intra-op threads), exported by {exporter}, opset {_opset(model)}",
+        n_params,
+        len(model),
+        macs_per_row,
+        tolerance=ONNX_TOLERANCE,
+    )
 
 
 def _opset(model: bytes) -> str:
@@ -78,8 +87,9 @@ def _opset(model: bytes) -> str:
     return ",".join(str(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")) or "?"
 
 
-def tflite_served(flatbuffer: bytes, threads: int | None, how: str, n_params: int | None,
-                  macs_per_row: int | None) -> Served:
+def tflite_served(
+    flatbuffer: bytes, threads: int | None, how: str, n_params: int | None, macs_per_row: int | None
+) -> Served:
     """A TensorFlow Lite flatbuffer under ``tf.lite.Interpreter``; the input is resized when the
     batch size changes, one interpreter per batch size (allocating tensors costs more than a call)."""
     import tensorflow as tf
@@ -103,8 +113,14 @@ def tflite_served(flatbuffer: bytes, threads: int | None, how: str, n_params: in
         it.invoke()
         return it.get_tensor(out)
 
-    return Served(call, f"tf.lite.Interpreter (TF {tf.__version__}, {threads or 'default'} threads), {how}",
-                  n_params, len(flatbuffer), macs_per_row, tolerance=None)
+    return Served(
+        call,
+        f"tf.lite.Interpreter (TF {tf.__version__}, {threads or 'default'} threads), {how}",
+        n_params,
+        len(flatbuffer),
+        macs_per_row,
+        tolerance=None,
+    )
 
 
 def calibration_rows(x: np.ndarray) -> np.ndarray:

@@ -47,8 +47,9 @@ class Objective:
 OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
-def register_objective(name: str, tasks: tuple[str, ...], scale: Callable[[LossSpec], float],
-                       targets: str | None = None):
+def register_objective(
+    name: str, tasks: tuple[str, ...], scale: Callable[[LossSpec], float], targets: str | None = None
+):
     """Function decorator: the objective ``name`` for these tasks, defined by the decorated numpy
     function (outputs (n, C) or (n, 1), targets, the LossSpec) -> the teacher term of each row;
     ``targets``: its own stage 2 (see the module's docstring)."""

@@ -36,6 +36,7 @@ Tolerances (float32, absolute): forward pass 1e-5; outputs, loss and weights aft
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -44,12 +45,16 @@ from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.objectives import OBJECTIVES
 from distillbench.implementations.pipeline import LossSpec, batch_order, distill_loss, initial_weights, no_labels
 from distillbench.implementations.roles import ROLES
-from distillbench.implementations.spec import PipelineSpec
+from distillbench.implementations.spec import PipelineSpec, TeacherSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
 
 FORWARD_TOLERANCE = 1e-5
 STEP_TOLERANCE = 1e-4
-CASES = {"regression": ("regression",), "classification": ("binary", "multiclass"), "all": ("regression", "binary", "multiclass")}
+CASES = {
+    "regression": ("regression",),
+    "classification": ("binary", "multiclass"),
+    "all": ("regression", "binary", "multiclass"),
+}
 TRANSFER_ROWS = 64
 
 
@@ -78,8 +83,16 @@ def rate_change(spec: PipelineSpec, steps: int) -> dict:
     return {"after_step": steps // 2, "learning_rate": spec.training.learning_rate / 10}
 
 
-def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int, backends,
-                objective: str | None = None, transfer: bool = False) -> dict:
+def parity_case(
+    spec: PipelineSpec,
+    kind: str,
+    role: str,
+    steps: int,
+    seed: int,
+    backends,
+    objective: str | None = None,
+    transfer: bool = False,
+) -> dict:
     """One role on one kind of problem; the distilled student with ``objective`` (default: the
     spec's) and, with ``transfer``, rows without labels in its batches."""
     task, n_classes, x, y = synthetic_problem(kind, 256, 12, seed)
@@ -90,7 +103,9 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
         distill = dataclasses.replace(spec.distill, objective=objective or spec.distill.objective)
         # Targets: the compressor applied to a fixed "teacher output", identical for both.
         rng = np.random.default_rng([seed, 7])
-        raw = rng.normal(size=(len(x), n_classes)) * 3 if task == "classification" else y + 0.3 * rng.normal(size=len(x))
+        raw = (
+            rng.normal(size=(len(x), n_classes)) * 3 if task == "classification" else y + 0.3 * rng.normal(size=len(x))
+        )
         t = fit_compressor(task, distill, raw, y).apply(raw)
         if transfer:  # the last rows lose their labels
             y = np.concatenate([y[:-TRANSFER_ROWS], no_labels(task, TRANSFER_ROWS)])
@@ -101,14 +116,23 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
     models = [b.build(mlp, weights) for b in backends]
     trainers = [b.trainer(m, loss, spec.training) for b, m in zip(backends, models)]
     outputs = [b.predict(m, x) for b, m in zip(backends, models)]
-    result = {"task": kind, "role": role, "objective": objective, "transfer": transfer,
-              "forward": _max_diff([outputs[0]], [outputs[1]]), "steps": []}
-    if role == "teacher":  # what the kind adds, e.g. an ensemble's members as one model
+    result: dict[str, Any] = {
+        "task": kind,
+        "role": role,
+        "objective": objective,
+        "transfer": transfer,
+        "forward": _max_diff([outputs[0]], [outputs[1]]),
+        "steps": [],
+    }
+    # What the teacher's kind adds, e.g. an ensemble's members as one model (the teacher is a TeacherSpec).
+    if role == "teacher" and isinstance(mlp, TeacherSpec):
         extra = [TEACHER_KINDS[mlp.kind].parity_model(b, mlp, x.shape[1], n_classes or 1, task, seed) for b in backends]
         if extra[0] is not None:
             combined = [b.predict(m, x) for b, m in zip(backends, extra)]
             result["forward"] = max(result["forward"], _max_diff([combined[0]], [combined[1]]))
-    batches = [rows for epoch in range(1, steps + 1) for rows in batch_order(len(x), spec.training.batch_size, seed, epoch)][:steps]
+    batches = [
+        rows for epoch in range(1, steps + 1) for rows in batch_order(len(x), spec.training.batch_size, seed, epoch)
+    ][:steps]
     change = rate_change(spec, steps)
     for k, rows in enumerate(batches, start=1):
         if k == change["after_step"] + 1:
@@ -118,19 +142,23 @@ def parity_case(spec: PipelineSpec, kind: str, role: str, steps: int, seed: int,
         losses = [b.loss(m, loss, *batch) for b, m in zip(backends, models)]
         for trainer in trainers:  # the call training makes: rows of the whole arrays
             trainer.run(x, y, t, [rows])
-        result["steps"].append({
-            "step": k,
-            "loss": abs(losses[0] - losses[1]),
-            "outputs": _max_diff([backends[0].predict(models[0], x)], [backends[1].predict(models[1], x)]),
-            "weights": _max_diff(backends[0].get_weights(models[0]), backends[1].get_weights(models[1])),
-        })
+        result["steps"].append(
+            {
+                "step": k,
+                "loss": abs(losses[0] - losses[1]),
+                "outputs": _max_diff([backends[0].predict(models[0], x)], [backends[1].predict(models[1], x)]),
+                "weights": _max_diff(backends[0].get_weights(models[0]), backends[1].get_weights(models[1])),
+            }
+        )
     worst = {key: max((s[key] for s in result["steps"]), default=0.0) for key in ("loss", "outputs", "weights")}
     result["max"] = worst
     result["ok"] = result["forward"] <= FORWARD_TOLERANCE and all(v <= STEP_TOLERANCE for v in worst.values())
     return result
 
 
-def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int = 0, frameworks=("torch", "tensorflow")) -> dict:
+def run_parity(
+    spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int = 0, frameworks=("torch", "tensorflow")
+) -> dict:
     backends = [get_backend(name) for name in frameworks]
     for backend in backends:
         backend.configure(seed)
@@ -138,7 +166,7 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
     cases = []
     for kind in CASES[task]:
         task_of = "regression" if kind == "regression" else "classification"
-        for role in ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity:]:
+        for role in ROLES[not TEACHER_KINDS[spec.teacher.kind].in_parity :]:
             if role != "student_kd":
                 cases.append(parity_case(spec, kind, role, steps, seed, backends))
                 continue
@@ -146,8 +174,12 @@ def run_parity(spec: PipelineSpec, task: str = "all", steps: int = 20, seed: int
                 for transfer in (False, True):
                     cases.append(parity_case(spec, kind, role, steps, seed, backends, objective, transfer))
     return {
-        "frameworks": list(frameworks), "steps": steps, "seed": seed, "rate_change": rate_change(spec, steps),
+        "frameworks": list(frameworks),
+        "steps": steps,
+        "seed": seed,
+        "rate_change": rate_change(spec, steps),
         "transfer_rows": TRANSFER_ROWS,
         "tolerance": {"forward": FORWARD_TOLERANCE, "step": STEP_TOLERANCE},
-        "cases": cases, "ok": all(c["ok"] for c in cases),
+        "cases": cases,
+        "ok": all(c["ok"] for c in cases),
     }

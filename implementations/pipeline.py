@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from distillbench.implementations.compressors import Compressor, fit_compressor,
 from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, PipelineSpec, TrainingSpec
 from distillbench.implementations.teachers import TEACHER_KINDS
 
-# Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two students share
-# one stream: the distilled and the scratch student start from the same weights and see the same
+# Each role (implementations/roles.py) draws its initial weights from its own stream of the run's seed. The two
+# students share one stream: the distilled and the scratch student start from the same weights and see the same
 # batches, so their difference is the teacher's doing alone.
 _INIT_STREAM = {"teacher": 0, "student_kd": 1, "student_scratch": 1}
 
@@ -70,8 +71,14 @@ def distill_loss(task: str, distill: DistillSpec, masked: bool = False) -> LossS
     values (``soft_targets``) whatever ``distill.objective`` says."""
     if task == "regression":
         return LossSpec("regression", alpha=distill.alpha, masked=masked)
-    return LossSpec("classification", alpha=distill.alpha, temperature=distill.temperature,
-                    t_squared=distill.t_squared, objective=distill.objective, masked=masked)
+    return LossSpec(
+        "classification",
+        alpha=distill.alpha,
+        temperature=distill.temperature,
+        t_squared=distill.t_squared,
+        objective=distill.objective,
+        masked=masked,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class FitResult:
     best_step: int = 0  # optimiser steps behind the restored weights
     stop_reason: str = "early_stopping"  # one of STOP_REASONS
     learning_rate: float | None = None  # the rate when training ended (a schedule may lower it)
-    members: tuple["FitResult", ...] = ()
+    members: tuple[FitResult, ...] = ()
     train_call_path: str = ""  # how the training ran (``Trainer.path``), as the records show it
 
 
@@ -97,7 +104,7 @@ def glorot_uniform(spec: MLPSpec, n_in: int, n_out: int, rng: np.random.Generato
     """Initial weights made once in numpy: Glorot-uniform kernels (Keras's default), zero biases."""
     sizes = [n_in, *spec.widths, n_out]
     weights = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         weights.append(rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32))
         weights.append(np.zeros(fan_out, dtype=np.float32))
@@ -125,7 +132,7 @@ def train_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     rows are all in a larger one's), as a scaling study wants."""
     if fraction >= 1.0:
         return np.arange(n_rows)
-    keep = max(1, min(n_rows, int(round(fraction * n_rows))))
+    keep = max(1, min(n_rows, round(fraction * n_rows)))
     return np.sort(np.random.default_rng([seed, 2000]).permutation(n_rows)[:keep])
 
 
@@ -179,11 +186,11 @@ class Backend(abc.ABC):
 
     determinism: str = ""  # the settings ``configure`` made for repeatable runs, as records show them
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> None:  # noqa: B027 - a no-op by default, not abstract: a harness may replace it
         """Called by ``fit`` before every epoch. A harness running several jobs at once replaces it
         to hold this job's training there while another job is being timed."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op by default, not abstract: the backends override it
         """Wait for the device's queued work (a GPU runs asynchronously): called before a clock is
         read. Nothing to wait for on the CPU."""
 
@@ -258,9 +265,16 @@ def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
     return -(-training.eval_steps // steps_per_epoch)
 
 
-def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: int,
-        train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-        val: tuple[np.ndarray, np.ndarray, np.ndarray | None], member: int = 0) -> FitResult:
+def fit(
+    backend: Backend,
+    model,
+    loss: LossSpec,
+    training: TrainingSpec,
+    seed: int,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    member: int = 0,
+) -> FitResult:
     """Mini-batch Adam within ``training``'s budget, evaluated every ``epochs_per_evaluation``
     epochs, with early stopping and the learning-rate schedule (see ``TrainingSpec``); restores the
     best weights. ``member``: see ``batch_order``."""
@@ -272,7 +286,7 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
     reference, epoch, step, since_improved, since_change = np.inf, 0, 0, 0, 0
     reason = None
     while reason is None:
-        batches = []
+        batches: list[np.ndarray] = []
         for _ in range(every):
             room = training.max_steps - step - len(batches)
             if epoch == training.epochs or room == 0:
@@ -300,13 +314,24 @@ def fit(backend: Backend, model, loss: LossSpec, training: TrainingSpec, seed: i
             reason = "max_epochs"
         elif training.time_limit and time.perf_counter() - start >= training.time_limit:
             reason = "time_limit"
-        elif training.lr_schedule == "plateau" and since_change >= training.lr_patience and rate > training.min_learning_rate:
+        elif (
+            training.lr_schedule == "plateau"
+            and since_change >= training.lr_patience
+            and rate > training.min_learning_rate
+        ):
             rate, since_change = max(training.min_learning_rate, rate * training.lr_factor), 0
             trainer.set_learning_rate(rate)
     backend.set_weights(model, best_weights)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_val_loss=float(best_loss), steps=step,
-                     best_step=best_step, stop_reason=reason, learning_rate=rate,
-                     train_call_path=trainer.path)
+    return FitResult(
+        epochs=epoch,
+        best_epoch=best_epoch,
+        best_val_loss=float(best_loss),
+        steps=step,
+        best_step=best_step,
+        stop_reason=reason,
+        learning_rate=rate,
+        train_call_path=trainer.path,
+    )
 
 
 @dataclass
@@ -328,7 +353,7 @@ class Data:
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "classification" else 1
 
-    def subset(self, rows: np.ndarray) -> "Data":
+    def subset(self, rows: np.ndarray) -> Data:
         """These training rows only (validation unchanged)."""
         return dataclasses.replace(self, x_train=self.x_train[rows], y_train=self.y_train[rows])
 
@@ -336,7 +361,11 @@ class Data:
 def training_data(data: Data, training: TrainingSpec, seed: int) -> Data:
     """The data every model of a run is trained on: at ``train_fraction`` < 1 (a scaling study), a
     seeded share of the training rows (``train_rows``); validation unchanged."""
-    return data if training.train_fraction >= 1.0 else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+    return (
+        data
+        if training.train_fraction >= 1.0
+        else data.subset(train_rows(len(data.x_train), training.train_fraction, seed))
+    )
 
 
 def labelled_data(data: Data, spec: PipelineSpec, seed: int) -> tuple[Data, np.ndarray]:
@@ -362,13 +391,23 @@ class Pipeline:
 
     def new_model(self, role: str):
         mlp = self.spec.teacher if role == "teacher" else self.spec.student
-        return self.backend.build(mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role))
+        return self.backend.build(
+            mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role)
+        )
 
     def _fit(self, model, loss: LossSpec, t_val=None, member: int = 0, train=None) -> FitResult:
         """On ``train`` = (x, y, t), by default the training rows without targets."""
         d = self.data
-        return fit(self.backend, model, loss, self.spec.training, self.seed,
-                   train or (d.x_train, d.y_train, None), (d.x_val, d.y_val, t_val), member)
+        return fit(
+            self.backend,
+            model,
+            loss,
+            self.spec.training,
+            self.seed,
+            train or (d.x_train, d.y_train, None),
+            (d.x_val, d.y_val, t_val),
+            member,
+        )
 
     def fit_teacher(self):
         """The teacher of ``spec.teacher.kind`` (``teachers.py``): a framework model, or a
@@ -402,17 +441,21 @@ class Pipeline:
             targets = np.zeros((0, self.data.n_classes) if self.data.task == "classification" else 0, np.float32)
         return transfer.TransferSet(spec.kind, x, targets, generated - start, time.perf_counter() - generated)
 
-    def fit_student_kd(self, targets_train: np.ndarray, targets_val: np.ndarray,
-                       extra: transfer.TransferSet | None = None):
+    def fit_student_kd(
+        self, targets_train: np.ndarray, targets_val: np.ndarray, extra: transfer.TransferSet | None = None
+    ):
         """On the training rows with their labels and targets, and on ``extra``'s rows (a transfer
         set) with their targets alone (``LossSpec.masked``)."""
         model = self.new_model("student_kd")
         d = self.data
         x, y, t = d.x_train, d.y_train, targets_train
         masked = extra is not None and len(extra.x) > 0
-        if masked:
-            x, y, t = (np.concatenate([x, extra.x]), np.concatenate([y, no_labels(d.task, len(extra.x))]),
-                       np.concatenate([t, extra.targets]))
+        if masked and extra is not None:  # (the second test: for the type checker)
+            x, y, t = (
+                np.concatenate([x, extra.x]),
+                np.concatenate([y, no_labels(d.task, len(extra.x))]),
+                np.concatenate([t, extra.targets]),
+            )
         loss = distill_loss(d.task, self.spec.distill, masked)
         return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t))
 

@@ -39,26 +39,44 @@ class LinearModel(trees.SklearnModel):
         return int(coef.size + self.estimator.intercept_.size), int(coef.size)
 
 
-def fit_linear(data: Data, training: TrainingSpec, seed: int, threads: int | None = None) -> tuple[LinearModel, FitResult]:
+def fit_linear(
+    data: Data, training: TrainingSpec, seed: int, threads: int | None = None
+) -> tuple[LinearModel, FitResult]:
     """Logistic regression or ridge regression. Its ``FitResult`` counts the solver's iterations as
     epochs and steps (1 for ridge's closed form)."""
     with trees._threads(threads):
         if data.task == "classification":
-            estimator = LogisticRegression(C=1.0, max_iter=LINEAR_MAX_ITER, random_state=seed).fit(data.x_train, data.y_train)
+            estimator = LogisticRegression(C=1.0, max_iter=LINEAR_MAX_ITER, random_state=seed).fit(
+                data.x_train, data.y_train
+            )
             iterations = int(estimator.n_iter_.max())
         else:
             estimator = Ridge(alpha=1.0).fit(data.x_train, data.y_train)
             iterations = 1
     model = LinearModel(estimator, data.n_classes, threads)
     reason = "max_iter" if iterations >= LINEAR_MAX_ITER else "converged"
-    return model, FitResult(epochs=iterations, best_epoch=iterations, best_val_loss=trees.val_loss(model, data),
-                            steps=iterations, best_step=iterations, stop_reason=reason)
+    return model, FitResult(
+        epochs=iterations,
+        best_epoch=iterations,
+        best_val_loss=trees.val_loss(model, data),
+        steps=iterations,
+        best_step=iterations,
+        stop_reason=reason,
+    )
 
 
-def fit_hgb(data: Data, training: TrainingSpec, seed: int, threads: int | None = None) -> tuple[trees.TreeTeacher, FitResult]:
+def fit_hgb(
+    data: Data, training: TrainingSpec, seed: int, threads: int | None = None
+) -> tuple[trees.TreeTeacher, FitResult]:
     """HistGradientBoosting early-stopped on the validation split, the iterations after the best dropped."""
-    return trees.fit_teacher(TeacherSpec(kind="hist_gradient_boosting", max_iter=HGB_MAX_ITER),
-                             dataclasses.replace(training, patience=HGB_PATIENCE), data, seed, threads)
+    return trees.fit_teacher(
+        # max_iter: a field that the kind declares (spec.with_fields adds it), which mypy cannot see
+        TeacherSpec(kind="hist_gradient_boosting", max_iter=HGB_MAX_ITER),  # type: ignore[call-arg]
+        dataclasses.replace(training, patience=HGB_PATIENCE),
+        data,
+        seed,
+        threads,
+    )
 
 
 # The reference roles (implementations/roles.py) and how each is fitted, in display order.

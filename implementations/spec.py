@@ -127,8 +127,10 @@ class DistillSpec:
             declared.check(f"distill.{name}", getattr(self, name))
         objective = OBJECTIVES.known(self.objective, "distill.objective")
         if objective.targets and self.classification_compressor != "temperature":
-            raise ConfigError(f"distill.classification_compressor: not used by objective {self.objective!r}, "
-                              f"whose targets are the teacher's {objective.targets} (no compressor is applied)")
+            raise ConfigError(
+                f"distill.classification_compressor: not used by objective {self.objective!r}, "
+                f"whose targets are the teacher's {objective.targets} (no compressor is applied)"
+            )
 
 
 MAX_TRANSFER_SIZE = 64  # times the training rows: a transfer set is held in memory, with its teacher targets
@@ -163,15 +165,21 @@ class TransferSpec:
     labelled_fraction: float = 0.1
 
     USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
-        "size": GENERATORS, "p": ("munge",), "s": ("munge",), "mixup_alpha": ("mixup",), "noise_sd": ("gaussian",),
-        "labelled_fraction": ("unlabeled",)}
+        "size": GENERATORS,
+        "p": ("munge",),
+        "s": ("munge",),
+        "mixup_alpha": ("mixup",),
+        "noise_sd": ("gaussian",),
+        "labelled_fraction": ("unlabeled",),
+    }
 
     def validate(self) -> None:
         if self.kind not in TRANSFER_KINDS:
             raise ConfigError(f"transfer.kind: unknown transfer set {self.kind!r} (known: {', '.join(TRANSFER_KINDS)})")
         if not 0 <= self.size <= MAX_TRANSFER_SIZE:
-            raise ConfigError(f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), "
-                              f"got {self.size!r}")
+            raise ConfigError(
+                f"transfer.size: must be in [0, {MAX_TRANSFER_SIZE}] (times the training rows), got {self.size!r}"
+            )
         if not 0.0 <= self.p <= 1.0:
             raise ConfigError(f"transfer.p: must be in [0, 1], got {self.p!r}")
         for name in ("s", "mixup_alpha"):
@@ -184,9 +192,9 @@ class TransferSpec:
         defaults = TransferSpec()
         for name, kinds in self.USED_BY.items():
             if self.kind not in kinds and getattr(self, name) != getattr(defaults, name):
-                raise ConfigError(f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, "
-                                  f"not {self.kind!r}")
-
+                raise ConfigError(
+                    f"transfer.{name}: used only by kind {' or '.join(map(repr, kinds))}, not {self.kind!r}"
+                )
 
 
 LR_SCHEDULES = ("constant", "plateau")
@@ -243,7 +251,9 @@ class TrainingSpec:
         for name in ("epochs", "max_steps", "batch_size", "eval_steps", "patience", "lr_patience"):
             value, least = getattr(self, name), 0 if name == "patience" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"training.{name}: must be a {'non-negative' if least == 0 else 'positive'} integer, got {value!r}")
+                raise ConfigError(
+                    f"training.{name}: must be a {'non-negative' if least == 0 else 'positive'} integer, got {value!r}"
+                )
         for name in ("learning_rate", "min_learning_rate"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"training.{name}: must be > 0 and finite, got {getattr(self, name)!r}")
@@ -253,21 +263,29 @@ class TrainingSpec:
         if not 0 < self.epsilon < math.inf:
             raise ConfigError(f"training.epsilon: must be > 0 and finite, got {self.epsilon!r}")
         if not 0.0 <= self.time_limit < math.inf:
-            raise ConfigError(f"training.time_limit: must be >= 0 (seconds, 0 = no limit) and finite, got {self.time_limit!r}")
+            raise ConfigError(
+                f"training.time_limit: must be >= 0 (seconds, 0 = no limit) and finite, got {self.time_limit!r}"
+            )
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"training.train_fraction: must be in (0, 1], got {self.train_fraction!r}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"training.lr_schedule: must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+            raise ConfigError(
+                f"training.lr_schedule: must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         if not 0.0 < self.lr_factor < 1.0:
             raise ConfigError(f"training.lr_factor: must be in (0, 1), got {self.lr_factor!r}")
         if self.lr_schedule == "plateau" and self.min_learning_rate > self.learning_rate:
-            raise ConfigError(f"training.min_learning_rate: must be at most training.learning_rate "
-                              f"({self.learning_rate!r}), got {self.min_learning_rate!r}")
+            raise ConfigError(
+                f"training.min_learning_rate: must be at most training.learning_rate "
+                f"({self.learning_rate!r}), got {self.min_learning_rate!r}"
+            )
         if self.lr_schedule != "plateau":
             for name in ("lr_factor", "lr_patience", "min_learning_rate"):
                 default = next(f.default for f in dataclasses.fields(TrainingSpec) if f.name == name)
                 if getattr(self, name) != default:
-                    raise ConfigError(f"training.{name}: used only by lr_schedule = 'plateau', not {self.lr_schedule!r}")
+                    raise ConfigError(
+                        f"training.{name}: used only by lr_schedule = 'plateau', not {self.lr_schedule!r}"
+                    )
 
 
 @dataclass(frozen=True)
@@ -288,7 +306,7 @@ class PipelineSpec:
         if type(self.teacher) is MLPSpec:  # a plain MLP given as the teacher: kind "mlp"
             object.__setattr__(self, "teacher", TeacherSpec(**dataclasses.asdict(self.teacher)))
 
-    def validate(self) -> "PipelineSpec":
+    def validate(self) -> PipelineSpec:
         self.teacher.validate("teacher")
         self.student.validate("student")
         self.distill.validate()
@@ -304,7 +322,7 @@ class PipelineSpec:
             del data["transfer"]
         return data
 
-    def variants(self) -> list["Variant"]:
+    def variants(self) -> list[Variant]:
         """The configurations of the sweep: the Cartesian product of its grids, the first key varying
         slowest (the file's order). Without a sweep, one variant: label None, params {}, this spec."""
         if not self.sweep:
@@ -318,7 +336,7 @@ class PipelineSpec:
             out.append(Variant(label, params, _with_value(base, params)))
         return out
 
-    def replace(self, **sections: Any) -> "PipelineSpec":
+    def replace(self, **sections: Any) -> PipelineSpec:
         """A copy with some sections replaced, e.g. ``spec.replace(training=...)``."""
         return dataclasses.replace(self, **sections).validate()
 
@@ -333,7 +351,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
         path = f"{where}.{key}" if where else key
         if key not in known:
             raise ConfigError(f"{path}: unknown field (known: {', '.join(known)})")
-        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING else known[key].default
+        declared = known[key]
+        default = (
+            declared.default_factory() if declared.default_factory is not dataclasses.MISSING else declared.default
+        )
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, path)
         elif isinstance(default, bool):
@@ -409,7 +430,7 @@ def _parse_sweep(base: PipelineSpec, table: Any) -> dict[str, list]:
     MAX_VARIANTS configurations, every value valid for its field; errors name the key and the value's
     index. The number of configurations is refused before any value is checked (linear in the values)."""
     if not isinstance(table, dict):
-        raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {table!r}")
+        raise ConfigError(f'sweep: must be a table of "section.field" = [values], got {table!r}')
     sweep = _flatten(table)
     sections = _sections(base)
     for path, values in sweep.items():
@@ -454,12 +475,16 @@ def spec_from_dict(data: dict[str, Any]) -> PipelineSpec:
         spec = dataclasses.replace(spec, sweep=_parse_sweep(spec, sweep))
         spec.variants()  # every grid point, as a whole spec
     elif sweep is not None and sweep != {}:
-        raise ConfigError(f"sweep: must be a table of \"section.field\" = [values], got {sweep!r}")
+        raise ConfigError(f'sweep: must be a table of "section.field" = [values], got {sweep!r}')
     return spec
 
 
 def presets() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(__package__).joinpath("presets").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files(__package__).joinpath("presets").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def load_spec(name_or_path: str | Path | None = None) -> PipelineSpec:

@@ -22,14 +22,14 @@ from pathlib import Path
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hides the oneDNN notice; changes no result
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from distillbench.implementations import deploy  # noqa: E402
+from distillbench.implementations import deploy
 from distillbench.implementations.objectives import OBJECTIVES
-from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer  # noqa: E402
-from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips  # noqa: E402
+from distillbench.implementations.pipeline import Backend, LossSpec, Served, Trainer
+from distillbench.implementations.spec import MLPSpec, TrainingSpec, residual_skips
 
 
 def _soft_targets(spec: LossSpec):
@@ -70,8 +70,9 @@ def loss_fn(spec: LossSpec):
             label = tf.square(out[:, 0] - tf.where(labelled, y, tf.zeros_like(y)))  # no NaN reaches a gradient
         else:
             labelled = y >= 0
-            label = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(labelled, y, tf.zeros_like(y)),
-                                                                   logits=out)
+            label = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.where(labelled, y, tf.zeros_like(y)), logits=out
+            )
         w = spec.alpha * tf.cast(labelled, out.dtype)
         return tf.reduce_mean(w * label + (1.0 - w) * scale * teacher_term(out, t))
 
@@ -83,6 +84,7 @@ def loss_fn(spec: LossSpec):
         else:
             loss = spec.alpha * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
         return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * tf.reduce_mean(teacher_term(out, t))
+
     return objective
 
 
@@ -124,7 +126,9 @@ class EnsembleMean(keras.layers.Layer):
 
 def _with_forward(model: keras.Model, n_in: int) -> keras.Model:
     # One trace for every batch size: no retracing between single rows and large batches.
-    model.forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, n_in], tf.float32)])
+    model.forward = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, n_in], tf.float32)]
+    )
     return model
 
 
@@ -137,7 +141,9 @@ class TensorFlowBackend(Backend):
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
         gpus = tf.config.list_physical_devices("GPU")
         if device == "gpu" and not gpus:
-            raise RuntimeError("--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? see the README's GPU section)")
+            raise RuntimeError(
+                "--device gpu: TensorFlow sees no GPU (tensorflow-cpu installed? see the README's GPU section)"
+            )
         try:
             if device == "cpu":
                 tf.config.set_visible_devices([], "GPU")
@@ -156,7 +162,9 @@ class TensorFlowBackend(Backend):
         self.device = device
         if device == "gpu":  # TF32 matmuls (Ampere and later) would round differently from the CPU and torch
             tf.config.experimental.enable_tensor_float_32_execution(False)
-            self.determinism += ", TF32 off (on GPU: TensorFlow's documented settings, not checked by this project's tests)"
+            self.determinism += (
+                ", TF32 off (on GPU: TensorFlow's documented settings, not checked by this project's tests)"
+            )
 
     def synchronize(self) -> None:
         if self.device == "gpu":
@@ -203,7 +211,10 @@ class TensorFlowBackend(Backend):
 
     def trainer(self, model, loss: LossSpec, training: TrainingSpec):
         optimizer = TextbookAdam(
-            learning_rate=training.learning_rate, beta_1=training.beta_1, beta_2=training.beta_2, epsilon=training.epsilon,
+            learning_rate=training.learning_rate,
+            beta_1=training.beta_1,
+            beta_2=training.beta_2,
+            epsilon=training.epsilon,
         )
         optimizer.build(model.trainable_variables)
         return _TFTrainer(model, optimizer, loss_fn(loss))
@@ -229,9 +240,13 @@ class TensorFlowBackend(Backend):
 
             with contextlib.redirect_stdout(io.StringIO()):
                 proto, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature)
-            return deploy.onnx_served(proto.SerializeToString(), self.threads,
-                                      f"tf2onnx {tf2onnx.__version__} from the model's tf.function (TF {tf.__version__})",
-                                      self.n_params(model), self.macs_per_row(model))
+            return deploy.onnx_served(
+                proto.SerializeToString(),
+                self.threads,
+                f"tf2onnx {tf2onnx.__version__} from the model's tf.function (TF {tf.__version__})",
+                self.n_params(model),
+                self.macs_per_row(model),
+            )
 
         def int8() -> Served:
             from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -247,14 +262,19 @@ class TensorFlowBackend(Backend):
                     converter.optimizations = [tf.lite.Optimize.DEFAULT]
                     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                     converter.representative_dataset = lambda: (
-                        [calibration[i : i + 32]] for i in range(0, len(calibration), 32))
+                        [calibration[i : i + 32]] for i in range(0, len(calibration), 32)
+                    )
                     flatbuffer = converter.convert()
                 finally:
                     absl.setLevel(absl_level)
-            return deploy.tflite_served(flatbuffer, self.threads,
-                                        f"full-integer int8 by tf.lite.TFLiteConverter (int8 weights per channel, "
-                                        f"activations calibrated on {len(calibration)} training rows, float32 in/out)",
-                                        self.n_params(model), self.macs_per_row(model))
+            return deploy.tflite_served(
+                flatbuffer,
+                self.threads,
+                f"full-integer int8 by tf.lite.TFLiteConverter (int8 weights per channel, "
+                f"activations calibrated on {len(calibration)} training rows, float32 in/out)",
+                self.n_params(model),
+                self.macs_per_row(model),
+            )
 
         return {"onnx": onnx, "int8": int8}
 
@@ -267,8 +287,10 @@ class _TFTrainer(Trainer):
     not used: the default teacher's step ran 5x slower under it, the student's 2.5x faster but only
     at a fixed batch shape and after a compile of ~3 s per model, more than it saves here."""
 
-    path = ("tf.function: one call per epoch, a tf.while_loop over the batches (rows gathered from tensors "
-            "made once per epoch), a GradientTape step of TextbookAdam per batch")
+    path = (
+        "tf.function: one call per epoch, a tf.while_loop over the batches (rows gathered from tensors "
+        "made once per epoch), a GradientTape step of TextbookAdam per batch"
+    )
 
     def __init__(self, model, optimizer, objective):
         self.optimizer = optimizer
@@ -281,8 +303,9 @@ class _TFTrainer(Trainer):
         @tf.function(reduce_retracing=True)
         def epoch(x, y, t, rows, starts, ends):
             for i in tf.range(tf.size(ends)):
-                batch = rows[starts[i]:ends[i]]
+                batch = rows[starts[i] : ends[i]]
                 step(tf.gather(x, batch), tf.gather(y, batch), None if t is None else tf.gather(t, batch))
+
         self._step, self._epoch = tf.function(step, reduce_retracing=True), epoch
 
     def step(self, x, y, t) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import logging
 import math
 import os
@@ -73,6 +74,7 @@ def loss_fn(spec: LossSpec):
         else:
             loss = spec.alpha * F.cross_entropy(out, y)
         return loss if spec.alpha == 1.0 else loss + (1.0 - spec.alpha) * scale * torch.mean(teacher_term(out, t))
+
     return objective
 
 
@@ -82,7 +84,7 @@ class ResidualMLP(nn.Module):
 
     def __init__(self, sizes: list[int], spec: MLPSpec, skips: list[bool]):
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.act = _ACTIVATIONS[spec.activation]()
         self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.skips = list(skips)
@@ -125,8 +127,10 @@ class TorchBackend(Backend):
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = False
-            self.determinism += (f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
-                                 "(on GPU: torch's documented settings, not checked by this project's tests)")
+            self.determinism += (
+                f", CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, TF32 off "
+                "(on GPU: torch's documented settings, not checked by this project's tests)"
+            )
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         if threads:
             torch.set_num_threads(threads)
@@ -141,7 +145,9 @@ class TorchBackend(Backend):
     def build(self, spec: MLPSpec, weights: list[np.ndarray]) -> nn.Module:
         skips = residual_skips(spec)
         if any(skips):
-            model = ResidualMLP([weights[0].shape[0], *(b.shape[0] for b in weights[1::2])], spec, skips).to(self.device)
+            model = ResidualMLP([weights[0].shape[0], *(b.shape[0] for b in weights[1::2])], spec, skips).to(
+                self.device
+            )
             self.set_weights(model, weights)
             return model
         layers: list[nn.Module] = []
@@ -181,8 +187,13 @@ class TorchBackend(Backend):
         # fused: one kernel updates every parameter (torch's CPU and CUDA fused Adam); it differs
         # from the per-parameter update by float rounding only (3e-8 here) and is deterministic.
         optimizer = torch.optim.Adam(
-            model.parameters(), lr=training.learning_rate, betas=(training.beta_1, training.beta_2),
-            eps=training.epsilon, weight_decay=0.0, amsgrad=False, fused=True,
+            model.parameters(),
+            lr=training.learning_rate,
+            betas=(training.beta_1, training.beta_2),
+            eps=training.epsilon,
+            weight_decay=0.0,
+            amsgrad=False,
+            fused=True,
         )
         return _TorchTrainer(model, optimizer, loss_fn(loss), self._tensor)
 
@@ -197,6 +208,7 @@ class TorchBackend(Backend):
         def call(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return model(self._tensor(x)).cpu().numpy()
+
         return call, f"torch eager nn.Module call under torch.inference_mode() on {self.device.type}"
 
     def serialized_size(self, model) -> int:
@@ -218,12 +230,22 @@ class TorchBackend(Backend):
         def onnx() -> Served:
             with warnings.catch_warnings(), _quiet_onnx_exporter():
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(cpu_copy(), (example,), dynamo=True, verbose=False,
-                                            input_names=["x"], output_names=["y"],
-                                            dynamic_shapes=({0: torch.export.Dim("batch")},))
-            return deploy.onnx_served(program.model_proto.SerializeToString(), self.threads,
-                                      f"torch.onnx.export (dynamo) from torch {torch.__version__}",
-                                      self.n_params(model), self.macs_per_row(model))
+                program = torch.onnx.export(
+                    cpu_copy(),
+                    (example,),
+                    dynamo=True,
+                    verbose=False,
+                    input_names=["x"],
+                    output_names=["y"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                )
+            return deploy.onnx_served(
+                program.model_proto.SerializeToString(),
+                self.threads,
+                f"torch.onnx.export (dynamo) from torch {torch.__version__}",
+                self.n_params(model),
+                self.macs_per_row(model),
+            )
 
         def int8() -> Served:
             with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao, not yet gone
@@ -235,11 +257,18 @@ class TorchBackend(Backend):
             def call(x: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():
                     return quantized(torch.from_numpy(x)).numpy()
-            return Served(call, f"torch {torch.__version__} dynamic int8 quantisation "
-                                f"(torch.ao.quantization.quantize_dynamic of nn.Linear: int8 weights per tensor, "
-                                f"activations quantised per call, {torch.backends.quantized.engine} engine) "
-                                f"on cpu under torch.inference_mode()",
-                          self.n_params(model), buffer.getbuffer().nbytes, self.macs_per_row(model), tolerance=None)
+
+            return Served(
+                call,
+                f"torch {torch.__version__} dynamic int8 quantisation "
+                f"(torch.ao.quantization.quantize_dynamic of nn.Linear: int8 weights per tensor, "
+                f"activations quantised per call, {torch.backends.quantized.engine} engine) "
+                f"on cpu under torch.inference_mode()",
+                self.n_params(model),
+                buffer.getbuffer().nbytes,
+                self.macs_per_row(model),
+                tolerance=None,
+            )
 
         return {"onnx": onnx, "int8": int8}
 

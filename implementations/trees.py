@@ -70,9 +70,14 @@ class SklearnModel(NeutralModel):
     def serve(self) -> Served:
         method = "decision_function" if self.n_classes else "predict"
         n_params, macs = self.size()
-        return Served(self.outputs, f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
-                                    "on numpy (framework-independent)",
-                      n_params=n_params, model_bytes=len(pickle.dumps(self.estimator)), macs_per_row=macs)
+        return Served(
+            self.outputs,
+            f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
+            "on numpy (framework-independent)",
+            n_params=n_params,
+            model_bytes=len(pickle.dumps(self.estimator)),
+            macs_per_row=macs,
+        )
 
 
 class TreeTeacher(SklearnModel):
@@ -97,13 +102,19 @@ def val_loss(model: SklearnModel, data: Data) -> float:
     return float(-np.mean(log_p[np.arange(len(out)), data.y_val]))
 
 
-def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int,
-                threads: int | None = None) -> tuple[TreeTeacher, FitResult]:
+def fit_teacher(
+    spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int, threads: int | None = None
+) -> tuple[TreeTeacher, FitResult]:
     cls = HistGradientBoostingClassifier if data.task == "classification" else HistGradientBoostingRegressor
-    settings = dict(learning_rate=spec.learning_rate, max_leaf_nodes=spec.max_leaf_nodes, random_state=seed)
+    settings = {"learning_rate": spec.learning_rate, "max_leaf_nodes": spec.max_leaf_nodes, "random_state": seed}
     with _threads(threads):
-        estimator = cls(max_iter=spec.max_iter, early_stopping=True, scoring="loss",
-                        n_iter_no_change=max(1, training.patience), **settings)
+        estimator = cls(
+            max_iter=spec.max_iter,
+            early_stopping=True,
+            scoring="loss",
+            n_iter_no_change=max(1, training.patience),
+            **settings,
+        )
         estimator.fit(data.x_train, data.y_train, X_val=data.x_val, y_val=data.y_val)
         iterations = estimator.n_iter_
         # validation_score_[k]: minus the validation loss after k iterations (k = 0: before any tree).
@@ -111,6 +122,12 @@ def fit_teacher(spec: TeacherSpec, training: TrainingSpec, data: Data, seed: int
         if best < iterations:
             estimator = cls(max_iter=best, early_stopping=False, **settings).fit(data.x_train, data.y_train)
     teacher = TreeTeacher(estimator, data.n_classes, threads)
-    return teacher, FitResult(epochs=iterations, best_epoch=best, best_val_loss=val_loss(teacher, data), steps=iterations,
-                              best_step=best, stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping",
-                              train_call_path=f"scikit-learn {cls.__name__}.fit, early stopping on the validation split")
+    return teacher, FitResult(
+        epochs=iterations,
+        best_epoch=best,
+        best_val_loss=val_loss(teacher, data),
+        steps=iterations,
+        best_step=best,
+        stop_reason="max_iter" if iterations == spec.max_iter else "early_stopping",
+        train_call_path=f"scikit-learn {cls.__name__}.fit, early stopping on the validation split",
+    )

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import openml
 import pytest
-from conftest import PROXY_VARIABLES
 import sklearn
 from sklearn import datasets as skdatasets
 
+from conftest import PROXY_VARIABLES
 from distillbench.benchmarks.running.fallback import suite_fallback
 from distillbench.datasets.builtin import (
     BUILTINS,
@@ -88,7 +88,9 @@ def test_every_entry_loads_through_openml_and_prepares(tmp_path, offline) -> Non
         assert int(dataset.qualities["NumberOfInstances"]) == len(dataset.get_data()[0])
 
         raw = load_dataset(builtin.dataset_id, cache=cache)
-        assert raw.source_file == tmp_path / "cache" / FOLDER / DATASETS_SUBDIR / str(builtin.dataset_id) / "dataset.arff"
+        assert (
+            raw.source_file == tmp_path / "cache" / FOLDER / DATASETS_SUBDIR / str(builtin.dataset_id) / "dataset.arff"
+        )
         assert raw.categorical == [] and not raw.notes
         if builtin.name in SKLEARN_DATA:  # exactly scikit-learn's numbers, labels and class order
             bunch = SKLEARN_DATA[builtin.name]()
@@ -120,10 +122,17 @@ def test_every_entry_loads_through_openml_and_prepares(tmp_path, offline) -> Non
 @pytest.mark.slow
 def test_generation_is_deterministic_atomic_and_regenerated_when_missing(tmp_path) -> None:
     write_builtin_source(tmp_path / "here")
-    code = "import sys; from pathlib import Path; from distillbench.datasets.builtin import write_builtin_source; " \
-           "write_builtin_source(Path(sys.argv[1]))"
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "there")], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    code = (
+        "import sys; from pathlib import Path; from distillbench.datasets.builtin import write_builtin_source; "
+        "write_builtin_source(Path(sys.argv[1]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "there")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     here = tree_bytes(tmp_path / "here")
     assert here == tree_bytes(tmp_path / "there")
@@ -165,7 +174,9 @@ def test_no_fallback_while_openml_can_be_reached(tmp_path, monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     with socket.create_server(("127.0.0.1", 0)) as server:  # answers connections, as openml.org would
         monkeypatch.setattr(openml.config, "server", f"http://127.0.0.1:{server.getsockname()[1]}/api/v1/xml")
-        assert suite_fallback(load_suite("smoke").entries, "smoke", load_suite("builtin"), *cache_args(tmp_path)) is None
+        assert (
+            suite_fallback(load_suite("smoke").entries, "smoke", load_suite("builtin"), *cache_args(tmp_path)) is None
+        )
 
 
 # ---- `distillbench run --fallback-suite builtin`, offline, as a user runs it
@@ -182,10 +193,34 @@ def fallback_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     env.update(PYTHONPATH=str(tmp / "offline"), XDG_CONFIG_HOME=str(tmp / "config"))
     out = tmp / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "distillbench.cli", "run", "--suite", "smoke", "--fallback-suite", "builtin",
-         "--cache", str(tmp / "cache"), "--config", str(tmp / "tiny.toml"), "--frameworks", "torch", "--seeds", "1",
-         "--timing-budget", "0.05", "--no-deploy", "--out", str(out)],
-        cwd=tmp, capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "distillbench.cli",
+            "run",
+            "--suite",
+            "smoke",
+            "--fallback-suite",
+            "builtin",
+            "--cache",
+            str(tmp / "cache"),
+            "--config",
+            str(tmp / "tiny.toml"),
+            "--frameworks",
+            "torch",
+            "--seeds",
+            "1",
+            "--timing-budget",
+            "0.05",
+            "--no-deploy",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     return result, out
 
@@ -204,7 +239,10 @@ def test_offline_run_falls_back_to_the_builtin_suite(fallback_run) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["suite"] == "builtin" and manifest["status"] == "complete"
     assert {k: manifest["fallback"][k] for k in ("from", "to", "requested")} == {
-        "from": "smoke", "to": "builtin", "requested": [61, 531]}
+        "from": "smoke",
+        "to": "builtin",
+        "requested": [61, 531],
+    }
     assert "www.openml.org cannot be reached" in manifest["fallback"]["reason"]
     assert [d["id"] for d in manifest["datasets"]] == [b.dataset_id for b in BUILTINS]
 
@@ -218,8 +256,12 @@ def test_offline_run_falls_back_to_the_builtin_suite(fallback_run) -> None:
 def test_the_report_of_a_fallback_run_labels_its_datasets(fallback_run, tmp_path) -> None:
     result, out = fallback_run
     assert result.returncode == 0, result.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "distillbench.cli", "report", str(out), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "distillbench.cli", "report", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report.md").read_text()
     assert "builtin" in text and "scikit-learn bundled" in text and "SYNTHETIC" in text  # the suite's notes

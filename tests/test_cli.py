@@ -83,10 +83,28 @@ def test_a_bad_value_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, monke
 def test_good_values_are_parsed_as_given() -> None:
     from distillbench.cli import build_parser
 
-    args = build_parser().parse_args(["run", "--datasets", " 61, 31 ", "--frameworks", "tensorflow", "--seeds", "2",
-                                      "--timing-budget", "0.5", "--out", "results/my-run"])
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--datasets",
+            " 61, 31 ",
+            "--frameworks",
+            "tensorflow",
+            "--seeds",
+            "2",
+            "--timing-budget",
+            "0.5",
+            "--out",
+            "results/my-run",
+        ]
+    )
     assert (args.datasets, args.frameworks, args.seeds, args.timing_budget, args.out) == (
-        [61, 31], ["tensorflow"], 2, 0.5, "results/my-run")
+        [61, 31],
+        ["tensorflow"],
+        2,
+        0.5,
+        "results/my-run",
+    )
     assert build_parser().parse_args(["run"]).frameworks == ["torch", "tensorflow"]  # the default, parsed
 
 
@@ -192,7 +210,7 @@ def test_every_help_ends_with_real_examples() -> None:
     assert len(parsers) >= 13
     for parser in parsers:
         text = parser.format_help()
-        tail = text[text.rindex("\nexamples:\n") + len("\nexamples:\n"):].rstrip("\n").splitlines()
+        tail = text[text.rindex("\nexamples:\n") + len("\nexamples:\n") :].rstrip("\n").splitlines()
         assert 2 <= len(tail) <= 3, (parser.prog, tail)
         for line in tail:
             command = shlex.split(line.split("  # ")[0])
@@ -211,9 +229,28 @@ def test_tox_runs_its_own_tox_whatever_started_it(tmp_path) -> None:
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    shown = subprocess.run([sys.executable, "-m", "tox", "config", "-c", str(root), "--workdir", str(tmp_path),
-                            "-e", "bench,micro", "-k", "deps", "commands_pre", "allowlist_externals"],
-                           capture_output=True, text=True, env=env, timeout=120)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tox",
+            "config",
+            "-c",
+            str(root),
+            "--workdir",
+            str(tmp_path),
+            "-e",
+            "bench,micro",
+            "-k",
+            "deps",
+            "commands_pre",
+            "allowlist_externals",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr
     sections = shown.stdout.split("[testenv:")[1:]
     assert len(sections) == 2

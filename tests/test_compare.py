@@ -65,23 +65,53 @@ def make_record(run_id: str, dataset_id: int, seed: int, framework: str, role: s
     offset = SPREAD[seed % len(SPREAD)]
     quality = {"teacher": 0.0, "student_kd": -0.01, "student_scratch": -0.03}[role]
     if classification:
-        metrics = {"accuracy": 0.90 + quality + offset, "balanced_accuracy": 0.89 + quality + offset,
-                   "log_loss": 0.30 - quality - offset, "roc_auc": 0.97 + quality / 2 + offset / 3}
+        metrics = {
+            "accuracy": 0.90 + quality + offset,
+            "balanced_accuracy": 0.89 + quality + offset,
+            "log_loss": 0.30 - quality - offset,
+            "roc_auc": 0.97 + quality / 2 + offset / 3,
+        }
     else:
-        metrics = {"rmse": 4.0 - 10 * quality - 10 * offset, "mae": 3.0 - 8 * quality - 8 * offset,
-                   "r2": 0.80 + quality + offset}
+        metrics = {
+            "rmse": 4.0 - 10 * quality - 10 * offset,
+            "mae": 3.0 - 8 * quality - 8 * offset,
+            "r2": 0.80 + quality + offset,
+        }
     latency = {"teacher": 200.0, "student_kd": 40.0, "student_scratch": 40.0}[role] * (1 + offset)
     record = new_record(
-        run_id=run_id, dataset_id=dataset_id, dataset_name="iris" if classification else "boston",
-        task="classification" if classification else "regression", framework=framework,
-        framework_version="2.13.0" if framework == "torch" else "2.21.0", seed=seed, role=role, status="ok",
-        metrics=metrics, primary_metric="accuracy" if classification else "rmse",
-        train_seconds=(3.0 if role == "teacher" else 1.0) * (1 + offset), train_cpu_seconds=2.0, epochs=20,
-        best_epoch=15, seconds_per_epoch=0.1, peak_rss_mb=300.0, latency_p50_us=latency,
-        latency_p90_us=latency * 1.2, latency_p99_us=latency * 2, throughput_rows_per_s=1e6 / latency * 100,
-        throughput_batch=4096, call_path="synthetic", n_params=1000 if role == "teacher" else 100,
-        model_bytes=4000, macs_per_row=900, threads=2, device="cpu", machine=ENV["machine"],
-        dataset_checksum="abc", measure_seconds=1.0, started=1.0, finished=2.0,
+        run_id=run_id,
+        dataset_id=dataset_id,
+        dataset_name="iris" if classification else "boston",
+        task="classification" if classification else "regression",
+        framework=framework,
+        framework_version="2.13.0" if framework == "torch" else "2.21.0",
+        seed=seed,
+        role=role,
+        status="ok",
+        metrics=metrics,
+        primary_metric="accuracy" if classification else "rmse",
+        train_seconds=(3.0 if role == "teacher" else 1.0) * (1 + offset),
+        train_cpu_seconds=2.0,
+        epochs=20,
+        best_epoch=15,
+        seconds_per_epoch=0.1,
+        peak_rss_mb=300.0,
+        latency_p50_us=latency,
+        latency_p90_us=latency * 1.2,
+        latency_p99_us=latency * 2,
+        throughput_rows_per_s=1e6 / latency * 100,
+        throughput_batch=4096,
+        call_path="synthetic",
+        n_params=1000 if role == "teacher" else 100,
+        model_bytes=4000,
+        macs_per_row=900,
+        threads=2,
+        device="cpu",
+        machine=ENV["machine"],
+        dataset_checksum="abc",
+        measure_seconds=1.0,
+        started=1.0,
+        finished=2.0,
     )
     if role != "teacher":
         record.update(retention=97.0 + 100 * quality + 10 * offset, speedup=5.0, compression=10.0)
@@ -97,9 +127,19 @@ def make_records(run_id: str = "run", seeds=SEEDS, frameworks=FRAMEWORKS) -> lis
 def make_manifest(run_id: str, seeds=SEEDS, **changes) -> dict:
     now = time.time()
     manifest = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "complete", "suite": "smoke", "config": PipelineSpec().to_dict(),
-        "seeds": list(seeds), "frameworks": list(FRAMEWORKS), "threads": 2, "device": "cpu",
-        "timing_budget_s": 2.0, "environment": copy.deepcopy(ENV), "started": now - 60, "finished": now,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": "complete",
+        "suite": "smoke",
+        "config": PipelineSpec().to_dict(),
+        "seeds": list(seeds),
+        "frameworks": list(FRAMEWORKS),
+        "threads": 2,
+        "device": "cpu",
+        "timing_budget_s": 2.0,
+        "environment": copy.deepcopy(ENV),
+        "started": now - 60,
+        "finished": now,
         "datasets": [{"id": 61, "name": "iris", "checksum": "abc"}, {"id": 531, "name": "boston", "checksum": "def"}],
         "jobs": {"planned": len(seeds) * 2 * len(FRAMEWORKS)},
     }
@@ -125,8 +165,9 @@ def edit(records: list[dict], dataset_id: int, framework: str, role: str, fn) ->
     return records
 
 
-def pair(tmp_path: Path, candidate: list[dict], baseline: list[dict] | None = None,
-         candidate_manifest: dict | None = None) -> tuple[Path, Path]:
+def pair(
+    tmp_path: Path, candidate: list[dict], baseline: list[dict] | None = None, candidate_manifest: dict | None = None
+) -> tuple[Path, Path]:
     base = write_run(tmp_path / "baseline", baseline or make_records("baseline"))
     cand = write_run(tmp_path / "candidate", candidate, candidate_manifest)
     return base, cand
@@ -157,6 +198,7 @@ def test_identical_runs_compare_clean(tmp_path) -> None:
 def accuracy_drop(drop: float, jitter=JITTER):
     def fn(r: dict) -> None:
         r["metrics"]["accuracy"] += -drop + jitter[r["seed"] % len(jitter)]
+
     return fn
 
 
@@ -171,7 +213,7 @@ def test_a_quality_drop_beyond_the_noise_is_flagged(tmp_path) -> None:
     assert comparison.exit_code("quality") == 1 and comparison.exit_code("all") == 1
     assert comparison.exit_code("timing") == 0 and comparison.exit_code("none") == 0
     text = format_comparison(comparison, "quality")
-    regressions = text[text.index("REGRESSIONS"):text.index("EVERY ROW")]
+    regressions = text[text.index("REGRESSIONS") : text.index("EVERY ROW")]
     assert "student_kd" in regressions and "REGRESSED" in regressions and "teacher" not in regressions
 
 
@@ -197,8 +239,9 @@ def test_pairing_by_seed_removes_the_split_to_split_spread(tmp_path) -> None:
     assert changed(unpaired) == []
     assert {r.basis for r in rows_of(unpaired, dataset_id=61, metric="accuracy")} == {"2 SE unpaired"}
     # no seed in common: unpaired, whatever the option says
-    other_seeds = write_run(tmp_path / "other-seeds", make_records("other", seeds=(3, 4, 5)),
-                            make_manifest("other-seeds", seeds=(3, 4, 5)))
+    other_seeds = write_run(
+        tmp_path / "other-seeds", make_records("other", seeds=(3, 4, 5)), make_manifest("other-seeds", seeds=(3, 4, 5))
+    )
     comparison = compare_runs(base, other_seeds)
     assert {r.basis for r in rows_of(comparison, dataset_id=61, metric="accuracy")} == {"2 SE unpaired"}
     assert {j.status for j in comparison.jobs} == {"missing", "new"}
@@ -214,8 +257,10 @@ def test_a_lost_distillation_term_is_flagged_on_the_distilled_students(tmp_path)
             r.update(metrics=dict(twin["metrics"]), retention=twin["retention"], kd_gain=0.0)
     comparison = compare_runs(*pair(tmp_path, candidate))
     lost = [r for r in comparison.rows if r.metric == "kd_vs_scratch_%" and r.verdict == REGRESSED]
-    assert [(r.dataset, r.framework, r.role) for r in lost] == [("boston", "tensorflow", "student_kd"),
-                                                                  ("boston", "torch", "student_kd")]
+    assert [(r.dataset, r.framework, r.role) for r in lost] == [
+        ("boston", "tensorflow", "student_kd"),
+        ("boston", "torch", "student_kd"),
+    ]
     assert all(r.role == "student_kd" for r in comparison.rows if r.verdict == REGRESSED)
     assert comparison.exit_code("quality") == 1
     assert any("the teacher had no effect" in note for note in comparison.notes)
@@ -225,11 +270,18 @@ def test_a_lost_distillation_term_is_flagged_on_the_distilled_students(tmp_path)
 
 
 def test_directions_lower_is_better_metrics_and_improvements(tmp_path) -> None:
-    candidate = edit(make_records("candidate"), 531, "torch", "teacher",
-                     lambda r: r["metrics"].update(rmse=r["metrics"]["rmse"] + 1.5, r2=r["metrics"]["r2"] + 0.2))
+    candidate = edit(
+        make_records("candidate"),
+        531,
+        "torch",
+        "teacher",
+        lambda r: r["metrics"].update(rmse=r["metrics"]["rmse"] + 1.5, r2=r["metrics"]["r2"] + 0.2),
+    )
     comparison = compare_runs(*pair(tmp_path, candidate))
-    assert sorted(changed(comparison)) == [("boston", "torch", "teacher", "r2", IMPROVED),
-                                           ("boston", "torch", "teacher", "rmse", REGRESSED)]
+    assert sorted(changed(comparison)) == [
+        ("boston", "torch", "teacher", "r2", IMPROVED),
+        ("boston", "torch", "teacher", "rmse", REGRESSED),
+    ]
 
 
 def test_the_floor_decides_when_the_runs_have_no_spread(tmp_path) -> None:
@@ -243,20 +295,28 @@ def test_the_floor_decides_when_the_runs_have_no_spread(tmp_path) -> None:
     assert changed(comparison) == [("iris", "tensorflow", "teacher", "accuracy", REGRESSED)]
     assert {r.basis for r in rows_of(comparison, metric="accuracy")} == {"floor"}
     # a floor given on the command line replaces the default one
-    loose = compare_runs(tmp_path / "baseline", tmp_path / "candidate",
-                         Thresholds(floors={**Thresholds().floors, "accuracy": "0.05"}))
+    loose = compare_runs(
+        tmp_path / "baseline", tmp_path / "candidate", Thresholds(floors={**Thresholds().floors, "accuracy": "0.05"})
+    )
     assert changed(loose) == []
 
 
 def test_one_seed_per_run_falls_back_to_the_floor_and_says_so(tmp_path) -> None:
     baseline = make_records("baseline", seeds=(0,))
-    candidate = edit(make_records("candidate", seeds=(0,)), 61, "torch", "student_kd",
-                     lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.02))
+    candidate = edit(
+        make_records("candidate", seeds=(0,)),
+        61,
+        "torch",
+        "student_kd",
+        lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.02),
+    )
     base = write_run(tmp_path / "baseline", baseline, make_manifest("baseline", seeds=(0,)))
     cand = write_run(tmp_path / "candidate", candidate, make_manifest("candidate", seeds=(0,)))
     comparison = compare_runs(base, cand)
     assert ("iris", "torch", "student_kd", "accuracy", REGRESSED) in changed(comparison)
-    assert {r.basis for r in comparison.rows if r.kind == "quality" and r.metric != "kd_vs_scratch_%"} == {"floor only: 1 seed"}
+    assert {r.basis for r in comparison.rows if r.kind == "quality" and r.metric != "kd_vs_scratch_%"} == {
+        "floor only: 1 seed"
+    }
     assert any("one seed" in note and "floor alone" in note for note in comparison.notes)
     assert "floor alone" in format_comparison(comparison, "quality")
 
@@ -265,10 +325,13 @@ def test_one_seed_per_run_falls_back_to_the_floor_and_says_so(tmp_path) -> None:
 
 
 def test_a_missing_job_is_a_regression(tmp_path) -> None:
-    candidate = [r for r in make_records("candidate") if (r["dataset_id"], r["seed"], r["framework"]) != (531, 1, "torch")]
+    candidate = [
+        r for r in make_records("candidate") if (r["dataset_id"], r["seed"], r["framework"]) != (531, 1, "torch")
+    ]
     comparison = compare_runs(*pair(tmp_path, candidate))
     assert [(j.dataset_id, j.seed, j.framework, j.status, sorted(j.roles)) for j in comparison.jobs] == [
-        (531, 1, "torch", "missing", sorted(ROLES))]
+        (531, 1, "torch", "missing", sorted(ROLES))
+    ]
     for fail_on in ("quality", "timing", "all"):
         assert comparison.exit_code(fail_on) == 1
     assert comparison.exit_code("none") == 0
@@ -279,7 +342,7 @@ def test_a_failed_job_is_a_regression_with_its_reason(tmp_path) -> None:
     candidate = make_records("candidate")
     for r in candidate:
         if (r["dataset_id"], r["seed"], r["framework"]) == (61, 2, "tensorflow"):
-            for key in REQUIRED_FIELDS[REQUIRED_FIELDS.index("error"):]:  # what a failed job has no value of
+            for key in REQUIRED_FIELDS[REQUIRED_FIELDS.index("error") :]:  # what a failed job has no value of
                 r[key] = None
             r.update(status="failed", error="TrainingDiverged: validation loss is nan at epoch 3")
     comparison = compare_runs(*pair(tmp_path, candidate))
@@ -303,9 +366,11 @@ def test_a_metric_that_becomes_null_or_vanishes_is_a_regression(tmp_path, capsys
     base, cand = pair(tmp_path, candidate)
     comparison = compare_runs(base, cand)
     lost = {(r.dataset_id, r.framework, r.role, r.metric, r.lost) for r in comparison.rows if r.lost}
-    assert lost == {(61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)),
-                    (531, "torch", "teacher", "mae", (0, 1, 2)),
-                    (531, "tensorflow", "student_scratch", "rmse", (2,))}
+    assert lost == {
+        (61, "tensorflow", "student_kd", "accuracy", (0, 1, 2)),
+        (531, "torch", "teacher", "mae", (0, 1, 2)),
+        (531, "tensorflow", "student_scratch", "rmse", (2,)),
+    }
     assert all(r.verdict == REGRESSED and r.fails for r in comparison.rows if r.lost)
     assert not comparison.jobs  # every record is there and ok: only the rows say what was lost
     assert comparison.exit_code("quality") == 1 and comparison.exit_code("timing") == 0
@@ -327,7 +392,9 @@ def test_a_metric_that_becomes_null_or_vanishes_is_a_regression(tmp_path, capsys
 
 def test_new_jobs_are_reported_and_do_not_fail(tmp_path) -> None:
     candidate = make_records("candidate", seeds=(0, 1, 2, 3))
-    comparison = compare_runs(*pair(tmp_path, candidate, candidate_manifest=make_manifest("candidate", seeds=(0, 1, 2, 3))))
+    comparison = compare_runs(
+        *pair(tmp_path, candidate, candidate_manifest=make_manifest("candidate", seeds=(0, 1, 2, 3)))
+    )
     assert {(j.seed, j.status) for j in comparison.jobs} == {(3, "new")}
     assert comparison.exit_code("all") == 0
 
@@ -335,6 +402,7 @@ def test_new_jobs_are_reported_and_do_not_fail(tmp_path) -> None:
 def test_a_model_newly_ending_on_its_budget_is_reported_not_failed(tmp_path) -> None:
     def ended(how: str, flags: list[str]):
         return lambda r: r.update(stop_reason=how, flags=flags)
+
     baseline = make_records("baseline")
     for r in baseline:
         ended("early_stopping", [])(r)
@@ -346,14 +414,18 @@ def test_a_model_newly_ending_on_its_budget_is_reported_not_failed(tmp_path) -> 
     assert [(f.dataset, f.framework, f.role, f.flag, f.baseline, f.candidate, f.status) for f in comparison.flags] == [
         ("boston", "torch", "student_kd", "budget", 0, 3, "newly"),
         ("iris", "torch", "teacher", "below_linear", 0, 1, "newly"),
-        ("iris", "torch", "student_kd", "budget", 1, 0, "cleared")]
+        ("iris", "torch", "student_kd", "budget", 1, 0, "cleared"),
+    ]
     assert comparison.exit_code("all") == 0  # reported, never failed on
     text = format_comparison(comparison, "all")
     assert "2 newly flagged models (reported, not failed on)" in text
-    flags = text[text.index("FLAGS newly raised or cleared"):text.index("EVERY ROW")]
+    flags = text[text.index("FLAGS newly raised or cleared") : text.index("EVERY ROW")]
     assert "ended on the training budget" in flags and "3 of 3" in flags and "newly" in flags
     assert [(f["flag"], f["status"]) for f in comparison_json(comparison, "all")["flags"]] == [
-        ("budget", "newly"), ("below_linear", "newly"), ("budget", "cleared")]
+        ("budget", "newly"),
+        ("below_linear", "newly"),
+        ("budget", "cleared"),
+    ]
     # a baseline from before the flags existed says nothing about them: nothing is reported
     old = [{k: v for k, v in r.items() if k not in ("flags", "stop_reason")} for r in make_records("old")]
     assert compare_runs(write_run(tmp_path / "old", old), tmp_path / "candidate").flags == []
@@ -366,14 +438,17 @@ def slower(factor: float):
     def fn(r: dict) -> None:
         r["latency_p50_us"] *= factor
         r["throughput_rows_per_s"] /= factor
+
     return fn
 
 
 def test_a_timing_regression_on_the_same_machine_fails_on_timing(tmp_path) -> None:
     candidate = edit(make_records("candidate"), 531, "torch", "student_kd", slower(3.0))
     comparison = compare_runs(*pair(tmp_path, candidate))
-    assert sorted(changed(comparison)) == [("boston", "torch", "student_kd", "latency_p50_us", REGRESSED),
-                                           ("boston", "torch", "student_kd", "throughput_rows_per_s", REGRESSED)]
+    assert sorted(changed(comparison)) == [
+        ("boston", "torch", "student_kd", "latency_p50_us", REGRESSED),
+        ("boston", "torch", "student_kd", "throughput_rows_per_s", REGRESSED),
+    ]
     row = rows_of(comparison, metric="latency_p50_us", dataset_id=531, framework="torch", role="student_kd")[0]
     assert row.change == pytest.approx(3.0) and row.p_value == pytest.approx(0.05) and not row.advisory
     assert comparison.exit_code("timing") == 1 and comparison.exit_code("all") == 1
@@ -413,8 +488,9 @@ def test_machine_differences_ignore_the_host_name() -> None:
 def test_config_differences_are_noted(tmp_path) -> None:
     config = PipelineSpec().to_dict()
     config["distill"]["alpha"] = 1.0
-    comparison = compare_runs(*pair(tmp_path, make_records("candidate"),
-                                    candidate_manifest=make_manifest("candidate", config=config)))
+    comparison = compare_runs(
+        *pair(tmp_path, make_records("candidate"), candidate_manifest=make_manifest("candidate", config=config))
+    )
     assert any("distill.alpha: 0.5 -> 1.0" in note for note in comparison.notes)
 
 
@@ -423,16 +499,25 @@ def test_config_differences_are_noted(tmp_path) -> None:
 
 def distillbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, SOURCE_ENV)}
-    return subprocess.run([sys.executable, "-m", "distillbench.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "distillbench.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_cli_exit_codes(tmp_path, capsys) -> None:
     base = write_run(tmp_path / "baseline", make_records("baseline"))
     same = write_run(tmp_path / "same", make_records("same"))
-    worse = write_run(tmp_path / "worse", edit(make_records("worse"), 61, "tensorflow", "student_kd",
-                                                lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2)))
+    worse = write_run(
+        tmp_path / "worse",
+        edit(
+            make_records("worse"),
+            61,
+            "tensorflow",
+            "student_kd",
+            lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2),
+        ),
+    )
     (tmp_path / "empty").mkdir()
     md = tmp_path / "compare.md"
 
@@ -454,10 +539,12 @@ def test_cli_exit_codes(tmp_path, capsys) -> None:
     assert main(["compare", str(base), str(worse), "--fail-on", "timing"]) == 0
     assert main(["compare", str(base), str(worse)]) == 1  # default: --fail-on all
     capsys.readouterr()
-    for args in (["compare", str(tmp_path / "empty"), str(base)],
-                 ["compare", str(base), str(same), "--floor", "accuracy"],
-                 ["compare", str(base), str(same), "--floor", "speed=1"],
-                 ["compare", str(base), str(same), "--md", str(tmp_path / "no" / "such" / "x.md")]):
+    for args in (
+        ["compare", str(tmp_path / "empty"), str(base)],
+        ["compare", str(base), str(same), "--floor", "accuracy"],
+        ["compare", str(base), str(same), "--floor", "speed=1"],
+        ["compare", str(base), str(same), "--md", str(tmp_path / "no" / "such" / "x.md")],
+    ):
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("distillbench: error:") and len(err.strip().splitlines()) == 1, err
@@ -473,8 +560,13 @@ def test_compare_json_gives_every_verdict_for_machines(tmp_path, capsys) -> None
     """`compare --json FILE` (or `-` for stdout instead of the text): the result and exit status, and
     every row and job with its verdict, as strict JSON that agrees with the exit status."""
     base = write_run(tmp_path / "baseline", make_records("baseline"))
-    candidate = edit(make_records("worse"), 61, "tensorflow", "student_kd",
-                     lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2))
+    candidate = edit(
+        make_records("worse"),
+        61,
+        "tensorflow",
+        "student_kd",
+        lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2),
+    )
     candidate = [r for r in candidate if (r["dataset_id"], r["seed"], r["framework"]) != (531, 1, "torch")]
     worse = write_run(tmp_path / "worse", candidate)
 
@@ -488,7 +580,8 @@ def test_compare_json_gives_every_verdict_for_machines(tmp_path, capsys) -> None
     assert ("iris", "tensorflow", "student_kd", "accuracy") in failing
     assert all(r["verdict"] == "regressed" for r in verdicts["rows"] if r["fails"])
     assert [(j["dataset_id"], j["seed"], j["framework"], j["status"], j["fails"]) for j in verdicts["jobs"]] == [
-        (531, 1, "torch", "missing", True)]
+        (531, 1, "torch", "missing", True)
+    ]
     assert verdicts["failing"] == {"rows": len(failing), "jobs": 1}
     assert sum(verdicts["counts"]["quality"].values()) == sum(r["kind"] == "quality" for r in verdicts["rows"])
     assert verdicts["thresholds"]["k"] == 2.0 and verdicts["thresholds"]["floors"]["accuracy"] == "0.01"
@@ -514,16 +607,23 @@ def test_runs_of_an_older_schema_are_read_and_a_newer_one_is_refused(tmp_path, c
     assert comparison.exit_code("all") == 0 and not changed(comparison)
     assert all(r.change == 0 for r in comparison.rows if r.kind == "quality")
 
-    future_manifest = write_run(tmp_path / "m", make_records("m"), make_manifest("m", schema_version=SCHEMA_VERSION + 1))
+    future_manifest = write_run(
+        tmp_path / "m", make_records("m"), make_manifest("m", schema_version=SCHEMA_VERSION + 1)
+    )
     future_records = write_run(tmp_path / "r", [r | {"schema_version": SCHEMA_VERSION + 1} for r in make_records("r")])
     for future, file in ((future_manifest, "manifest.json"), (future_records, "records.jsonl")):
-        for args in (["compare", str(base), str(future)], ["report", str(future), "--out", str(tmp_path / "report")],
-                     ["history", str(future), "--out", str(tmp_path / "history")],
-                     ["baseline", "update", str(future), "--baselines", str(tmp_path / "baselines")]):
+        for args in (
+            ["compare", str(base), str(future)],
+            ["report", str(future), "--out", str(tmp_path / "report")],
+            ["history", str(future), "--out", str(tmp_path / "history")],
+            ["baseline", "update", str(future), "--baselines", str(tmp_path / "baselines")],
+        ):
             assert main(args) == 2, args
             err = capsys.readouterr().err
-            assert err.startswith(f"distillbench: error: {future / file}: written with schema version "
-                                  f"{SCHEMA_VERSION + 1}, but this distillbench reads versions 1 to {SCHEMA_VERSION}"), err
+            assert err.startswith(
+                f"distillbench: error: {future / file}: written with schema version "
+                f"{SCHEMA_VERSION + 1}, but this distillbench reads versions 1 to {SCHEMA_VERSION}"
+            ), err
             assert len(err.strip().splitlines()) == 1, err
 
 
@@ -540,8 +640,11 @@ def test_baseline_update_copies_a_run_and_compare_takes_its_name(tmp_path, capsy
     assert json.loads((target / "baseline.json").read_text())["run_id"] == "20260101-000000-smoke"
 
     # a second update replaces the folder as a whole and leaves nothing behind
-    second = write_run(tmp_path / "results" / "20260102-000000-smoke", make_records("r2", seeds=(0, 1)),
-                       make_manifest("20260102-000000-smoke", seeds=(0, 1)))  # a run that planned 2 seeds, not 3
+    second = write_run(
+        tmp_path / "results" / "20260102-000000-smoke",
+        make_records("r2", seeds=(0, 1)),
+        make_manifest("20260102-000000-smoke", seeds=(0, 1)),
+    )  # a run that planned 2 seeds, not 3
     update_baseline(second, baselines=baselines)
     assert len(read_records(target)) == len(make_records("r2", seeds=(0, 1)))
     assert sorted(p.name for p in baselines.iterdir()) == ["smoke"]
@@ -594,12 +697,33 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
     env = {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, SOURCE_ENV)}
     procs = {}
     for name in ("first", "second"):
-        args = [sys.executable, "-m", "distillbench.cli", "run", "--suite", "smoke", "--frameworks", "torch",
-                "--seeds", "2", "--timing-budget", "0.05", "--threads", "1", "--config", str(config), "--no-deploy",
-                "--openml-source", str(openml_source), "--cache", str(folder / f"cache-{name}"),
-                "--out", str(folder / name)]
+        args = [
+            sys.executable,
+            "-m",
+            "distillbench.cli",
+            "run",
+            "--suite",
+            "smoke",
+            "--frameworks",
+            "torch",
+            "--seeds",
+            "2",
+            "--timing-budget",
+            "0.05",
+            "--threads",
+            "1",
+            "--config",
+            str(config),
+            "--no-deploy",
+            "--openml-source",
+            str(openml_source),
+            "--cache",
+            str(folder / f"cache-{name}"),
+            "--out",
+            str(folder / name),
+        ]
         procs[name] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for name, proc in procs.items():
+    for proc in procs.values():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
     return folder / "first", folder / "second"
@@ -614,7 +738,9 @@ def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) 
     comparison = compare_runs(first, second)
     quality = [r for r in comparison.rows if r.kind == "quality"]
     # iris and boston, torch, 3 roles and the 2 references: every metric of every role is compared
-    assert {(r.dataset, r.role) for r in quality} == {(d, role) for d in ("iris", "boston") for role in ROLES + REFERENCES}
+    assert {(r.dataset, r.role) for r in quality} == {
+        (d, role) for d in ("iris", "boston") for role in ROLES + REFERENCES
+    }
     assert all(r.verdict == UNCHANGED for r in quality), [r for r in quality if r.verdict != UNCHANGED]
     assert comparison.jobs == [] and comparison.machine_differences == [] and comparison.flags == []
     # same seeds, deterministic training: the same numbers
@@ -624,8 +750,16 @@ def test_two_smoke_runs_with_the_same_seeds_compare_clean(smoke_runs, tmp_path) 
 
 @pytest.mark.slow
 def test_history_of_real_runs(smoke_runs, tmp_path) -> None:
-    result = distillbench("history", *map(str, smoke_runs), "--metric", "primary", "--metric", "train_seconds",
-                          "--out", str(tmp_path / "history"))
+    result = distillbench(
+        "history",
+        *map(str, smoke_runs),
+        "--metric",
+        "primary",
+        "--metric",
+        "train_seconds",
+        "--out",
+        str(tmp_path / "history"),
+    )
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "history" / "history.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * (3 + 2) * 2  # header + runs x datasets x roles (and references) x metrics

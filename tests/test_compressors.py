@@ -33,6 +33,7 @@ def regression(kind: str, teacher_train: np.ndarray, y_train: np.ndarray, **dist
 
 # --- classification ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_classes", [2, 5])
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
 def test_temperature_is_softmax_of_logits_over_t(n_classes, temperature):
@@ -133,6 +134,7 @@ def test_regression_ignores_the_classification_objective(name):
 
 # --- regression ----------------------------------------------------------------------------------
 
+
 def test_identity_returns_teacher_outputs():
     t = np.random.default_rng(1).normal(size=N_ROWS).astype(np.float32)
     comp = regression("identity", t, t)
@@ -195,8 +197,14 @@ REGISTERED = [(task, name) for task, registry in COMPRESSORS.items() for name in
 
 
 def test_the_registered_compressors():
-    assert REGISTERED == [("classification", "temperature"), ("classification", "topk"), ("classification", "quantize"),
-                          ("regression", "identity"), ("regression", "affine"), ("regression", "quantize")]
+    assert REGISTERED == [
+        ("classification", "temperature"),
+        ("classification", "topk"),
+        ("classification", "quantize"),
+        ("regression", "identity"),
+        ("regression", "affine"),
+        ("regression", "quantize"),
+    ]
 
 
 @pytest.mark.parametrize(("task", "name"), REGISTERED)
@@ -222,8 +230,11 @@ def test_every_registered_compressor_is_a_config_choice_giving_float32_targets(t
 
 
 def test_an_unknown_compressor_is_refused_listing_the_registered_ones():
-    with pytest.raises(ConfigError, match=r"^distill.regression_compressor: unknown compressor 'topk' "
-                                          r"\(known: identity, affine, quantize\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^distill.regression_compressor: unknown compressor 'topk' "
+        r"\(known: identity, affine, quantize\)$",
+    ):
         spec_from_dict({"distill": {"regression_compressor": "topk"}})
 
 

@@ -10,6 +10,7 @@ where the jobs ran. About 2 minutes on a 2-core machine; skipped without ../shar
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -24,13 +25,14 @@ import pytest
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
-
 from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
 
 pytestmark = pytest.mark.slow
 FRAMEWORKS = ("torch", "tensorflow")
-EXPECTED = sorted([(d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES]
-                  + [(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES])
+EXPECTED = sorted(
+    [(d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES]
+    + [(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES]
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +44,13 @@ def data(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
 
 def smoke(data, cwd, *args: str) -> SimpleNamespace:
     out = cwd / "run"
-    result = distillbench_run(data, "--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS), "--out", str(out), *args, cwd=cwd)
+    result = distillbench_run(
+        data, "--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS), "--out", str(out), *args, cwd=cwd
+    )
     assert_ok(result)
-    return SimpleNamespace(out=out, result=result, records=read_records(out),
-                           manifest=json.loads((out / "manifest.json").read_text()))
+    return SimpleNamespace(
+        out=out, result=result, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
+    )
 
 
 def quality(records: list[dict]) -> dict[tuple, dict]:
@@ -64,8 +69,11 @@ def local_run(data, tmp_path_factory) -> SimpleNamespace:
 
 
 def test_importing_distillbench_does_not_import_dask() -> None:
-    code = ("import sys, distillbench.cli, distillbench.benchmarks.running.commands, distillbench.benchmarks.running.runner, "
-            "distillbench.benchmarks.running.executors; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))")
+    code = (
+        "import sys, distillbench.cli, distillbench.benchmarks.running.commands, "
+        "distillbench.benchmarks.running.runner, distillbench.benchmarks.running.executors; "
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
@@ -99,7 +107,7 @@ def test_local_workers_run_jobs_at_once_and_say_so(local_run, data, tmp_path) ->
     assert len(timings) == len(run.records) and len({i["pid"] for i in timings}) > 1
     assert overlaps(intervals) == []
     jobs = sorted({(r["started"], r["finished"]) for r in run.records})
-    assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(jobs, jobs[1:]))  # some jobs overlapped
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(jobs))  # some jobs overlapped
     sharing = run.manifest["sharing"]
     assert sharing["jobs_at_once"] == 2 and sharing["threads_per_job"] == 1 and sharing["timing_overlaps"] == 0
     assert sharing["timed_seconds"] == pytest.approx(sum(i["end"] - i["start"] for i in timings))
@@ -119,8 +127,13 @@ def cluster():
 
     environ = dict(os.environ)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                               scheduler_kwargs={"allowed_failures": 2})
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"allowed_failures": 2},
+        )
     client = Client(cluster)
     try:
         yield SimpleNamespace(cluster=cluster, client=client, environ=environ)
@@ -142,8 +155,19 @@ def _frameworks_imported() -> list[str]:
 def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(local_run, data, cluster, tmp_path) -> None:
     client = cluster.client
     out = tmp_path / "run"
-    command = run_args(data, "--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS), "--out", str(out),
-                       "--executor", "dask", "--scheduler", cluster.cluster.scheduler_address)
+    command = run_args(
+        data,
+        "--suite",
+        "smoke",
+        "--frameworks",
+        ",".join(FRAMEWORKS),
+        "--out",
+        str(out),
+        "--executor",
+        "dask",
+        "--scheduler",
+        cluster.cluster.scheduler_address,
+    )
     env = {k: v for k, v in cluster.environ.items() if k in clean_env()}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -155,7 +179,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(local_run, data, c
                 killed = client.run(os.getpid, workers=busy[:1])[busy[0]]
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.2)
-        stdout, stderr = proc.communicate(timeout=300)
+        _stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -173,8 +197,9 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(local_run, data, c
 
 
 def test_scheduler_needs_the_dask_executor(data, tmp_path) -> None:
-    result = distillbench_run(data, "--suite", "smoke", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "r"),
-                              cwd=tmp_path)
+    result = distillbench_run(
+        data, "--suite", "smoke", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("--scheduler needs --executor dask")
 
@@ -186,7 +211,9 @@ def test_timings_are_put_side_by_side_only_from_one_kind_of_machine(local_run) -
     from distillbench.benchmarks.tracking.run_differences import job_machine_differences
 
     same = local_run.records
-    other = [{**r, "machine": {**r["machine"], "cpu": "Another CPU"}} if r["framework"] == "tensorflow" else r for r in same]
+    other = [
+        {**r, "machine": {**r["machine"], "cpu": "Another CPU"}} if r["framework"] == "tensorflow" else r for r in same
+    ]
     assert machine_kinds(same, local_run.manifest) == (False, None)
     mixed, note = machine_kinds(other, local_run.manifest)
     assert mixed and "2 kinds of machine" in note and "Another CPU" in note

@@ -16,14 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import openml
 import pytest
-from conftest import PROXY_VARIABLES
 
+from conftest import PROXY_VARIABLES
 from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import ARRAYS, PrepSettings, get_prepared, prepare
 from distillbench.datasets.sources import ENTRY_FILES, OpenMLCache
 from distillbench.datasets.suites import load_suite
 from distillbench.errors import UserError
-
 
 
 def write_entry(cache: OpenMLCache, dataset_id: int, name: str, arff: str) -> None:

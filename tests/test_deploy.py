@@ -18,8 +18,7 @@ from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceede
 from distillbench.implementations.pipeline import Served, initial_weights
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
-
-from test_harness import SMOKE, TINY_CONFIG, assert_ok, cli, clean_env
+from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, cli
 
 FRAMEWORKS = ("torch", "tensorflow")
 FORMATS = ("onnx", "int8")
@@ -38,7 +37,9 @@ def test_the_tolerance_is_relative_to_the_largest_output() -> None:
     reference = np.array([[1.0, -2.0], [0.5, 0.0]], dtype=np.float32)
     strict = _served(None, ONNX_TOLERANCE)
     assert check_tolerance(strict, reference, reference) == 0.0
-    assert check_tolerance(strict, reference + 1.5 * ONNX_TOLERANCE, reference) == pytest.approx(1.5 * ONNX_TOLERANCE, rel=1e-3)
+    assert check_tolerance(strict, reference + 1.5 * ONNX_TOLERANCE, reference) == pytest.approx(
+        1.5 * ONNX_TOLERANCE, rel=1e-3
+    )
     with pytest.raises(ToleranceExceeded, match="exceeds the tolerance"):
         check_tolerance(strict, reference + 2.5 * ONNX_TOLERANCE, reference)  # bound: 1e-4 x max(1, 2)
     small = reference / 100  # outputs below 1: the bound is the tolerance itself
@@ -115,8 +116,10 @@ def test_each_format_serves_the_model_at_batch_1_and_4096(backend, rows, n_outpu
 
 @pytest.mark.slow
 def test_importing_the_backends_does_not_import_the_converters() -> None:
-    code = ("import sys; import distillbench.implementations.torch_backend, distillbench.implementations.tf_backend; "
-            "print(sorted(m for m in ('onnx', 'onnxruntime', 'tf2onnx', 'onnxscript') if m in sys.modules))")
+    code = (
+        "import sys; import distillbench.implementations.torch_backend, distillbench.implementations.tf_backend; "
+        "print(sorted(m for m in ('onnx', 'onnxruntime', 'tf2onnx', 'onnxscript') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
@@ -126,7 +129,9 @@ def test_importing_the_backends_does_not_import_the_converters() -> None:
 
 
 @pytest.mark.slow
-def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(openml_source, openml_cache, monkeypatch) -> None:
+def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(
+    openml_source, openml_cache, monkeypatch
+) -> None:
     from distillbench.benchmarks.running.job import Job, run_job
     from distillbench.implementations.torch_backend import TorchBackend
 
@@ -137,23 +142,45 @@ def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(openml_s
 
         def shifted_onnx():
             served = formats["onnx"]()
-            return Served(lambda x: served.fn(x) + 1e-2, served.path, served.n_params, served.model_bytes,
-                          served.macs_per_row, served.tolerance)
+            return Served(
+                lambda x: served.fn(x) + 1e-2,
+                served.path,
+                served.n_params,
+                served.model_bytes,
+                served.macs_per_row,
+                served.tolerance,
+            )
 
         def broken():
             raise RuntimeError("converter crashed\nsecond line")
+
         return {"onnx": shifted_onnx, "int8": formats["int8"], "broken": broken}
 
     monkeypatch.setattr(TorchBackend, "deployments", deployments)
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2}})
-    records = {r["role"]: r for r in run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
-                                                  source=str(openml_source), timing_budget=0.02))}
+    records = {
+        r["role"]: r
+        for r in run_job(
+            Job(
+                61,
+                0,
+                "torch",
+                spec.to_dict(),
+                threads=1,
+                cache=str(openml_cache.root),
+                source=str(openml_source),
+                timing_budget=0.02,
+            )
+        )
+    }
     assert set(records) == set(ROLES) | {f"{role}_{fmt}" for role in ROLES for fmt in ("onnx", "int8", "broken")}
     for role in ROLES:
         assert records[role]["status"] == "ok"
         assert records[f"{role}_int8"]["status"] == "ok" and records[f"{role}_int8"]["max_abs_diff"] > 0
         onnx = records[f"{role}_onnx"]
-        assert onnx["status"] == "failed" and onnx["error"].startswith("ToleranceExceeded: max |output - framework output|")
+        assert onnx["status"] == "failed" and onnx["error"].startswith(
+            "ToleranceExceeded: max |output - framework output|"
+        )
         assert onnx["metrics"] is None and onnx["latency_p50_us"] is None and onnx["model_bytes"] is None
         assert onnx["model_role"] == role and onnx["format"] == "onnx"
         assert records[f"{role}_broken"]["status"] == "failed"
@@ -168,13 +195,42 @@ def smoke_run(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
     cwd = tmp_path_factory.mktemp("deploy")
     (cwd / "tiny.toml").write_text(TINY_CONFIG)
     out = cwd / "run"
-    run = subprocess.run([*cli(), "run", "--openml-source", str(openml_source), "--cache", str(openml_cache.root),
-                          "--config", str(cwd / "tiny.toml"), "--timing-budget", "0.05", "--seeds", "1",
-                          "--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS), "--out", str(out)],
-                         cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=600)
+    run = subprocess.run(
+        [
+            *cli(),
+            "run",
+            "--openml-source",
+            str(openml_source),
+            "--cache",
+            str(openml_cache.root),
+            "--config",
+            str(cwd / "tiny.toml"),
+            "--timing-budget",
+            "0.05",
+            "--seeds",
+            "1",
+            "--suite",
+            "smoke",
+            "--frameworks",
+            ",".join(FRAMEWORKS),
+            "--out",
+            str(out),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+    )
     assert_ok(run)
-    report = subprocess.run([*cli(), "report", str(out), "--out", str(cwd / "report")],
-                            cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=300)
+    report = subprocess.run(
+        [*cli(), "report", str(out), "--out", str(cwd / "report")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
     assert_ok(report)
     return SimpleNamespace(cwd=cwd, out=out, result=run, records=read_records(out), report=cwd / "report")
 
@@ -184,7 +240,8 @@ def test_a_run_measures_every_model_in_every_format(smoke_run) -> None:
     records = smoke_run.records
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
         [(d, f, role) for d in SMOKE for f in FRAMEWORKS for role in (*ROLES, *DEPLOYED)]
-        + [(d, REFERENCE, role) for d in SMOKE for role in REFERENCES])  # the references: no deployment formats
+        + [(d, REFERENCE, role) for d in SMOKE for role in REFERENCES]
+    )  # the references: no deployment formats
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
     floats = {(r["dataset_id"], r["framework"], r["role"]): r for r in records if r["role"] in ROLES}
     for r in records:
@@ -237,9 +294,9 @@ def test_a_failed_format_is_reported_as_such_not_as_a_failed_job(smoke_run, tmp_
     (run / "records.jsonl").write_text("\n".join(lines) + "\n")
     report = write_report(run, tmp_path / "report")
     md = (report / "report.md").read_text()
-    failed_jobs = md[md.index("## Failed jobs"):]
+    failed_jobs = md[md.index("## Failed jobs") :]
     assert "None: every planned job finished ok." in failed_jobs  # the job itself finished
-    assert "ToleranceExceeded: made by a test" in md[md.index("## Deployment"):md.index("## Failed jobs")]
+    assert "ToleranceExceeded: made by a test" in md[md.index("## Deployment") : md.index("## Failed jobs")]
     assert (report / "tables" / "deployment_failed.csv").is_file()
     assert "| 1/1 |" in md.split("## Deployment")[0]  # the results table counts the seed as ok
 
@@ -251,8 +308,11 @@ def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_ru
     candidate = tmp_path / "no-deploy"
     shutil.copytree(smoke_run.out, candidate)
     # as a --no-deploy run writes them: the model and reference roles only, each job writing as many records
-    kept = [json.dumps(r | {"job_records": len(ROLES)} if r["role"] in ROLES else r)
-            for r in read_records(candidate) if r["role"] in ROLES + REFERENCES]
+    kept = [
+        json.dumps(r | {"job_records": len(ROLES)} if r["role"] in ROLES else r)
+        for r in read_records(candidate)
+        if r["role"] in ROLES + REFERENCES
+    ]
     (candidate / "records.jsonl").write_text("\n".join(kept) + "\n")
     manifest = json.loads((candidate / "manifest.json").read_text()) | {"deploy": False}
     (candidate / "manifest.json").write_text(json.dumps(manifest))
@@ -265,5 +325,7 @@ def test_compare_with_a_run_without_deployments_reports_no_missing_jobs(smoke_ru
 
 @pytest.mark.slow
 def test_the_summary_printed_by_run_counts_jobs_not_formats(smoke_run) -> None:
-    table = [line.split() for line in smoke_run.result.stdout.splitlines() if line.split()[:1] in (["iris"], ["boston"])]
+    table = [
+        line.split() for line in smoke_run.result.stdout.splitlines() if line.split()[:1] in (["iris"], ["boston"])
+    ]
     assert len(table) == len(SMOKE) * len(FRAMEWORKS) and all(row[-1] == "1/0" for row in table)

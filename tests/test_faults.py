@@ -95,9 +95,20 @@ def test_a_crafted_pickle_through_the_cli(cache, tmp_path) -> None:
     cache.fetch(61)
     (cache.entry(61) / "dataset.pkl.py3").write_bytes(pickle.dumps(Payload(marker)))
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("distillbench")), "datasets", "info", "61", "--json",
-         "--cache", str(cache.root), "--openml-source", str(cache.source)],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).with_name("distillbench")),
+            "datasets",
+            "info",
+            "61",
+            "--json",
+            "--cache",
+            str(cache.root),
+            "--openml-source",
+            str(cache.source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
@@ -138,9 +149,12 @@ def test_corrupt_prepared_arrays_are_prepared_again(cache, damage, caplog, offli
     ("file", "content", "problem"),
     [
         ("description.xml", b"not xml", "description.xml is not valid XML"),
-        ("description.xml", b"<oml:data_set_description xmlns:oml='http://openml.org/openml'><oml:id>62</oml:id>"
-                            b"</oml:data_set_description>",
-         "description.xml is not the description of OpenML dataset 61"),
+        (
+            "description.xml",
+            b"<oml:data_set_description xmlns:oml='http://openml.org/openml'><oml:id>62</oml:id>"
+            b"</oml:data_set_description>",
+            "description.xml is not the description of OpenML dataset 61",
+        ),
         ("description.xml", "<a>caf\N{LATIN SMALL LETTER E WITH ACUTE}</a>".encode("latin-1"), "not valid XML"),
         ("features.xml", b"<oml:data_features", "features.xml is not valid XML"),
         ("dataset.arff", None, "dataset.arff has md5"),
@@ -176,8 +190,9 @@ def test_a_truncated_data_file_fails_its_dataset_with_one_line(openml_source, tm
     message = str(error.value)
     (moved,) = quarantined(cache)
     assert "\n" not in message
-    assert message.startswith(f"OpenML dataset 531 is corrupt in the source {source / DATASETS_SUBDIR / '531'}: "
-                              "dataset.arff has md5 ")
+    assert message.startswith(
+        f"OpenML dataset 531 is corrupt in the source {source / DATASETS_SUBDIR / '531'}: dataset.arff has md5 "
+    )
     assert f"moved to {moved}" in message
     assert not cache.entry(531).exists() and not (cache.root / "distillbench-prepared").exists()
     assert len(get_prepared(61, 0, cache=cache).y_test) == 30  # the other dataset is unaffected
@@ -187,8 +202,11 @@ def test_a_corrupt_entry_without_a_source(cache, offline) -> None:
     cache.fetch(61)
     alone = OpenMLCache(cache.root)
     (alone.entry(61) / "description.xml").write_text("<oml:data_set_description")
-    with pytest.raises(UserError, match=r"^OpenML dataset 61: its cache entry is corrupt \(description.xml is not "
-                                        r"valid XML .*\); moved it to .*; fetch it again"):
+    with pytest.raises(
+        UserError,
+        match=r"^OpenML dataset 61: its cache entry is corrupt \(description.xml is not "
+        r"valid XML .*\); moved it to .*; fetch it again",
+    ):
         load_dataset(61, cache=alone)
     (moved,) = quarantined(alone)
     assert (moved / "dataset.arff").is_file()  # the valid data file is kept
@@ -198,14 +216,35 @@ def test_a_run_goes_on_past_a_corrupt_dataset(openml_source, tmp_path) -> None:
     source = copy_source(openml_source, tmp_path / "source", 61, 531)
     truncate_lines(source / DATASETS_SUBDIR / "531" / "dataset.arff", 10)
     config = tmp_path / "tiny.toml"
-    config.write_text('name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n'
-                      "[training]\nepochs = 2\npatience = 1\n")
+    config.write_text(
+        'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
+    )
     out = tmp_path / "run"
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("distillbench")), "run", "--datasets", "61,531", "--frameworks", "torch",
-         "--seeds", "1", "--no-deploy", "--config", str(config), "--timing-budget", "0.05",
-         "--openml-source", str(source), "--cache", str(tmp_path / "cache"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).with_name("distillbench")),
+            "run",
+            "--datasets",
+            "61,531",
+            "--frameworks",
+            "torch",
+            "--seeds",
+            "1",
+            "--no-deploy",
+            "--config",
+            str(config),
+            "--timing-budget",
+            "0.05",
+            "--openml-source",
+            str(source),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "dataset 531 fails its jobs: OpenML dataset 531 is corrupt in the source" in result.stderr
@@ -237,10 +276,29 @@ def bench(openml_source, openml_cache, tmp_path_factory):
     class Bench:
         @staticmethod
         def run(out: Path, *args: str) -> list[str]:
-            return command("run", "--openml-source", str(openml_source), "--cache", str(openml_cache.root),
-                           "--config", str(config), "--timing-budget", "0.02", "--frameworks", "torch",
-                           "--no-deploy", "--datasets", "61", "--seeds", "2", "--workers", "1", "--out", str(out),
-                           *args)
+            return command(
+                "run",
+                "--openml-source",
+                str(openml_source),
+                "--cache",
+                str(openml_cache.root),
+                "--config",
+                str(config),
+                "--timing-budget",
+                "0.02",
+                "--frameworks",
+                "torch",
+                "--no-deploy",
+                "--datasets",
+                "61",
+                "--seeds",
+                "2",
+                "--workers",
+                "1",
+                "--out",
+                str(out),
+                *args,
+            )
 
     return Bench()
 
@@ -302,8 +360,9 @@ def workers_of(proc: subprocess.Popen) -> list[int]:
 
 def wait_gone(pids: list[int], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-              for pid in pids):
+    while any(
+        Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in pids
+    ):
         assert time.monotonic() < deadline, f"processes {pids} still running"
         time.sleep(0.1)
 
@@ -336,9 +395,11 @@ def torch_records(out: Path) -> int:
 def test_kill_9_of_the_driver_then_resume(bench, tmp_path, when, seeds) -> None:
     out = tmp_path / "run"
     proc = started(bench.run(out, "--seeds", seeds), tmp_path / "first")
-    conditions = {"preparing": lambda: b"preparing" in (tmp_path / "first" / "stderr").read_bytes(),
-                  "first-job": lambda: (out / "manifest.json").is_file(),
-                  "after-a-job": lambda: torch_records(out) >= len(ROLES)}
+    conditions = {
+        "preparing": lambda: b"preparing" in (tmp_path / "first" / "stderr").read_bytes(),
+        "first-job": lambda: (out / "manifest.json").is_file(),
+        "after-a-job": lambda: torch_records(out) >= len(ROLES),
+    }
     wait_until(conditions[when], proc)
     workers = workers_of(proc)
     proc.kill()  # the driver only: its workers see their input end and leave
@@ -385,8 +446,12 @@ def test_sigterm_and_a_second_ctrl_c_mark_the_run_interrupted(bench, tmp_path, h
         time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
     code = proc.wait(timeout=60)
-    one_clean_line(code, (tmp_path / "first" / "stderr").read_text(), 143 if how == "SIGTERM" else 130,
-                   rf"distillbench: interrupted \({how.split('-')[0]}\); the run is marked interrupted in .*--resume")
+    one_clean_line(
+        code,
+        (tmp_path / "first" / "stderr").read_text(),
+        143 if how == "SIGTERM" else 130,
+        rf"distillbench: interrupted \({how.split('-')[0]}\); the run is marked interrupted in .*--resume",
+    )
     m = manifest(out)
     assert m["status"] == "interrupted" and m["invocations"][-1]["status"] == "interrupted"
     assert m["jobs"]["ok"] + m["jobs"]["missing"] == 6
@@ -421,8 +486,12 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(bench, tmp_pat
     disk = small_disk("size=84k")
     out = disk / "run"
     result = distillbench(bench.run(out, "--seeds", "8"))
-    one_clean_line(result.returncode, result.stderr, 4,
-                   r"distillbench: error: writing .*records.jsonl: No space left on device; .*marked failed.*--resume")
+    one_clean_line(
+        result.returncode,
+        result.stderr,
+        4,
+        r"distillbench: error: writing .*records.jsonl: No space left on device; .*marked failed.*--resume",
+    )
     records = lines(out)  # whole lines only, and whole jobs only: a job's records are written all or none
     jobs = Counter((r["seed"], r["framework"]) for r in records)
     assert all(n == len(REFERENCES if framework == "reference" else ROLES) for (_, framework), n in jobs.items())
@@ -450,8 +519,12 @@ def test_a_folder_that_stops_accepting_files_mid_run(bench, tmp_path) -> None:
         code = proc.wait(timeout=120)
     finally:
         subprocess.run(["chattr", "-i", str(out)], check=True)
-    one_clean_line(code, (tmp_path / "first" / "stderr").read_text(), 4,
-                   r"distillbench: error: writing .*records.jsonl: Operation not permitted; .*marked failed.*--resume")
+    one_clean_line(
+        code,
+        (tmp_path / "first" / "stderr").read_text(),
+        4,
+        r"distillbench: error: writing .*records.jsonl: Operation not permitted; .*marked failed.*--resume",
+    )
     m = manifest(out)  # rewritten in place: the folder took no new file, the manifest file new contents
     assert m["status"] == "failed" and "Operation not permitted" in m["invocations"][-1]["reason"]
     assert not (out / "records.jsonl").exists()
@@ -540,8 +613,7 @@ def test_a_corrupt_line_through_every_command(finished, tmp_path, capsys) -> Non
     compare = distillbench(command("compare", str(finished), str(out)))
     one_clean_line(compare.returncode, compare.stderr, 2, rf"distillbench: error: {where}")
     baseline = ("baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b"))
-    one_clean_line(*in_process(capsys, *baseline),
-                   2, rf"distillbench: error: {where}")
+    one_clean_line(*in_process(capsys, *baseline), 2, rf"distillbench: error: {where}")
     # The report skips the line, says so, and shows the job it belonged to as incomplete.
     report = distillbench(command("report", str(out), "--out", str(tmp_path / "report")))
     assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
@@ -559,15 +631,21 @@ def test_a_corrupt_line_through_every_command(finished, tmp_path, capsys) -> Non
     assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "none")[0] == 0
 
 
-@pytest.mark.parametrize("content", ["[]", "{}", '{"run_id": 3}', "", "\xff"],
-                         ids=["list", "empty-object", "bad-type", "empty", "binary"])
+@pytest.mark.parametrize(
+    "content", ["[]", "{}", '{"run_id": 3}', "", "\xff"], ids=["list", "empty-object", "bad-type", "empty", "binary"]
+)
 def test_a_manifest_that_is_not_one(finished, tmp_path, content, capsys) -> None:
     out = copy_of(finished, tmp_path)
     (out / "manifest.json").write_bytes(content.encode("latin-1"))
     pattern = rf"distillbench: error: {re.escape(str(out / 'manifest.json'))}: not (a run manifest|valid JSON)"
-    for args in (["report", str(out), "--out", str(tmp_path / "r")], ["compare", str(finished), str(out)],
-                 ["compare", str(out), str(finished)], ["baseline", "update", str(out), "--baselines", str(tmp_path)],
-                 ["history", str(out), "--out", str(tmp_path / "h")], [*finished_args(finished, out), "--resume"]):
+    for args in (
+        ["report", str(out), "--out", str(tmp_path / "r")],
+        ["compare", str(finished), str(out)],
+        ["compare", str(out), str(finished)],
+        ["baseline", "update", str(out), "--baselines", str(tmp_path)],
+        ["history", str(out), "--out", str(tmp_path / "h")],
+        [*finished_args(finished, out), "--resume"],
+    ):
         one_clean_line(*in_process(capsys, *args), 2, pattern)
 
 
@@ -579,8 +657,7 @@ def test_a_killed_run_reads_as_interrupted(finished, tmp_path, capsys) -> None:
     assert read_run(out).manifest["status"] == "interrupted"
     assert "interrupted (its manifest says running" in str(run_table(read_run(out).manifest).rows)
     baseline = ("baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b"))
-    one_clean_line(*in_process(capsys, *baseline),
-                   2, r"distillbench: error: .*: the run is interrupted, not complete")
+    one_clean_line(*in_process(capsys, *baseline), 2, r"distillbench: error: .*: the run is interrupted, not complete")
     folder = RunFolder(out)
     try:
         assert read_run(out).manifest["status"] == "running"
@@ -591,21 +668,38 @@ def test_a_killed_run_reads_as_interrupted(finished, tmp_path, capsys) -> None:
 # -- --resume with another plan, and in a moved folder
 
 
-@pytest.mark.parametrize("change", [["--datasets", "61,531"], ["--seeds", "3"], ["--frameworks", "torch,tensorflow"],
-                                    ["--deploy"], ["--config", "seed"]], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["--datasets", "61,531"],
+        ["--seeds", "3"],
+        ["--frameworks", "torch,tensorflow"],
+        ["--deploy"],
+        ["--config", "seed"],
+    ],
+    ids=lambda c: c[0],
+)
 def test_resume_with_another_plan_is_refused_and_changes_nothing(finished, tmp_path, change, capsys) -> None:
     out = copy_of(finished, tmp_path)
     before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
-    args = ([a for a in finished_args(finished, out) if a != "--no-deploy"] if change == ["--deploy"]
-            else [*finished_args(finished, out), *change])
-    one_clean_line(*in_process(capsys, *args, "--resume"), 2,
-                   rf"distillbench: error: --resume {re.escape(str(out))}: the plan differs from the run's: ")
+    args = (
+        [a for a in finished_args(finished, out) if a != "--no-deploy"]
+        if change == ["--deploy"]
+        else [*finished_args(finished, out), *change]
+    )
+    one_clean_line(
+        *in_process(capsys, *args, "--resume"),
+        2,
+        rf"distillbench: error: --resume {re.escape(str(out))}: the plan differs from the run's: ",
+    )
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
 
 
 def test_a_moved_run_resumes_and_counts_its_jobs(finished, tmp_path) -> None:
     out = copy_of(finished, tmp_path, "moved-elsewhere")
-    rewrite(out, lambda text: [t for t in text if not ('"seed": 1,' in t and '"framework": "torch"' in t)])  # seed 1's job lost
+    rewrite(
+        out, lambda text: [t for t in text if not ('"seed": 1,' in t and '"framework": "torch"' in t)]
+    )  # seed 1's job lost
     resumed = distillbench(command(*finished_args(finished, out), "--resume"))
     assert resumed.returncode == 0 and "1 jobs (3 already done)" in resumed.stderr, resumed.stderr
     assert_complete(out, seeds=2)
@@ -624,9 +718,13 @@ def test_a_job_with_a_missing_record_is_not_done(finished, tmp_path, capsys) -> 
     assert run.jobs.counts() == {"planned": 4, "ok": 3, "failed": 0, "missing": 1}
     assert run.jobs.unfinished[(61, 1, "torch")].startswith(why)
     assert why in str(failed_table(run.records, run.manifest, {}).rows)  # the report's Failed jobs
-    one_clean_line(*in_process(capsys, "baseline", "update", str(out), "--name", "x", "--allow-failed",
-                               "--baselines", str(tmp_path / "b")),
-                   2, r"distillbench: error: .*1 of its 4 jobs are incomplete or not run .*--resume")
+    one_clean_line(
+        *in_process(
+            capsys, "baseline", "update", str(out), "--name", "x", "--allow-failed", "--baselines", str(tmp_path / "b")
+        ),
+        2,
+        r"distillbench: error: .*1 of its 4 jobs are incomplete or not run .*--resume",
+    )
     # compare: a job the candidate lacks is a regression (exit 1), as documented
     assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "quality")[0] == 1
 
@@ -639,8 +737,11 @@ def test_a_job_with_a_missing_record_is_not_done(finished, tmp_path, capsys) -> 
 def test_a_config_file_that_is_not_utf8(bench, tmp_path, capsys) -> None:
     config = tmp_path / "latin1.toml"
     config.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
-    one_clean_line(*in_process(capsys, *bench.run(tmp_path / "run", "--config", str(config))[1:]), 2,
-                   r"distillbench: error: .*latin1.toml: not UTF-8 text")
+    one_clean_line(
+        *in_process(capsys, *bench.run(tmp_path / "run", "--config", str(config))[1:]),
+        2,
+        r"distillbench: error: .*latin1.toml: not UTF-8 text",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -653,7 +754,10 @@ def test_a_crash_is_never_read_as_a_regression(finished, tmp_path, capsys, monke
     assert code == 3 and "ZeroDivisionError" in stderr and "Traceback" in stderr
 
 
-@pytest.mark.parametrize("args", [["--datasets", ","], ["--job-timeout", "nan"], ["--timing-budget", "inf"],
-                                  ["--out", "/proc/distillbench"]], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args",
+    [["--datasets", ","], ["--job-timeout", "nan"], ["--timing-budget", "inf"], ["--out", "/proc/distillbench"]],
+    ids=lambda a: " ".join(a),
+)
 def test_run_options_that_cannot_work(bench, tmp_path, capsys, args) -> None:
     one_clean_line(*in_process(capsys, *bench.run(tmp_path / "run")[1:], *args), 2, r"distillbench: error: ")

@@ -8,6 +8,7 @@ Nothing here is mocked: the runs are real runs, killed, resumed and broken for r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -51,8 +52,10 @@ epochs = 3
 patience = 2
 """
 SMOKE = {61: ("iris", "classification", 4, 3), 531: ("boston", "regression", 14, 1)}  # name, task, features, outputs
-TASK_METRICS = {"classification": {"accuracy", "balanced_accuracy", "log_loss", "roc_auc"},
-                "regression": {"rmse", "mae", "r2"}}
+TASK_METRICS = {
+    "classification": {"accuracy", "balanced_accuracy", "log_loss", "roc_auc"},
+    "regression": {"rmse", "mae", "r2"},
+}
 DERIVED = ("retention", "kd_gain", "speedup", "compression")
 
 
@@ -73,13 +76,28 @@ def run_args(data, *args: str) -> list[str]:
     """`distillbench run ARGS` on the test data, with the tiny config and timing budget (later
     options of the same name override these), without the deployment formats (tests/test_deploy.py
     runs them): one record per role of ROLES."""
-    return [*cli(), "run", "--openml-source", str(data.source), "--cache", str(data.cache),
-            "--config", str(data.config), "--timing-budget", "0.05", "--seeds", "1", "--no-deploy", *args]
+    return [
+        *cli(),
+        "run",
+        "--openml-source",
+        str(data.source),
+        "--cache",
+        str(data.cache),
+        "--config",
+        str(data.config),
+        "--timing-budget",
+        "0.05",
+        "--seeds",
+        "1",
+        "--no-deploy",
+        *args,
+    ]
 
 
 def distillbench_run(data, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(run_args(data, *args), cwd=cwd, capture_output=True, text=True, env=clean_env(),
-                          timeout=timeout)
+    return subprocess.run(
+        run_args(data, *args), cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=timeout
+    )
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -119,11 +137,13 @@ def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
     worker per framework (reused: each ran iris, then boston): shared by the schema tests."""
     cwd = tmp_path_factory.mktemp("smoke")
     out = cwd / "run"
-    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--workers", "1",
-                              "--out", str(out), cwd=cwd)
+    result = distillbench_run(
+        data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--workers", "1", "--out", str(out), cwd=cwd
+    )
     assert_ok(result)
-    return SimpleNamespace(out=out, result=result, records=read_records(out),
-                           manifest=json.loads((out / "manifest.json").read_text()))
+    return SimpleNamespace(
+        out=out, result=result, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
+    )
 
 
 # ---- the smoke suite end to end, and the record schema
@@ -202,8 +222,9 @@ def test_every_record_has_every_key_with_its_type(smoke_run) -> None:
             assert r[key] is None or (isinstance(r[key], number) and math.isfinite(r[key])), (key, r[key])
         assert isinstance(r["call_path"], str) and r["call_path"]
         assert r["threads"] == smoke_run.manifest["threads"]
-        assert r["dataset_checksum"] == next(d["checksum"] for d in smoke_run.manifest["datasets"]
-                                              if d["id"] == r["dataset_id"])
+        assert r["dataset_checksum"] == next(
+            d["checksum"] for d in smoke_run.manifest["datasets"] if d["id"] == r["dataset_id"]
+        )
 
 
 @pytest.mark.slow
@@ -237,12 +258,16 @@ def test_derived_numbers_per_role(smoke_run) -> None:
         if role == "teacher":
             assert all(r[key] is None for key in DERIVED), {key: r[key] for key in DERIVED}
             continue
-        assert r["retention"] == pytest.approx(metrics.retention(r["metrics"][metric], teacher["metrics"][metric], metric))
+        assert r["retention"] == pytest.approx(
+            metrics.retention(r["metrics"][metric], teacher["metrics"][metric], metric)
+        )
         assert r["speedup"] == pytest.approx(teacher["latency_p50_us"] / r["latency_p50_us"])
         assert r["compression"] == pytest.approx(teacher["n_params"] / r["n_params"]) and r["compression"] > 1
         if role == "student_kd":
             scratch = records[(dataset, seed, framework, "student_scratch")]
-            assert r["kd_gain"] == pytest.approx(metrics.kd_gain(r["metrics"][metric], scratch["metrics"][metric], metric))
+            assert r["kd_gain"] == pytest.approx(
+                metrics.kd_gain(r["metrics"][metric], scratch["metrics"][metric], metric)
+            )
         else:
             assert r["kd_gain"] is None
 
@@ -253,7 +278,7 @@ def test_sizes_follow_the_architecture(smoke_run) -> None:
         _, _, features, outputs = SMOKE[r["dataset_id"]]
         widths = [16] if r["role"] == "teacher" else [4]
         sizes = [features, *widths, outputs]
-        kernels = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        kernels = sum(a * b for a, b in itertools.pairwise(sizes))
         assert r["macs_per_row"] == kernels
         assert r["n_params"] == kernels + sum(sizes[1:])
 
@@ -277,7 +302,9 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
     assert env["python"] == sys.version.split()[0]
     for package in ("torch", "keras", "numpy", "scikit-learn", "openml"):
         assert env["packages"][package] == metadata.version(package)
-    assert env["machine"]["cores"] == os.cpu_count() and isinstance(env["machine"]["cpu"], str) and env["machine"]["cpu"]
+    assert (
+        env["machine"]["cores"] == os.cpu_count() and isinstance(env["machine"]["cpu"], str) and env["machine"]["cpu"]
+    )
     # The data: IDs, names, checksums of the data files (those of the shared cache's manifest).
     assert {d["id"]: d["checksum"] for d in m["datasets"]} == {i: openml_manifest[i]["sha256"] for i in SMOKE}
     assert {d["id"]: d["name"] for d in m["datasets"]} == {i: v[0] for i, v in SMOKE.items()}
@@ -297,15 +324,27 @@ def test_manifest_records_provenance(smoke_run, data, openml_manifest) -> None:
 
 
 def test_metric_directions() -> None:
-    assert {name for name in TEST_METRICS if HIGHER_IS_BETTER[name]} == {"accuracy", "balanced_accuracy", "roc_auc", "r2"}
+    assert {name for name in TEST_METRICS if HIGHER_IS_BETTER[name]} == {
+        "accuracy",
+        "balanced_accuracy",
+        "roc_auc",
+        "r2",
+    }
     assert {name for name in TEST_METRICS if not HIGHER_IS_BETTER[name]} == {"log_loss", "rmse", "mae"}
     assert PRIMARY_METRIC == {"classification": "accuracy", "regression": "rmse"}
 
 
-@pytest.mark.parametrize("metric, teacher, better, worse", [
-    ("accuracy", 0.8, 0.9, 0.6), ("roc_auc", 0.9, 0.95, 0.7), ("r2", 0.5, 0.6, 0.25),
-    ("rmse", 4.0, 2.0, 8.0), ("mae", 3.0, 1.5, 6.0), ("log_loss", 0.5, 0.25, 1.0),
-])
+@pytest.mark.parametrize(
+    "metric, teacher, better, worse",
+    [
+        ("accuracy", 0.8, 0.9, 0.6),
+        ("roc_auc", 0.9, 0.95, 0.7),
+        ("r2", 0.5, 0.6, 0.25),
+        ("rmse", 4.0, 2.0, 8.0),
+        ("mae", 3.0, 1.5, 6.0),
+        ("log_loss", 0.5, 0.25, 1.0),
+    ],
+)
 def test_retention_is_100_when_equal_and_above_100_when_the_student_is_better(metric, teacher, better, worse) -> None:
     assert metrics.retention(teacher, teacher, metric) == pytest.approx(100.0)
     assert metrics.retention(better, teacher, metric) > 100.0
@@ -323,10 +362,17 @@ def test_retention_values() -> None:
     assert metrics.retention(0.0, 4.0, "rmse") is None
 
 
-@pytest.mark.parametrize("metric, scratch, better, worse", [
-    ("accuracy", 0.8, 0.9, 0.6), ("balanced_accuracy", 0.5, 0.6, 0.4), ("r2", -1.0, -0.5, -2.0),
-    ("rmse", 4.0, 2.0, 8.0), ("mae", 3.0, 1.5, 6.0), ("log_loss", 0.5, 0.25, 1.0),
-])
+@pytest.mark.parametrize(
+    "metric, scratch, better, worse",
+    [
+        ("accuracy", 0.8, 0.9, 0.6),
+        ("balanced_accuracy", 0.5, 0.6, 0.4),
+        ("r2", -1.0, -0.5, -2.0),
+        ("rmse", 4.0, 2.0, 8.0),
+        ("mae", 3.0, 1.5, 6.0),
+        ("log_loss", 0.5, 0.25, 1.0),
+    ],
+)
 def test_kd_gain_is_positive_when_distillation_helped(metric, scratch, better, worse) -> None:
     assert metrics.kd_gain(scratch, scratch, metric) == 0.0
     assert metrics.kd_gain(better, scratch, metric) > 0
@@ -337,7 +383,9 @@ def test_kd_gain_values() -> None:
     assert metrics.kd_gain(0.9, 0.8, "accuracy") == pytest.approx(12.5)
     assert metrics.kd_gain(3.0, 4.0, "rmse") == pytest.approx(25.0)  # 25 % less error than the scratch student
     assert metrics.kd_gain(5.0, 4.0, "rmse") == pytest.approx(-25.0)
-    assert metrics.kd_gain(-0.5, -1.0, "r2") == pytest.approx(50.0)  # relative to |scratch|: the sign still says who won
+    assert metrics.kd_gain(-0.5, -1.0, "r2") == pytest.approx(
+        50.0
+    )  # relative to |scratch|: the sign still says who won
     assert metrics.kd_gain(0.5, 0.0, "accuracy") is None
 
 
@@ -349,9 +397,13 @@ def test_quality_metric_functions() -> None:
     assert m["accuracy"] == m["balanced_accuracy"] == m["roc_auc"] == 1.0 and 0 < m["log_loss"] < 0.1
     wrong = perfect[:, [1, 2, 0]]
     assert metrics.classification_metrics(y, wrong)["accuracy"] == 0.0
-    binary = metrics.classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]))
+    binary = metrics.classification_metrics(
+        np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    )
     assert binary["roc_auc"] == 1.0 and binary["accuracy"] == 1.0
-    absent = metrics.classification_metrics(np.array([0, 0, 1]), np.full((3, 3), 1 / 3))  # class 2 absent: AUC undefined
+    absent = metrics.classification_metrics(
+        np.array([0, 0, 1]), np.full((3, 3), 1 / 3)
+    )  # class 2 absent: AUC undefined
     assert absent["roc_auc"] is None
     r = metrics.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
     assert r["rmse"] == pytest.approx(math.sqrt(4 / 3)) and r["mae"] == pytest.approx(2 / 3)
@@ -370,8 +422,9 @@ def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, t
         fh.write('{"dataset_id": 61, "seed": 0, "framework": "torch", "role": "tea')  # a kill mid-write
     assert read_records(out) == smoke_run.records
 
-    result = distillbench_run(data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--out", str(out), "--resume",
-                              cwd=tmp_path)
+    result = distillbench_run(
+        data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--out", str(out), "--resume", cwd=tmp_path
+    )
     assert_ok(result)
     assert (out / RECORDS).read_text() == complete  # cut back to the last whole line; nothing re-run
     manifest = json.loads((out / "manifest.json").read_text())
@@ -396,8 +449,9 @@ def test_two_runs_on_one_folder_are_refused(data, tmp_path) -> None:
     out.mkdir()
     holder = RunFolder(out)  # this process is the run writing there
     try:
-        result = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--out", str(out), "--resume",
-                                  cwd=tmp_path)
+        result = distillbench_run(
+            data, "--datasets", "61", "--frameworks", "torch", "--out", str(out), "--resume", cwd=tmp_path
+        )
     finally:
         holder.close()
     assert result.returncode != 0
@@ -441,8 +495,14 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
     out = tmp_path / "run"
     # Two jobs; a timing budget long enough that the second is still running when the kill lands.
     args = ["--datasets", "61", "--frameworks", "torch", "--seeds", "2", "--timing-budget", "0.1", "--out", str(out)]
-    proc = subprocess.Popen(run_args(data, *args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=clean_env())
+    proc = subprocess.Popen(
+        run_args(data, *args),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
@@ -464,15 +524,19 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
     try:
         before = (out / RECORDS).read_text()
         killed = read_records(out)
-        assert 0 < len(killed) < 2 * (len(REFERENCES) + len(ROLES)), "the kill came after the last job: the test proves nothing"
+        assert 0 < len(killed) < 2 * (len(REFERENCES) + len(ROLES)), (
+            "the kill came after the last job: the test proves nothing"
+        )
         assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # valid JSON, never half-written
 
         resumed = distillbench_run(data, *args, "--resume", cwd=tmp_path)
         assert_ok(resumed)
         assert (out / RECORDS).read_text().startswith(before)  # finished jobs are left as they were
         records = read_records(out)
-        assert sorted(keys(records)) == sorted([(61, seed, "torch", role) for seed in range(2) for role in ROLES]
-                                               + [(61, seed, REFERENCE, role) for seed in range(2) for role in REFERENCES])
+        assert sorted(keys(records)) == sorted(
+            [(61, seed, "torch", role) for seed in range(2) for role in ROLES]
+            + [(61, seed, REFERENCE, role) for seed in range(2) for role in REFERENCES]
+        )
         assert all(r["status"] == "ok" for r in records)
         manifest = json.loads((out / "manifest.json").read_text())
         done = len({(r["seed"], r["framework"]) for r in killed})
@@ -500,12 +564,16 @@ def failing_run(data, tmp_path_factory) -> SimpleNamespace:
     cwd = tmp_path_factory.mktemp("failing")
     config = cwd / "nan.toml"
     config.write_text(TINY_CONFIG + "\n[distill]\ntemperature = 5e-324\n")
-    suite = write_suite(cwd / "failing.toml", '61, { id = 531, target = "no_such_column" }, { id = 187, target = "Alcohol" }')
+    suite = write_suite(
+        cwd / "failing.toml", '61, { id = 531, target = "no_such_column" }, { id = 187, target = "Alcohol" }'
+    )
     out = cwd / "run"
-    result = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--config", str(config),
-                              "--out", str(out), cwd=cwd)
-    return SimpleNamespace(out=out, result=result, records=read_records(out),
-                           manifest=json.loads((out / "manifest.json").read_text()))
+    result = distillbench_run(
+        data, "--suite", str(suite), "--frameworks", "torch", "--config", str(config), "--out", str(out), cwd=cwd
+    )
+    return SimpleNamespace(
+        out=out, result=result, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
+    )
 
 
 @pytest.mark.slow
@@ -514,8 +582,10 @@ def test_a_dataset_that_cannot_load_fails_its_jobs_only(failing_run) -> None:
     records = {r["dataset_id"]: [] for r in failing_run.records}
     for r in failing_run.records:
         records[r["dataset_id"]].append(r)
-    assert sorted(keys(failing_run.records)) == sorted([(d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES]
-                                                       + [(d, 0, REFERENCE, role) for d in (61, 531, 187) for role in REFERENCES])
+    assert sorted(keys(failing_run.records)) == sorted(
+        [(d, 0, "torch", role) for d in (61, 531, 187) for role in ROLES]
+        + [(d, 0, REFERENCE, role) for d in (61, 531, 187) for role in REFERENCES]
+    )
     bad = records[531]
     assert all(r["status"] == "failed" and "no_such_column" in r["error"] for r in bad), [r["error"] for r in bad]
     assert all(set(REQUIRED_FIELDS) <= set(r) and r["metrics"] is None for r in bad)
@@ -531,19 +601,35 @@ def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
     """Without --strict a run with failed jobs exits 0 (they are results: see above); with it, 1, the
     reason in one last line; a run whose jobs all finished exits 0 either way."""
     suite = write_suite(tmp_path / "half.toml", '61, { id = 531, target = "no_such_column" }')
-    strict = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
-                              "--strict", cwd=tmp_path)
+    strict = distillbench_run(
+        data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"), "--strict", cwd=tmp_path
+    )
     assert strict.returncode == 1, strict.stderr[-3000:]
     assert "Traceback" not in strict.stderr
-    assert strict.stderr.strip().splitlines()[-1] == (f"distillbench: --strict: 5 of 10 records failed (the reasons: "
-                                                       f"distillbench report {tmp_path / 'run'})")
-    assert len(read_records(tmp_path / "run")) == 10  # the run itself is complete (3 models and 2 references per dataset)
+    assert strict.stderr.strip().splitlines()[-1] == (
+        f"distillbench: --strict: 5 of 10 records failed (the reasons: distillbench report {tmp_path / 'run'})"
+    )
+    assert (
+        len(read_records(tmp_path / "run")) == 10
+    )  # the run itself is complete (3 models and 2 references per dataset)
     # the same folder resumed: every job that can finish is done, the failed ones are still failed
-    again = distillbench_run(data, "--suite", str(suite), "--frameworks", "torch", "--out", str(tmp_path / "run"),
-                             "--resume", "--strict", "-q", cwd=tmp_path)
+    again = distillbench_run(
+        data,
+        "--suite",
+        str(suite),
+        "--frameworks",
+        "torch",
+        "--out",
+        str(tmp_path / "run"),
+        "--resume",
+        "--strict",
+        "-q",
+        cwd=tmp_path,
+    )
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("distillbench: --strict: 5 of 10")
-    clean = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--out", str(tmp_path / "ok"),
-                             "--strict", cwd=tmp_path)
+    clean = distillbench_run(
+        data, "--datasets", "61", "--frameworks", "torch", "--out", str(tmp_path / "ok"), "--strict", cwd=tmp_path
+    )
     assert_ok(clean)
 
 
@@ -551,20 +637,28 @@ def test_strict_exits_1_when_a_job_failed(data, tmp_path) -> None:
 def test_a_job_failing_in_its_worker_does_not_stop_the_others(failing_run) -> None:
     iris = [r for r in failing_run.records if r["dataset_id"] == 61 and r["framework"] == "torch"]
     assert [r["role"] for r in iris] == list(ROLES)
-    assert all(r["status"] == "failed" and r["error"] == "ValueError: the temperature compressor gave non-finite student targets"
-               for r in iris), [r["error"] for r in iris]
-    assert all(r["dataset_name"] == "iris" and r["task"] == "classification" and set(REQUIRED_FIELDS) <= set(r) for r in iris)
+    assert all(
+        r["status"] == "failed"
+        and r["error"] == "ValueError: the temperature compressor gave non-finite student targets"
+        for r in iris
+    ), [r["error"] for r in iris]
+    assert all(
+        r["dataset_name"] == "iris" and r["task"] == "classification" and set(REQUIRED_FIELDS) <= set(r) for r in iris
+    )
     wine = [r for r in failing_run.records if r["dataset_id"] == 187]
     assert all(r["status"] == "ok" for r in wine)  # after the failure, in the same worker
     summary = failing_run.result.stdout
-    assert re.search(r"^iris\s+torch\s.*\s0/1\s*$", summary, re.M) and re.search(r"^wine\s+torch\s.*\s1/0\s*$", summary, re.M), summary
+    assert re.search(r"^iris\s+torch\s.*\s0/1\s*$", summary, re.M) and re.search(
+        r"^wine\s+torch\s.*\s1/0\s*$", summary, re.M
+    ), summary
 
 
 @pytest.mark.slow
 def test_a_job_over_its_time_limit_fails_and_the_run_completes(data, tmp_path) -> None:
     out = tmp_path / "run"
-    result = distillbench_run(data, "--datasets", "61", "--frameworks", "torch", "--job-timeout", "0.01", "--out", str(out),
-                              cwd=tmp_path)
+    result = distillbench_run(
+        data, "--datasets", "61", "--frameworks", "torch", "--job-timeout", "0.01", "--out", str(out), cwd=tmp_path
+    )
     assert_ok(result)
     records = read_records(out)
     assert [r["role"] for r in records] == [*REFERENCES, *ROLES]
@@ -583,7 +677,10 @@ BAD_INPUT = {
     "negative seeds": (["--datasets", "61", "--seeds", "-2"], "not '-2'"),
     "out under a file": (["--datasets", "61", "--out", "{tmp}/a-file/run"], "cannot be created"),
     "config does not parse": (["--datasets", "61", "--config", "{tmp}/broken.toml"], "not valid TOML"),
-    "config names an unknown field": (["--datasets", "61", "--config", "{tmp}/unknown.toml"], "training.epochz: unknown field"),
+    "config names an unknown field": (
+        ["--datasets", "61", "--config", "{tmp}/unknown.toml"],
+        "training.epochz: unknown field",
+    ),
     "not a dataset ID": (["--datasets", "61,abc"], "--datasets"),
     "dataset ID 0": (["--datasets", "0"], "expected an OpenML dataset ID (a whole number of at least 1), not '0'"),
     "dataset listed twice": (["--suite", "{tmp}/twice.toml"], "dataset 61 listed more than once"),
@@ -603,8 +700,18 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
         args = [a.replace("{tmp}", str(tmp)) for a in args]
         if "--out" not in args:
             args += ["--out", str(tmp / "run")]
-        procs[case] = (subprocess.Popen(run_args(data, *args), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=clean_env()), args, tmp)
+        procs[case] = (
+            subprocess.Popen(
+                run_args(data, *args),
+                cwd=tmp,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=clean_env(),
+            ),
+            args,
+            tmp,
+        )
     results = {}
     for case, (proc, args, tmp) in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
@@ -633,8 +740,17 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(case, bad_input_result
 def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke_run, data, tmp_path) -> None:
     """In the smoke run each framework's worker ran iris, then boston; here boston gets new processes."""
     out = tmp_path / "run"
-    result = distillbench_run(data, "--datasets", "531", "--frameworks", "torch,tensorflow", "--fresh-process",
-                              "--out", str(out), cwd=tmp_path)
+    result = distillbench_run(
+        data,
+        "--datasets",
+        "531",
+        "--frameworks",
+        "torch,tensorflow",
+        "--fresh-process",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert_ok(result)
     assert json.loads((out / "manifest.json").read_text())["worker"].startswith("fresh process per job")
     fresh = by_key(read_records(out))
@@ -643,4 +759,8 @@ def test_a_fresh_process_per_job_gives_the_same_quality_as_a_reused_worker(smoke
     for key, r in fresh.items():
         assert r["status"] == "ok"
         assert r["metrics"] == reused[key]["metrics"], key  # bit-identical, not approximately equal
-        assert (r["epochs"], r["best_epoch"], r["n_params"]) == (reused[key]["epochs"], reused[key]["best_epoch"], reused[key]["n_params"])
+        assert (r["epochs"], r["best_epoch"], r["n_params"]) == (
+            reused[key]["epochs"],
+            reused[key]["best_epoch"],
+            reused[key]["n_params"],
+        )

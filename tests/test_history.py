@@ -29,7 +29,13 @@ def results(tmp_path):
         run_id = f"2026010{i + 1}-120000-smoke"
         records = make_records(run_id)
         if i == 2:
-            edit(records, 61, "torch", "student_kd", lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.1))
+            edit(
+                records,
+                61,
+                "torch",
+                "student_kd",
+                lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.1),
+            )
         manifest = make_manifest(run_id, started=time.time() - (3 - i) * day)
         manifest["environment"]["git"] = {"commit": commit, "dirty": i == 1}
         write_run(root / run_id, records, manifest)
@@ -46,10 +52,15 @@ def test_history_of_a_results_folder(results, tmp_path) -> None:
     csv_path, png_path, rows = write_history([results], ["accuracy", "latency_p50_us"], out)
     assert png_path.read_bytes()[:8] == PNG and png_path.stat().st_size > 10_000
     table = read_csv(csv_path)
-    assert len(table) == len(rows) == 3 * (2 * 3 * 1 + 2 * 2 * 3)  # runs x (iris roles x accuracy + datasets x roles x latency)
+    assert (
+        len(table) == len(rows) == 3 * (2 * 3 * 1 + 2 * 2 * 3)
+    )  # runs x (iris roles x accuracy + datasets x roles x latency)
     assert [r["commit"] for r in table[:: len(table) // 3]] == ["aaaaaaa1111", "bbbbbbb2222", "ccccccc3333"]
-    kd = [float(r["mean"]) for r in table if (r["dataset"], r["framework"], r["role"], r["metric"]) ==
-          ("iris", "torch", "student_kd", "accuracy")]
+    kd = [
+        float(r["mean"])
+        for r in table
+        if (r["dataset"], r["framework"], r["role"], r["metric"]) == ("iris", "torch", "student_kd", "accuracy")
+    ]
     assert kd == pytest.approx([0.89, 0.89, 0.79])
     assert {r["n"] for r in table} == {"3"} and all(float(r["sd"]) > 0 for r in table)
 

@@ -108,6 +108,7 @@ def test_regression_loss_matches_numpy(framework, alpha):
 
 # --- the other objectives, and batches with rows without a label (transfer sets) ---------------------
 
+
 def reference_rows(task, objective, out, y, t, alpha, temperature, t_squared):
     """Per row: the label term and the scaled teacher term, in float64, from the formulas."""
     s = out.astype(np.float64)
@@ -167,8 +168,10 @@ def test_hard_labels_is_cross_entropy_with_the_teachers_class(framework, alpha):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize(("task", "objective"), [("regression", "soft_targets"), ("classification", "soft_targets"),
-                                                 ("classification", "logit_matching")])
+@pytest.mark.parametrize(
+    ("task", "objective"),
+    [("regression", "soft_targets"), ("classification", "soft_targets"), ("classification", "logit_matching")],
+)
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 @pytest.mark.parametrize("labelled", ["some", "all", "none"])
 def test_rows_without_a_label_get_the_teacher_term_alone(framework, task, objective, alpha, labelled):
@@ -211,6 +214,7 @@ def test_rows_without_a_label_give_finite_gradients(framework, task):
 
 # --- the registry of objectives ------------------------------------------------------------------
 
+
 def test_each_framework_implements_every_registered_objective():
     assert list(OBJECTIVES) == ["soft_targets", "logit_matching", "hard_labels"]
     assert set(torch_backend.TEACHER_TERMS) == set(tf_backend.TEACHER_TERMS) == set(OBJECTIVES)
@@ -225,8 +229,9 @@ CASES = [(name, task) for name, objective in OBJECTIVES.items() for task in obje
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("t_squared", [True, False], ids=["t2", "no_t2"])
 @pytest.mark.parametrize("masked", [False, True], ids=["labelled", "transfer_rows"])
-def test_each_framework_computes_each_objective_as_its_numpy_definition(framework, objective, task, n_classes, alpha,
-                                                                         t_squared, masked):
+def test_each_framework_computes_each_objective_as_its_numpy_definition(
+    framework, objective, task, n_classes, alpha, t_squared, masked
+):
     spec = LossSpec(task, alpha=alpha, temperature=2.5, t_squared=t_squared, objective=objective, masked=masked)
     if task == "classification":
         out, y, t = classification_batch(n_classes, "with_zeros", seed=1)

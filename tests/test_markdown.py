@@ -33,8 +33,23 @@ HOSTILE = [
     "[ref]: http://evil\r\n> quote\u2028- item",
 ]
 # What the data may not make: links, images, raw HTML, code, headings, quotes, lists, rules.
-LIVE = {"link_open", "image", "html_inline", "html_block", "code_inline", "fence", "code_block", "heading_open",
-        "blockquote_open", "bullet_list_open", "ordered_list_open", "hr", "s_open", "em_open", "strong_open"}
+LIVE = {
+    "link_open",
+    "image",
+    "html_inline",
+    "html_block",
+    "code_inline",
+    "fence",
+    "code_block",
+    "heading_open",
+    "blockquote_open",
+    "bullet_list_open",
+    "ordered_list_open",
+    "hr",
+    "s_open",
+    "em_open",
+    "strong_open",
+}
 
 
 def flat(text: str) -> list:
@@ -110,22 +125,36 @@ def test_report_md_has_the_structure_of_its_blocks_whatever_the_names(tmp_path) 
     images = [t.attrGet("src") for t in tokens if t.type == "image"]
     assert images == [f"figures/{b.name}.png" for b in blocks if isinstance(b, Figure)]
     links = [t.attrGet("href") for t in tokens if t.type == "link_open"]
-    assert links == [x for b in blocks for x in (
-        [f"tables/{b.name}.csv", f"tables/{b.name}.tex"] if isinstance(b, Table) else
-        [f"figures/{b.name}.svg"] if isinstance(b, Figure) else [])]
+    assert links == [
+        x
+        for b in blocks
+        for x in (
+            [f"tables/{b.name}.csv", f"tables/{b.name}.tex"]
+            if isinstance(b, Table)
+            else [f"figures/{b.name}.svg"]
+            if isinstance(b, Figure)
+            else []
+        )
+    ]
 
 
 def test_compare_md_keeps_its_structure_whatever_the_names(tmp_path) -> None:
     """`compare --md` with hostile dataset names, a hostile error message and run folder name: its
     headings are its own, its tables keep their rows, nothing live comes from the data."""
+
     def rename(records):
         for r in records:
             r["dataset_name"] = HOSTILE[0] if r["dataset_id"] == 61 else HOSTILE[3]
         return records
 
     baseline = write_run(tmp_path / "baseline", rename(make_records("baseline")))
-    worse = edit(rename(make_records("cand")), 61, "tensorflow", "student_kd",
-                 lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2))
+    worse = edit(
+        rename(make_records("cand")),
+        61,
+        "tensorflow",
+        "student_kd",
+        lambda r: r["metrics"].update(accuracy=r["metrics"]["accuracy"] - 0.2),
+    )
     edit(worse, 531, "torch", "teacher", lambda r: r.update(status="failed", error=HOSTILE[4] + HOSTILE[1]))
     folder = tmp_path / "x](http:evil)#`` <b>"
     candidate = write_run(folder, worse, make_manifest("## run\n```", suite="[s](http://evil)"))
@@ -141,7 +170,10 @@ def test_compare_md_keeps_its_structure_whatever_the_names(tmp_path) -> None:
     assert [len(row) for t in tables for row in t] == [len(t[0]) for t in tables for _ in t]
     assert [t[0] for t in tables] == [list(COLUMNS), list(JOB_COLUMNS), list(JOB_COLUMNS), list(COLUMNS)]
     assert sum(t.type == "bullet_list_open" for t in tokens) == 1
-    bullets = [rendered(tokens[i + 1]) for i, t in enumerate(tokens) if t.type == "paragraph_open"
-               and tokens[i - 1].type == "list_item_open"]
+    bullets = [
+        rendered(tokens[i + 1])
+        for i, t in enumerate(tokens)
+        if t.type == "paragraph_open" and tokens[i - 1].type == "list_item_open"
+    ]
     assert str(folder) in bullets[1] and "## run ```" in bullets[1] and "[s](http://evil)" in bullets[1]
     assert f"{HOSTILE[4]}{HOSTILE[1]}" in str(tables[1])

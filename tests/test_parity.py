@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import background_command, finished
 
+from conftest import background_command, finished
 from distillbench.implementations import parity
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.pipeline import initial_weights
@@ -25,8 +25,11 @@ def expected_cases(kind: str) -> list[tuple]:
     """(task, role, objective, transfer rows) in the order parity runs them: every objective of the
     distilled student (one on regression), without and with transfer rows in its batches."""
     objectives = ("soft_targets",) if kind == "regression" else OBJECTIVES
-    return ([(kind, "teacher", None, False)] + [(kind, "student_kd", o, t) for o in objectives for t in (False, True)]
-            + [(kind, "student_scratch", None, False)])
+    return (
+        [(kind, "teacher", None, False)]
+        + [(kind, "student_kd", o, t) for o in objectives for t in (False, True)]
+        + [(kind, "student_scratch", None, False)]
+    )
 
 
 def case_key(case: dict) -> tuple:
@@ -40,7 +43,9 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 def cli_parity_json(tmp_path_factory):
     """`distillbench parity --json` started with this module's first test, so that it runs beside the
     in-process tests (it loads both frameworks: seconds). Output goes to files: no pipe can fill up."""
-    yield from background_command(tmp_path_factory.mktemp("cli_parity_json"), "parity", "--task", "regression", "--steps", "3", "--json")
+    yield from background_command(
+        tmp_path_factory.mktemp("cli_parity_json"), "parity", "--task", "regression", "--steps", "3", "--json"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +88,15 @@ def test_cli_parity_json(cli_parity_json):
 
 # --- negative controls: a TensorFlow side that differs a little must be caught ---------------------
 
+
 class PerturbedInitTF(TensorFlowBackend):
     """Starts from the shared initial weights plus noise of 1e-4."""
 
     def build(self, spec, weights):
         rng = np.random.default_rng(123)
-        return super().build(spec, [w + np.float32(1e-4) * rng.standard_normal(w.shape, dtype=np.float32) for w in weights])
+        return super().build(
+            spec, [w + np.float32(1e-4) * rng.standard_normal(w.shape, dtype=np.float32) for w in weights]
+        )
 
 
 class OtherEpsilonTF(TensorFlowBackend):
@@ -110,7 +118,9 @@ class FixedRateTF(TensorFlowBackend):
 @pytest.fixture(scope="module")
 def parity_spec():
     spec = load_spec("default")  # as run_parity runs it
-    return spec.replace(training=dataclasses.replace(spec.training, batch_size=32, learning_rate=parity.PARITY_LEARNING_RATE))
+    return spec.replace(
+        training=dataclasses.replace(spec.training, batch_size=32, learning_rate=parity.PARITY_LEARNING_RATE)
+    )
 
 
 def test_forward_check_catches_perturbed_initial_weights(parity_spec):

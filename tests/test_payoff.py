@@ -15,25 +15,30 @@ from distillbench.implementations.spec import spec_from_dict
 # ---- the gap closed of one job
 
 
-@pytest.mark.parametrize(("metric", "teacher", "scratch", "kd", "closed"), [
-    ("accuracy", 0.9, 0.8, 0.85, 50.0),  # higher is better
-    ("accuracy", 0.9, 0.8, 0.95, 150.0),  # better than the teacher
-    ("accuracy", 0.9, 0.8, 0.7, -100.0),  # worse than scratch
-    ("rmse", 1.0, 2.0, 1.5, 50.0),  # lower is better: the same share
-    ("rmse", 1.0, 2.0, 2.5, -50.0),
-])
+@pytest.mark.parametrize(
+    ("metric", "teacher", "scratch", "kd", "closed"),
+    [
+        ("accuracy", 0.9, 0.8, 0.85, 50.0),  # higher is better
+        ("accuracy", 0.9, 0.8, 0.95, 150.0),  # better than the teacher
+        ("accuracy", 0.9, 0.8, 0.7, -100.0),  # worse than scratch
+        ("rmse", 1.0, 2.0, 1.5, 50.0),  # lower is better: the same share
+        ("rmse", 1.0, 2.0, 2.5, -50.0),
+    ],
+)
 def test_gap_closed_is_the_share_of_the_teachers_lead_whatever_the_direction(metric, teacher, scratch, kd, closed):
     out = metrics.gap_closed(kd, scratch, teacher, metric, noise=0.01)
     assert out["gap"] == pytest.approx(abs(teacher - scratch)) and out["gap_noise"] == 0.01
     assert out["gap_closed"] == pytest.approx(closed)
 
 
-@pytest.mark.parametrize(("metric", "teacher", "scratch"), [("accuracy", 0.8, 0.9), ("rmse", 2.0, 1.0),
-                                                           ("accuracy", 0.85, 0.8)])
+@pytest.mark.parametrize(
+    ("metric", "teacher", "scratch"), [("accuracy", 0.8, 0.9), ("rmse", 2.0, 1.0), ("accuracy", 0.85, 0.8)]
+)
 def test_no_gap_closed_where_the_teacher_does_not_lead_by_more_than_the_noise(metric, teacher, scratch):
     out = metrics.gap_closed(0.9, scratch, teacher, metric, noise=0.1)
     assert out["gap_closed"] is None and out["gap"] == pytest.approx(
-        teacher - scratch if metric == "accuracy" else scratch - teacher)
+        teacher - scratch if metric == "accuracy" else scratch - teacher
+    )
 
 
 def test_the_noise_of_an_accuracy_difference_is_that_of_the_paired_rows():
@@ -66,9 +71,16 @@ def test_the_noise_of_an_rmse_difference_matches_the_bootstrap_over_test_rows():
 def entry(metric: str, teacher, scratch, kd, recorded=None) -> dict:
     def records(values, gap_closed=None):
         return {seed: {"metrics": {metric: v}, "gap_closed": gap_closed} for seed, v in enumerate(values)}
-    return {"metric": metric, "higher_is_better": metric == "accuracy",
-            "by_seed": {"teacher": records(teacher), "student_kd": records(kd, recorded),
-                        "student_scratch": records(scratch)}}
+
+    return {
+        "metric": metric,
+        "higher_is_better": metric == "accuracy",
+        "by_seed": {
+            "teacher": records(teacher),
+            "student_kd": records(kd, recorded),
+            "student_scratch": records(scratch),
+        },
+    }
 
 
 def test_a_lead_beyond_the_seed_noise_is_a_gap_to_close():
@@ -92,11 +104,27 @@ def test_with_one_seed_the_jobs_own_noise_decides():
 
 def test_configurations_are_ranked_per_framework_over_datasets():
     def e(dataset_id, number, quality, higher=True, framework="torch"):
-        return {"dataset_id": dataset_id, "number": number, "framework": framework, "higher_is_better": higher,
-                "quality": {"student_kd": Estimate(quality, None, 1)}}
-    entries = [e(1, 1, 0.8), e(1, 2, 0.9), e(1, 3, 0.7), e(2, 1, 2.0, False), e(2, 2, 1.0, False),
-               e(2, 3, 3.0, False), e(3, 1, 0.5), e(3, 2, 0.6), e(3, 3, 0.4), e(4, 1, 0.5),  # dataset 4 incomplete
-               e(1, 1, 0.1, framework="tensorflow")]
+        return {
+            "dataset_id": dataset_id,
+            "number": number,
+            "framework": framework,
+            "higher_is_better": higher,
+            "quality": {"student_kd": Estimate(quality, None, 1)},
+        }
+
+    entries = [
+        e(1, 1, 0.8),
+        e(1, 2, 0.9),
+        e(1, 3, 0.7),
+        e(2, 1, 2.0, False),
+        e(2, 2, 1.0, False),
+        e(2, 3, 3.0, False),
+        e(3, 1, 0.5),
+        e(3, 2, 0.6),
+        e(3, 3, 0.4),
+        e(4, 1, 0.5),  # dataset 4 incomplete
+        e(1, 1, 0.1, framework="tensorflow"),
+    ]
     ranking = rank_configurations(entries, "torch")
     assert ranking["numbers"] == [1, 2, 3] and ranking["datasets"] == 3
     assert ranking["mean_ranks"] == [2.0, 1.0, 3.0]  # lower RMSE ranks first, like higher accuracy
@@ -112,15 +140,28 @@ TINY = {"teacher": {"widths": [16]}, "student": {"widths": [4]}, "training": {"e
 
 def job(config: dict, openml_source, openml_cache) -> list[dict]:
     spec = spec_from_dict(config)
-    return run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
-                       source=str(openml_source), timing_budget=0.02, deploy=False))
+    return run_job(
+        Job(
+            61,
+            0,
+            "torch",
+            spec.to_dict(),
+            threads=1,
+            cache=str(openml_cache.root),
+            source=str(openml_source),
+            timing_budget=0.02,
+            deploy=False,
+        )
+    )
 
 
 @pytest.mark.slow
 def test_a_transfer_sweep_trains_the_teacher_and_the_scratch_student_once(openml_source, openml_cache):
-    records = job(TINY | {"transfer": {"kind": "munge"},
-                          "sweep": {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 2]}},
-                  openml_source, openml_cache)
+    records = job(
+        TINY | {"transfer": {"kind": "munge"}, "sweep": {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 2]}},
+        openml_source,
+        openml_cache,
+    )
     assert all(r["status"] == "ok" for r in records) and len(records) == 12
     by = {(r["variant"], r["role"]): r for r in records}
     labels = ["kind=munge, size=0", "kind=munge, size=2", "kind=mixup, size=0", "kind=mixup, size=2"]
@@ -144,8 +185,15 @@ def test_a_transfer_sweep_trains_the_teacher_and_the_scratch_student_once(openml
 
 @pytest.mark.slow
 def test_unlabeled_rows_go_to_the_distilled_student_and_the_others_see_the_labelled_ones(openml_source, openml_cache):
-    records = job(TINY | {"transfer": {"kind": "unlabeled", "labelled_fraction": 0.5},
-                          "sweep": {"transfer.labelled_fraction": [0.5, 0.2]}}, openml_source, openml_cache)
+    records = job(
+        TINY
+        | {
+            "transfer": {"kind": "unlabeled", "labelled_fraction": 0.5},
+            "sweep": {"transfer.labelled_fraction": [0.5, 0.2]},
+        },
+        openml_source,
+        openml_cache,
+    )
     by = {(r["variant"], r["role"]): r for r in records}
     for fraction, labelled in ((0.5, 45), (0.2, 18)):
         label = f"labelled_fraction={fraction:g}"

@@ -50,7 +50,9 @@ def test_the_references_see_the_rows_the_teacher_sees():
     data, _, _ = problem("regression")
     spec = PipelineSpec(training=TrainingSpec(train_fraction=0.5))
     rows = training_data(data, spec.training, seed=3)
-    assert np.array_equal(rows.x_train, data.x_train[train_rows(300, 0.5, 3)]) and np.array_equal(rows.x_val, data.x_val)
+    assert np.array_equal(rows.x_train, data.x_train[train_rows(300, 0.5, 3)]) and np.array_equal(
+        rows.x_val, data.x_val
+    )
     assert np.array_equal(Pipeline(None, spec, data, seed=3).data.x_train, rows.x_train)
     assert training_data(data, TrainingSpec(), seed=3) is data
 
@@ -79,7 +81,11 @@ def test_a_model_on_its_budget_or_diverged_is_flagged_whatever_the_references():
     for reason in ("max_steps", "max_epochs", "max_iter", "time_limit"):
         assert model_flags(record("teacher", 0.9, stop_reason=reason), None) == ["budget"]
     assert model_flags(record("student_kd", 0.9, stop_reason="diverged"), None) == ["diverged"]
-    assert model_flags(record("student_kd", 0.9), None) == model_flags(record("hgb", 0.9, stop_reason="converged"), None) == []
+    assert (
+        model_flags(record("student_kd", 0.9), None)
+        == model_flags(record("hgb", 0.9, stop_reason="converged"), None)
+        == []
+    )
 
 
 def test_a_student_below_the_linear_reference_by_more_than_the_floor_is_flagged():

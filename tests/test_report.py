@@ -4,9 +4,11 @@ see its README), checked for its numbers, its files, its escaping, and in a real
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import re
@@ -87,7 +89,9 @@ def test_the_html_is_one_self_contained_file(report: Path) -> None:
     assert not re.search(r"<script|<link|\b(src|href)=\"(?!data:)", text, re.IGNORECASE)
     embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(embedded) == len(FIGURES)
-    assert {base64.b64decode(data) for data in embedded} == {(report / "figures" / f"{n}.png").read_bytes() for n in FIGURES}
+    assert {base64.b64decode(data) for data in embedded} == {
+        (report / "figures" / f"{n}.png").read_bytes() for n in FIGURES
+    }
 
 
 # ---------------------------------------------------------------- numbers
@@ -97,17 +101,24 @@ def test_results_are_means_with_student_t_intervals_over_seeds(report: Path) -> 
     records = [r for r in fixture_records() if r["status"] == "ok"]
     rows = {(r["dataset"], r["framework"]): r for r in read_csv(report / "tables" / "results.csv")}
     assert len(rows) == 12  # 6 datasets x 2 frameworks; the dataset that failed has no row
-    for (dataset_id, name) in ((183, "abalone"), (61, "iris"), (54, PIPE)):
+    for dataset_id, name in ((183, "abalone"), (61, "iris"), (54, PIPE)):
         for framework in ("torch", "tensorflow"):
             row = rows[(name, framework)]
             for role in ("teacher", "student_kd", "student_scratch"):
-                values = [r["metrics"][r["primary_metric"]] for r in records
-                          if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, role)]
+                values = [
+                    r["metrics"][r["primary_metric"]]
+                    for r in records
+                    if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, role)
+                ]
                 assert len(values) == 3
                 half = sp.t.ppf(0.975, 2) * sp.sem(values)
                 assert float(row[role]) == pytest.approx(np.mean(values), rel=1e-12)
                 assert float(row[f"{role} ci95"]) == pytest.approx(half, rel=1e-9)
-            kd = [r for r in records if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, "student_kd")]
+            kd = [
+                r
+                for r in records
+                if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, "student_kd")
+            ]
             assert float(row["KD gain %"]) == pytest.approx(np.mean([r["kd_gain"] for r in kd]))
             assert float(row["retention % (kd)"]) == pytest.approx(np.mean([r["retention"] for r in kd]))
             assert float(row["speed-up"]) == pytest.approx(np.mean([r["speedup"] for r in kd]))
@@ -120,7 +131,10 @@ def test_the_markdown_holds_the_expected_numbers(report: Path) -> None:
     # the same numbers in both frameworks (parity); the values of this fixed run
     for framework in ("torch", "tensorflow"):
         # no reference models in this run (written before they existed): "-" under linear and hgb
-        assert f"| iris | {framework} | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 | 0.4 ± 0.143 | - | - | 151.9 ± 174 |" in md
+        assert (
+            f"| iris | {framework} | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 | 0.4 ± 0.143 | - | - | 151.9 ± 174 |"
+            in md
+        )
         assert f"| abalone | {framework} | rmse | 2.562 ± 0.487 | 2.994 ± 0.936 | 2.993 ± 0.961 |" in md
     # across datasets: per framework 3 wins, 0 ties, 3 losses; exact Wilcoxon p of W = 6 over 6 datasets
     assert "| torch | 6 | 94.61 | 97.79 | 0.6573 | 3/0/3 | 6 | 0.4375 |" in md
@@ -136,10 +150,15 @@ def test_the_gap_closed_is_given_where_the_teachers_lead_exceeds_the_seed_noise(
     rows = {(row["dataset"], row["framework"]): row for row in read_csv(report / "tables" / "payoff.csv")}
     names = {r["dataset_id"]: r["dataset_name"] for r in ok}
     present = 0
-    for (dataset_id, framework) in {(r["dataset_id"], r["framework"]) for r in ok}:
-        by_role = {role: {r["seed"]: r["metrics"][r["primary_metric"]] for r in ok
-                          if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, role)}
-                   for role in ("teacher", "student_kd", "student_scratch")}
+    for dataset_id, framework in {(r["dataset_id"], r["framework"]) for r in ok}:
+        by_role = {
+            role: {
+                r["seed"]: r["metrics"][r["primary_metric"]]
+                for r in ok
+                if (r["dataset_id"], r["framework"], r["role"]) == (dataset_id, framework, role)
+            }
+            for role in ("teacher", "student_kd", "student_scratch")
+        }
         seeds = sorted(by_role["teacher"])
         sign = 1 if next(r["primary_metric"] for r in ok if r["dataset_id"] == dataset_id) == "accuracy" else -1
         lead = np.array([sign * (by_role["teacher"][s] - by_role["student_scratch"][s]) for s in seeds])
@@ -148,8 +167,12 @@ def test_the_gap_closed_is_given_where_the_teachers_lead_exceeds_the_seed_noise(
         assert float(row["gap"]) == pytest.approx(lead.mean()) and float(row["gap ci95"]) == pytest.approx(half)
         if lead.mean() - half > 0:
             present += 1
-            closed = [100 * (by_role["student_kd"][s] - by_role["student_scratch"][s])
-                      / (by_role["teacher"][s] - by_role["student_scratch"][s]) for s in seeds]
+            closed = [
+                100
+                * (by_role["student_kd"][s] - by_role["student_scratch"][s])
+                / (by_role["teacher"][s] - by_role["student_scratch"][s])
+                for s in seeds
+            ]
             assert float(row["gap closed %"]) == pytest.approx(np.mean(closed))
         else:
             assert row["gap closed %"] == "no gap to close"
@@ -173,8 +196,10 @@ def test_the_frameworks_are_compared_paired_over_seeds(report: Path) -> None:
 
 def test_failed_jobs_are_listed_with_their_reason(report: Path) -> None:
     failed = read_csv(report / "tables" / "failed.csv")
-    assert [(r["id"], r["framework"], r["seeds"]) for r in failed] == [("9999", "tensorflow", "0, 1, 2"),
-                                                                        ("9999", "torch", "0, 1, 2")]
+    assert [(r["id"], r["framework"], r["seeds"]) for r in failed] == [
+        ("9999", "tensorflow", "0, 1, 2"),
+        ("9999", "torch", "0, 1, 2"),
+    ]
     assert all("OpenML dataset 9999 is not in the cache" in r["reason"] for r in failed)
     assert "## Failed jobs" in (report / "report.md").read_text()
 
@@ -204,15 +229,30 @@ def with_endings_and_references(record: dict) -> list[dict]:
     where = (record["dataset_id"], record["framework"], record["role"])
     bound = where == (61, "torch", "student_kd") and record["seed"] < 2
     far = where == (531, "tensorflow", "teacher") and record["seed"] == 2
-    record.update(stop_reason="max_steps" if bound else "early_stopping", steps=400, best_step=390 if bound else 200,
-                  final_learning_rate=0.001, flags=["budget"] if bound else ["far_below_hgb"] if far else [])
+    record.update(
+        stop_reason="max_steps" if bound else "early_stopping",
+        steps=400,
+        best_step=390 if bound else 200,
+        final_learning_rate=0.001,
+        flags=["budget"] if bound else ["far_below_hgb"] if far else [],
+    )
     if where[1:] != ("torch", "teacher"):
         return [record]
     metric = record["primary_metric"]
     better = 0.01 if metric == "accuracy" else -0.1
-    refs = [dict(record, framework="reference", role=role, stop_reason=how, flags=[], steps=9, best_step=9,
-                 metrics={metric: record["metrics"][metric] + shift})
-            for role, how, shift in (("linear", "converged", 0.0), ("hgb", "early_stopping", better))]
+    refs = [
+        dict(
+            record,
+            framework="reference",
+            role=role,
+            stop_reason=how,
+            flags=[],
+            steps=9,
+            best_step=9,
+            metrics={metric: record["metrics"][metric] + shift},
+        )
+        for role, how, shift in (("linear", "converged", 0.0), ("hgb", "early_stopping", better))
+    ]
     return [record, *refs]
 
 
@@ -222,23 +262,38 @@ def test_the_convergence_and_sanity_sections(tmp_path: Path) -> None:
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     report = write_report(run, tmp_path / "out")
     table = {(r["framework"], r["role"]): r for r in read_csv(report / "tables" / "convergence.csv")}
-    assert table[("torch", "student_kd")]["max_steps"] == "2" and table[("torch", "student_kd")]["early_stopping"] == "16"
+    assert (
+        table[("torch", "student_kd")]["max_steps"] == "2" and table[("torch", "student_kd")]["early_stopping"] == "16"
+    )
     assert table[("reference", "linear")]["converged"] == "18" and table[("reference", "hgb")]["models"] == "18"
     bound = read_csv(report / "tables" / "budget_bound.csv")
     assert [(r["dataset"], r["framework"], r["seed"], r["role"], r["stop reason"]) for r in bound] == [
-        ("iris", "torch", "0", "student_kd", "max_steps"), ("iris", "torch", "1", "student_kd", "max_steps")]
+        ("iris", "torch", "0", "student_kd", "max_steps"),
+        ("iris", "torch", "1", "student_kd", "max_steps"),
+    ]
     sanity = read_csv(report / "tables" / "sanity.csv")
-    assert [(r["dataset"], r["framework"], r["seed"], r["role"]) for r in sanity] == [("boston", "tensorflow", "2", "teacher")]
+    assert [(r["dataset"], r["framework"], r["seed"], r["role"]) for r in sanity] == [
+        ("boston", "tensorflow", "2", "teacher")
+    ]
     hgb = next(r for r in records if (r["dataset_id"], r["seed"], r["role"]) == (531, 2, "hgb"))
     assert float(sanity[0]["reference"]) == pytest.approx(hgb["metrics"]["rmse"])
     # The results: the references beside the models, the flags beside their numbers.
     results = {(r["dataset"], r["framework"]): r for r in read_csv(report / "tables" / "results.csv")}
-    teacher = [r["metrics"]["accuracy"] for r in records if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "teacher")]
+    teacher = [
+        r["metrics"]["accuracy"]
+        for r in records
+        if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "teacher")
+    ]
     assert float(results[("iris", "tensorflow")]["linear"]) == pytest.approx(np.mean(teacher))
     assert float(results[("iris", "torch")]["hgb"]) == pytest.approx(np.mean(teacher) + 0.01)
-    kd = [r["metrics"]["accuracy"] for r in records if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "student_kd")]
+    kd = [
+        r["metrics"]["accuracy"]
+        for r in records
+        if (r["dataset_id"], r["framework"], r["role"]) == (61, "torch", "student_kd")
+    ]
     assert float(results[("iris", "torch")]["kd vs best reference %"]) == pytest.approx(
-        np.mean([100 * k / (t + 0.01) for k, t in zip(kd, teacher)]))
+        np.mean([100 * k / (t + 0.01) for k, t in zip(kd, teacher)])
+    )
     md = (report / "report.md").read_text()
     assert "| iris | torch | accuracy | 0.3222 ± 0.417 | 0.4111 ± 0.126 \\[budget 2/3\\] |" in md
     assert "far below hgb 1/3\\]" in md and "## Convergence" in md and "## Sanity checks" in md
@@ -256,7 +311,7 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
     assert XSS not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     assert r"veh\|icle \$x\$" in md
     lines = md.splitlines()
-    for header, rule in zip(lines, lines[1:]):  # every table row has as many cells as its header
+    for header, rule in itertools.pairwise(lines):  # every table row has as many cells as its header
         if rule.startswith("|---"):
             columns = header.count("|")
         if header.startswith(r"| veh\|icle"):
@@ -267,22 +322,32 @@ def test_names_from_datasets_are_escaped(report: Path) -> None:
 def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> None:
     """`distillbench report` with no RUN_DIR: the newest run under results/, into reports/<run_id>/; one
     seed gives no interval, one framework no comparison, two datasets no CD diagram."""
-    copy_run(tmp_path / "results" / "run_small", keep=lambda r: r["seed"] == 0 and r["framework"] == "torch"
-             and r["dataset_id"] in (61, 531), seeds=[0], frameworks=["torch"],
-             datasets=[d for d in json.loads((RUN_SMALL / "manifest.json").read_text())["datasets"] if d["id"] in (61, 531)])
+    copy_run(
+        tmp_path / "results" / "run_small",
+        keep=lambda r: r["seed"] == 0 and r["framework"] == "torch" and r["dataset_id"] in (61, 531),
+        seeds=[0],
+        frameworks=["torch"],
+        datasets=[d for d in json.loads((RUN_SMALL / "manifest.json").read_text())["datasets"] if d["id"] in (61, 531)],
+    )
     stale = tmp_path / "reports" / "run_small" / "figures" / "critical_difference.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"from an earlier report")
-    done = subprocess.run([sys.executable, "-m", "distillbench.cli", "report"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "distillbench.cli", "report"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "reports" / "run_small"
     assert str(Path("reports") / "run_small" / "report.html") in done.stderr
     rows = read_csv(out / "tables" / "results.csv")
-    assert [(r["dataset"], r["framework"], r["seeds"]) for r in rows] == [("iris", "torch", "1/1"), ("boston", "torch", "1/1")]
+    assert [(r["dataset"], r["framework"], r["seeds"]) for r in rows] == [
+        ("iris", "torch", "1/1"),
+        ("boston", "torch", "1/1"),
+    ]
     assert rows[0]["teacher"] and rows[0]["teacher ci95"] == ""
     md = (out / "report.md").read_text()
-    assert "| iris | torch | accuracy | 0.5 | 0.4 | 0.3667 | - | - | 80 | 73.33 | - | 9.091 |" in md  # seed 0's values, no interval
+    assert (
+        "| iris | torch | accuracy | 0.5 | 0.4 | 0.3667 | - | - | 80 | 73.33 | - | 9.091 |" in md
+    )  # seed 0's values, no interval
     assert "Needs results from two frameworks; this run has torch." in md
     assert "No critical-difference diagram: it needs at least 5 datasets with all results; this run has 2." in md
     assert not stale.exists() and not (out / "figures" / "framework_time.png").exists()
@@ -293,15 +358,30 @@ def test_a_single_seed_and_a_single_framework_via_the_cli(tmp_path: Path) -> Non
 
 
 def test_the_sections_in_the_reports_order_with_the_files_they_declare(report: Path) -> None:
-    assert list(SECTIONS) == ["run_info", "datasets", "results", "convergence", "frameworks_compared", "across_datasets",
-                              "latency", "deployment", "sweep", "payoff", "failed_jobs"]
+    assert list(SECTIONS) == [
+        "run_info",
+        "datasets",
+        "results",
+        "convergence",
+        "frameworks_compared",
+        "across_datasets",
+        "latency",
+        "deployment",
+        "sweep",
+        "payoff",
+        "failed_jobs",
+    ]
     tables = [name for s in SECTIONS.values() for name in s.tables]
     figures = [name for s in SECTIONS.values() for name in s.figures]
     assert len(set(tables)) == len(tables) and len(set(figures)) == len(figures)  # each file made by one section
     # run_small (no sweep, no deployment formats): every file is declared, the absent ones are those sections'.
     assert {p.stem for p in (report / "tables").iterdir()} == set(TABLES) <= set(tables)
     assert {p.stem for p in (report / "figures").iterdir()} == set(FIGURES) <= set(figures)
-    assert set(tables) - set(TABLES) == {*SECTIONS["convergence"].tables, *SECTIONS["deployment"].tables, *SECTIONS["sweep"].tables}
+    assert set(tables) - set(TABLES) == {
+        *SECTIONS["convergence"].tables,
+        *SECTIONS["deployment"].tables,
+        *SECTIONS["sweep"].tables,
+    }
     data = report_data(read_run(RUN_SMALL))
     assert SECTIONS["sweep"].build(data) == []  # a section that does not apply adds nothing
 
@@ -318,16 +398,28 @@ def test_a_section_may_make_only_the_files_it_declares(monkeypatch: pytest.Monke
 
 
 def test_a_missing_run_folder_is_a_one_line_error(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "distillbench.cli", "report", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "distillbench.cli", "report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "nope" in done.stderr
 
 
 # ---------------------------------------------------------------- in a real browser
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class Chromium:
@@ -341,10 +433,19 @@ class Chromium:
         os.close(to_browser)
         os.close(from_browser)
         self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             f"--window-size={width},{height}", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=lambda: (os.dup2(ends[0], 3), os.dup2(ends[1], 4)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            pass_fds=(3, 4),
+            preexec_fn=lambda: (os.dup2(ends[0], 3), os.dup2(ends[1], 4)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for fd in ends:
             os.close(fd)
         self._buffer, self._id, self.events = b"", 0, []
@@ -362,8 +463,13 @@ class Chromium:
 
     def send(self, method: str, session: str | None = None, timeout: float = 30, **params) -> dict:
         self._id += 1
-        os.write(self._write, json.dumps({"id": self._id, "method": method, "params": params,
-                                          **({"sessionId": session} if session else {})}).encode() + b"\0")
+        os.write(
+            self._write,
+            json.dumps(
+                {"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+            ).encode()
+            + b"\0",
+        )
         deadline = time.monotonic() + timeout
         while (reply := self._next(deadline)).get("id") != self._id:
             self.events.append(reply)
@@ -377,10 +483,8 @@ class Chromium:
             self.events.append(self._next(deadline))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, TimeoutError, EOFError, RuntimeError):
             self.send("Browser.close", timeout=5)
-        except (OSError, TimeoutError, EOFError, RuntimeError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -408,21 +512,32 @@ def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) ->
         session = browser.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             browser.send(f"{domain}.enable", session=session)
-        browser.send("Emulation.setDeviceMetricsOverride", session=session, width=1280, height=2000,
-                     deviceScaleFactor=1, mobile=False)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            session=session,
+            width=1280,
+            height=2000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         browser.events.clear()  # from here on: the report's page only
         browser.send("Page.navigate", session=session, url=(report / "report.html").resolve().as_uri())
         browser.wait_for("Page.loadEventFired")
-        page = browser.send("Runtime.evaluate", session=session, expression=PAGE_STATE, awaitPromise=True,
-                            returnByValue=True)["result"]["value"]
+        page = browser.send(
+            "Runtime.evaluate", session=session, expression=PAGE_STATE, awaitPromise=True, returnByValue=True
+        )["result"]["value"]
         shot = base64.b64decode(browser.send("Page.captureScreenshot", session=session, format="png")["data"])
     finally:
         browser.close()
     (report / "browser-screenshot.png").write_bytes(shot)  # to look at: beside the report under pytest's tmp
 
-    errors = [e for e in browser.events if e.get("method") in ERROR_EVENTS
-              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")]
+    errors = [
+        e
+        for e in browser.events
+        if e.get("method") in ERROR_EVENTS
+        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+    ]
     assert errors == []  # no script error, no alert, no resource refused by the page's policy
     assert len(page["images"]) == len(FIGURES)
     assert all(i["src"] == "data:image/png;base64," and i["decoded"] and i["width"] > 300 for i in page["images"])

@@ -25,9 +25,16 @@ def test_an_atomic_write_replaces_the_file_or_leaves_it_as_it_was(tmp_path) -> N
 def test_tables_escape_markdown_and_align_text() -> None:
     rows = [["iris | <b>", "0.9"], ["a", "12.25"]]
     assert markdown_table(("dataset", "accuracy"), rows).splitlines() == [
-        "| dataset | accuracy |", "|---|---|", r"| iris \| &lt;b&gt; | 0.9 |", "| a | 12.25 |"]
+        "| dataset | accuracy |",
+        "|---|---|",
+        r"| iris \| &lt;b&gt; | 0.9 |",
+        "| a | 12.25 |",
+    ]
     assert text_table(("dataset", "accuracy"), rows).splitlines() == [
-        "dataset     accuracy", "iris | <b>  0.9", "a           12.25"]
+        "dataset     accuracy",
+        "iris | <b>  0.9",
+        "a           12.25",
+    ]
     assert text_table(("a", "b"), []) == "a  b"
 
 

@@ -79,10 +79,14 @@ INVALID = [
     ({"training": {"beta_2": 1.0}}, "training.beta_2"),
     ({"training": {"epsilon": 0.0}}, "training.epsilon"),
     ({"distill": {"objective": "kl"}}, "distill.objective"),
-    ({"distill": {"objective": "logit_matching", "classification_compressor": "topk"}},
-     "distill.classification_compressor"),
-    ({"distill": {"objective": "hard_labels", "classification_compressor": "quantize"}},
-     "distill.classification_compressor"),
+    (
+        {"distill": {"objective": "logit_matching", "classification_compressor": "topk"}},
+        "distill.classification_compressor",
+    ),
+    (
+        {"distill": {"objective": "hard_labels", "classification_compressor": "quantize"}},
+        "distill.classification_compressor",
+    ),
     ({"transfer": {"kind": "smote"}}, "transfer.kind"),
     ({"transfer": {"kind": "munge", "size": -1}}, "transfer.size"),
     ({"transfer": {"kind": "munge", "size": 1000}}, "transfer.size"),
@@ -154,7 +158,9 @@ def test_invalid_toml_syntax_is_a_config_error(tmp_path):
 def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes('name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"\n'.encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"not UTF-8 text, as TOML must be \(invalid continuation byte at byte 11\)$") as info:
+    with pytest.raises(
+        ConfigError, match=r"not UTF-8 text, as TOML must be \(invalid continuation byte at byte 11\)$"
+    ) as info:
         load_spec(path)
     assert str(info.value).startswith(f"{path}: ")
 
@@ -197,11 +203,32 @@ def test_toml_file_round_trip(tmp_path):
         name="custom",
         teacher=MLPSpec(widths=[48, 24], activation="tanh", dropout=0.25),
         student=MLPSpec(widths=[], activation="linear", dropout=0.0),
-        distill=DistillSpec(alpha=0.3, temperature=2.5, t_squared=False, classification_compressor="topk",
-                            regression_compressor="quantize", topk=2, bits=6),
-        training=TrainingSpec(epochs=7, max_steps=50, batch_size=16, learning_rate=3e-4, beta_1=0.8, beta_2=0.99,
-                              epsilon=1e-8, eval_steps=3, patience=0, min_delta=1e-3, lr_schedule="plateau",
-                              lr_factor=0.2, lr_patience=2, min_learning_rate=1e-6, time_limit=30.0),
+        distill=DistillSpec(
+            alpha=0.3,
+            temperature=2.5,
+            t_squared=False,
+            classification_compressor="topk",
+            regression_compressor="quantize",
+            topk=2,
+            bits=6,
+        ),
+        training=TrainingSpec(
+            epochs=7,
+            max_steps=50,
+            batch_size=16,
+            learning_rate=3e-4,
+            beta_1=0.8,
+            beta_2=0.99,
+            epsilon=1e-8,
+            eval_steps=3,
+            patience=0,
+            min_delta=1e-3,
+            lr_schedule="plateau",
+            lr_factor=0.2,
+            lr_patience=2,
+            min_learning_rate=1e-6,
+            time_limit=30.0,
+        ),
         transfer=TransferSpec(kind="munge", size=2.5, p=0.3, s=4.0),
     ).validate()
     assert spec != PipelineSpec()
@@ -221,8 +248,9 @@ def test_partial_file_keeps_defaults_and_accepts_integer_floats(tmp_path):
 
 def test_a_config_without_a_transfer_set_reads_as_before():
     assert "transfer" not in PipelineSpec().to_dict()
-    spec = spec_from_dict({"transfer": {"kind": "mixup", "mixup_alpha": 0.4},
-                           "distill": {"objective": "logit_matching"}})
+    spec = spec_from_dict(
+        {"transfer": {"kind": "mixup", "mixup_alpha": 0.4}, "distill": {"objective": "logit_matching"}}
+    )
     assert spec.to_dict()["transfer"]["kind"] == "mixup" and spec_from_dict(spec.to_dict()) == spec
 
 
@@ -234,8 +262,9 @@ def test_replace_validates():
 def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[teacher]\nwidths = [128, -3]\n")
-    proc = subprocess.run([str(DISTILLBENCH), "parity", "--config", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(DISTILLBENCH), "parity", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

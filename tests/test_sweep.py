@@ -42,16 +42,22 @@ widths = [4]
 epochs = 3
 patience = 2
 """
-GRID_2X2 = TINY + """
+GRID_2X2 = (
+    TINY
+    + """
 [sweep]
 "distill.temperature" = [2.0, 8.0]
 "distill.alpha" = [0.3, 0.7]
 """
-GRID_SCALING = TINY + """
+)
+GRID_SCALING = (
+    TINY
+    + """
 [sweep]
 "student.widths" = [[4], [16, 8]]
 "training.train_fraction" = [0.25, 0.5, 1.0]
 """
+)
 SWEEP_KEYS = {"variant", "variant_params", "train_rows", "reused", "reused_from", "teacher_reused"}
 
 
@@ -70,12 +76,31 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def sweep_run(tmp: Path, config: str, openml_source: Path, cache: Path) -> SimpleNamespace:
     (tmp / "config.toml").write_text(config)
     out = tmp / "run"
-    run_cli("run", "--suite", "smoke", "--seeds", "1", "--frameworks", "torch", "--no-deploy", "--config",
-            str(tmp / "config.toml"), "--openml-source", str(openml_source), "--cache", str(cache),
-            "--timing-budget", "0.05", "--out", str(out), cwd=tmp)
+    run_cli(
+        "run",
+        "--suite",
+        "smoke",
+        "--seeds",
+        "1",
+        "--frameworks",
+        "torch",
+        "--no-deploy",
+        "--config",
+        str(tmp / "config.toml"),
+        "--openml-source",
+        str(openml_source),
+        "--cache",
+        str(cache),
+        "--timing-budget",
+        "0.05",
+        "--out",
+        str(out),
+        cwd=tmp,
+    )
     report = write_report(out, tmp / "report")
-    return SimpleNamespace(out=out, report=report, records=read_records(out),
-                           manifest=json.loads((out / "manifest.json").read_text()))
+    return SimpleNamespace(
+        out=out, report=report, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +125,19 @@ def test_a_2x2_grid_expands_to_4_labelled_configurations_in_the_files_order(tmp_
     (tmp_path / "c.toml").write_text(GRID_2X2)
     spec = load_spec(tmp_path / "c.toml")
     variants = spec.variants()
-    assert [v.label for v in variants] == ["temperature=2, alpha=0.3", "temperature=2, alpha=0.7",
-                                           "temperature=8, alpha=0.3", "temperature=8, alpha=0.7"]
+    assert [v.label for v in variants] == [
+        "temperature=2, alpha=0.3",
+        "temperature=2, alpha=0.7",
+        "temperature=8, alpha=0.3",
+        "temperature=8, alpha=0.7",
+    ]
     assert variants[1].params == {"distill.temperature": 2.0, "distill.alpha": 0.7}
-    assert [(v.spec.distill.temperature, v.spec.distill.alpha) for v in variants] == [(2.0, 0.3), (2.0, 0.7), (8.0, 0.3), (8.0, 0.7)]
+    assert [(v.spec.distill.temperature, v.spec.distill.alpha) for v in variants] == [
+        (2.0, 0.3),
+        (2.0, 0.7),
+        (8.0, 0.3),
+        (8.0, 0.7),
+    ]
     assert all(not v.spec.sweep and v.spec.student.widths == [4] for v in variants)
     assert spec_from_dict(spec.to_dict()) == spec  # the config a job carries gives the same grid
     assert [v.label for v in spec_from_dict(spec.to_dict()).variants()] == [v.label for v in variants]
@@ -118,37 +152,58 @@ def test_without_a_sweep_there_is_one_unlabelled_configuration_and_the_config_re
 def test_unquoted_dotted_keys_and_ints_for_floats_are_accepted() -> None:
     spec = spec_from_dict({"sweep": {"distill": {"temperature": [2, 8]}, "student.widths": [[16], [64, 32]]}})
     assert spec.sweep == {"distill.temperature": [2.0, 8.0], "student.widths": [[16], [64, 32]]}
-    assert [v.label for v in spec.variants()] == ["temperature=2, widths=[16]", "temperature=2, widths=[64,32]",
-                                                  "temperature=8, widths=[16]", "temperature=8, widths=[64,32]"]
+    assert [v.label for v in spec.variants()] == [
+        "temperature=2, widths=[16]",
+        "temperature=2, widths=[64,32]",
+        "temperature=8, widths=[16]",
+        "temperature=8, widths=[64,32]",
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweep, message", [
-    ({"distill.alpha": [0.3, 2.0]}, 'sweep."distill.alpha"[1]: must be in [0, 1], got 2.0'),
-    ({"distill.alhpa": [0.3]}, 'sweep."distill.alhpa": unknown field (known: teacher.widths'),
-    ({"name": ["x"]}, 'sweep."name": unknown field'),
-    ({"distill.alpha": []}, 'sweep."distill.alpha": must be a non-empty list of values, got []'),
-    ({"distill.alpha": 0.5}, 'sweep."distill.alpha": must be a non-empty list of values, got 0.5'),
-    ({"distill.alpha": [0.5, 0.5]}, 'sweep."distill.alpha"[1]: 0.5 is listed twice'),
-    ({"student.widths": [[16], [0]]}, 'sweep."student.widths"[1]: student.widths[0]: must be a positive integer, got 0'),
-    ({"training.train_fraction": [0.5, 0.0]}, 'sweep."training.train_fraction"[1]: must be in (0, 1], got 0.0'),
-    ({"training.train_fraction": [1.5]}, 'sweep."training.train_fraction"[0]: must be in (0, 1], got 1.5'),
-    ({"distill.classification_compressor": ["topk", "nope"]},
-     "sweep.\"distill.classification_compressor\"[1]: unknown compressor 'nope'"),
-    ({"training.epochs": [3, "x"]}, 'sweep."training.epochs"[1]: must be of type int'),
-    ({"transfer.kind": ["munge", "smote"]}, "sweep.\"transfer.kind\"[1]: unknown transfer set 'smote'"),
-    ({"transfer.size": [1, 4]},
-     "sweep.\"transfer.size\"[1]: used only by kind 'munge' or 'mixup' or 'gaussian', not 'none'"),
-    ({"distill.objective": ["soft_targets", "logits"]}, "sweep.\"distill.objective\"[1]: unknown objective 'logits'"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"distill.alpha": [0.3, 2.0]}, 'sweep."distill.alpha"[1]: must be in [0, 1], got 2.0'),
+        ({"distill.alhpa": [0.3]}, 'sweep."distill.alhpa": unknown field (known: teacher.widths'),
+        ({"name": ["x"]}, 'sweep."name": unknown field'),
+        ({"distill.alpha": []}, 'sweep."distill.alpha": must be a non-empty list of values, got []'),
+        ({"distill.alpha": 0.5}, 'sweep."distill.alpha": must be a non-empty list of values, got 0.5'),
+        ({"distill.alpha": [0.5, 0.5]}, 'sweep."distill.alpha"[1]: 0.5 is listed twice'),
+        (
+            {"student.widths": [[16], [0]]},
+            'sweep."student.widths"[1]: student.widths[0]: must be a positive integer, got 0',
+        ),
+        ({"training.train_fraction": [0.5, 0.0]}, 'sweep."training.train_fraction"[1]: must be in (0, 1], got 0.0'),
+        ({"training.train_fraction": [1.5]}, 'sweep."training.train_fraction"[0]: must be in (0, 1], got 1.5'),
+        (
+            {"distill.classification_compressor": ["topk", "nope"]},
+            "sweep.\"distill.classification_compressor\"[1]: unknown compressor 'nope'",
+        ),
+        ({"training.epochs": [3, "x"]}, 'sweep."training.epochs"[1]: must be of type int'),
+        ({"transfer.kind": ["munge", "smote"]}, "sweep.\"transfer.kind\"[1]: unknown transfer set 'smote'"),
+        (
+            {"transfer.size": [1, 4]},
+            "sweep.\"transfer.size\"[1]: used only by kind 'munge' or 'mixup' or 'gaussian', not 'none'",
+        ),
+        (
+            {"distill.objective": ["soft_targets", "logits"]},
+            "sweep.\"distill.objective\"[1]: unknown objective 'logits'",
+        ),
+    ],
+)
 def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) -> None:
     with pytest.raises(ConfigError) as error:
         spec_from_dict({"sweep": sweep})
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
     path = tmp_path / "bad.toml"
     path.write_text("[sweep]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in sweep.items()))
-    result = subprocess.run([*cli(), "run", "--config", str(path), "--datasets", "61", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*cli(), "run", "--config", str(path), "--datasets", "61", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(str(error.value)), result.stderr
     assert not (tmp_path / "run").exists()
@@ -158,19 +213,32 @@ def test_transfer_sets_and_objectives_are_swept_by_their_paths() -> None:
     sweep = {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 4], "distill.objective": ["hard_labels"]}
     spec = spec_from_dict({"transfer": {"kind": "munge"}, "sweep": sweep})
     assert [v.label for v in spec.variants()] == [
-        "kind=munge, size=0, objective=hard_labels", "kind=munge, size=4, objective=hard_labels",
-        "kind=mixup, size=0, objective=hard_labels", "kind=mixup, size=4, objective=hard_labels"]
+        "kind=munge, size=0, objective=hard_labels",
+        "kind=munge, size=4, objective=hard_labels",
+        "kind=mixup, size=0, objective=hard_labels",
+        "kind=mixup, size=4, objective=hard_labels",
+    ]
     assert [(v.spec.transfer.kind, v.spec.transfer.size) for v in spec.variants()] == [
-        ("munge", 0.0), ("munge", 4.0), ("mixup", 0.0), ("mixup", 4.0)]
+        ("munge", 0.0),
+        ("munge", 4.0),
+        ("mixup", 0.0),
+        ("mixup", 4.0),
+    ]
     # From the default, with no [transfer] table in the config a job carries.
     assert spec_from_dict({"sweep": {"transfer.kind": ["none", "mixup"]}}).variants()[1].spec.transfer.kind == "mixup"
 
 
-@pytest.mark.parametrize("values", [
-    [float(v) for v in range(1, 10**6 + 1)],  # distinct: minutes to refuse when each was checked against the ones before
-    [1.0] * 10**6,  # a duplicate at [1], and a million of them
-    [*range(1, 10**6), -1.0],  # an invalid value last
-], ids=["distinct", "duplicates", "invalid-last"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [
+            float(v) for v in range(1, 10**6 + 1)
+        ],  # distinct: minutes to refuse when each was checked against the ones before
+        [1.0] * 10**6,  # a duplicate at [1], and a million of them
+        [*range(1, 10**6), -1.0],  # an invalid value last
+    ],
+    ids=["distinct", "duplicates", "invalid-last"],
+)
 def test_a_huge_grid_is_refused_by_its_size_before_any_value_is_checked(values) -> None:
     with pytest.raises(ConfigError, match=r"^sweep: 1000000 configurations, more than the 256 allowed$"):
         spec_from_dict({"sweep": {"distill.temperature": values}})
@@ -204,8 +272,14 @@ def test_train_rows_are_seeded_nested_and_the_same_in_both_frameworks() -> None:
     assert np.array_equal(train_rows(50, 1.0, seed=7), np.arange(50)) and len(train_rows(50, 0.001, seed=7)) == 1
 
     rng = np.random.default_rng(0)
-    data = Data("classification", 3, rng.normal(size=(200, 4)).astype(np.float32), rng.integers(0, 3, 200),
-                rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 3, 40))
+    data = Data(
+        "classification",
+        3,
+        rng.normal(size=(200, 4)).astype(np.float32),
+        rng.integers(0, 3, 200),
+        rng.normal(size=(40, 4)).astype(np.float32),
+        rng.integers(0, 3, 40),
+    )
     spec = spec_from_dict({"training": {"train_fraction": 0.25}})
     pipelines = [Pipeline(get_backend(name), spec, data, seed=3) for name in ("torch", "tensorflow")]
     for p in pipelines:
@@ -224,13 +298,22 @@ def test_every_job_runs_the_4_configurations_with_every_role(grid) -> None:
     records = grid.records
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
     labels = [v["label"] for v in grid.manifest["variants"]]
-    assert labels == ["temperature=2, alpha=0.3", "temperature=2, alpha=0.7", "temperature=8, alpha=0.3", "temperature=8, alpha=0.7"]
+    assert labels == [
+        "temperature=2, alpha=0.3",
+        "temperature=2, alpha=0.7",
+        "temperature=8, alpha=0.3",
+        "temperature=8, alpha=0.7",
+    ]
     assert grid.manifest["sweep_keys"] == ["distill.temperature", "distill.alpha"]
     jobs = {(r["dataset_id"], r["seed"], r["framework"]) for r in records if r["framework"] != REFERENCE}
     assert jobs == {(61, 0, "torch"), (531, 0, "torch")}
     # the reference models: once per (dataset, seed), not per configuration
     assert sorted((r["dataset_id"], r["role"], r.get("variant")) for r in records if r["framework"] == REFERENCE) == [
-        (61, "hgb", None), (61, "linear", None), (531, "hgb", None), (531, "linear", None)]
+        (61, "hgb", None),
+        (61, "linear", None),
+        (531, "hgb", None),
+        (531, "linear", None),
+    ]
     for job in jobs:
         mine = [r for r in records if (r["dataset_id"], r["seed"], r["framework"]) == job]
         assert sorted((r["variant"], r["role"]) for r in mine) == sorted((v, role) for v in labels for role in ROLES)
@@ -271,7 +354,7 @@ def test_the_report_has_a_sweep_section_and_the_pareto_figures(grid) -> None:
     assert "No training-time scaling figure: this sweep does not vary training.train_fraction." in md
     rows = (grid.report / "tables" / "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 4  # a row per dataset x framework x configuration
-    assert rows[1].startswith("iris,torch,1,\"temperature=2, alpha=0.3\",accuracy")
+    assert rows[1].startswith('iris,torch,1,"temperature=2, alpha=0.3",accuracy')
     # the main results table holds the first configuration only: one row per dataset and framework
     assert len((grid.report / "tables" / "results.csv").read_text().splitlines()) == 1 + 2
 
@@ -302,7 +385,9 @@ def test_a_run_without_a_sweep_keeps_its_records_as_before(grid) -> None:
     fixture = Path(__file__).parent / "data" / "run_small"
     records = read_records(fixture)
     assert not any(SWEEP_KEYS & set(r) for r in records)
-    assert len(latest_records(records)) == len({(r["dataset_id"], r["seed"], r["framework"], r["role"]) for r in records})
+    assert len(latest_records(records)) == len(
+        {(r["dataset_id"], r["seed"], r["framework"], r["role"]) for r in records}
+    )
     assert compare_runs(fixture, fixture).rows  # the committed fixtures still compare
     assert {row.framework for row in compare_runs(fixture, fixture).rows} <= {"torch", "tensorflow"}
 
@@ -312,8 +397,19 @@ def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) 
     from distillbench.benchmarks.running.job import Job, run_job
 
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2}})
-    records = run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
-                          source=str(openml_source), timing_budget=0.02, deploy=False))
+    records = run_job(
+        Job(
+            61,
+            0,
+            "torch",
+            spec.to_dict(),
+            threads=1,
+            cache=str(openml_cache.root),
+            source=str(openml_source),
+            timing_budget=0.02,
+            deploy=False,
+        )
+    )
     assert [r["role"] for r in records] == list(ROLES) and all(r["status"] == "ok" for r in records)
     assert not any(SWEEP_KEYS & set(r) for r in records)
 
@@ -324,7 +420,10 @@ def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) 
 @pytest.mark.slow
 def test_a_sweep_of_the_training_rows_writes_the_log_log_figure_and_finite_slopes(scaling) -> None:
     assert all(r["status"] == "ok" for r in scaling.records)
-    rows = {(r["dataset_id"], r["variant_params"]["training.train_fraction"]): r["train_rows"] for r in models(scaling.records)}
+    rows = {
+        (r["dataset_id"], r["variant_params"]["training.train_fraction"]): r["train_rows"]
+        for r in models(scaling.records)
+    }
     assert rows[(61, 0.25)] < rows[(61, 0.5)] < rows[(61, 1.0)]
     assert len(scaling.manifest["variants"]) == 6
     md = (scaling.report / "report.md").read_text()
@@ -355,10 +454,27 @@ def test_a_failing_configuration_leaves_the_others_standing(openml_source, openm
     from distillbench.benchmarks.running.job import Job, run_job
 
     # a temperature so small that the soft targets are not finite: that configuration fails
-    spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2},
-                           "sweep": {"distill.temperature": [4.0, 5e-324]}})
-    records = run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
-                          source=str(openml_source), timing_budget=0.02, deploy=False))
+    spec = spec_from_dict(
+        {
+            "teacher": {"widths": [8]},
+            "student": {"widths": [4]},
+            "training": {"epochs": 2},
+            "sweep": {"distill.temperature": [4.0, 5e-324]},
+        }
+    )
+    records = run_job(
+        Job(
+            61,
+            0,
+            "torch",
+            spec.to_dict(),
+            threads=1,
+            cache=str(openml_cache.root),
+            source=str(openml_source),
+            timing_budget=0.02,
+            deploy=False,
+        )
+    )
     by_variant = {}
     for r in records:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -388,11 +504,31 @@ def test_a_configuration_that_failed_is_named_in_the_report_and_rerun_by_resume(
     assert len(sweep_rows) == 1 + 2 * 4 - 1  # the failed configuration has no results, the others stand
     # --resume re-runs the job with a failed configuration, all of it, and only that job
     manifest = json.loads((run / "manifest.json").read_text())
-    run_cli("run", "--suite", "smoke", "--seeds", "1", "--frameworks", "torch", "--no-deploy", "--config",
-            str(grid.out.parent / "config.toml"), "--openml-source", manifest["command"][manifest["command"].index("--openml-source") + 1],
-            "--cache", manifest["command"][manifest["command"].index("--cache") + 1], "--timing-budget", "0.05",
-            "--out", str(run), "--resume", cwd=tmp_path)
+    run_cli(
+        "run",
+        "--suite",
+        "smoke",
+        "--seeds",
+        "1",
+        "--frameworks",
+        "torch",
+        "--no-deploy",
+        "--config",
+        str(grid.out.parent / "config.toml"),
+        "--openml-source",
+        manifest["command"][manifest["command"].index("--openml-source") + 1],
+        "--cache",
+        manifest["command"][manifest["command"].index("--cache") + 1],
+        "--timing-budget",
+        "0.05",
+        "--out",
+        str(run),
+        "--resume",
+        cwd=tmp_path,
+    )
     after = read_records(run)
     assert len(after) == len(records) + 4 * 3
-    assert {(r["dataset_id"], r["variant"]) for r in after[len(records):]} == {(61, v["label"]) for v in manifest["variants"]}
+    assert {(r["dataset_id"], r["variant"]) for r in after[len(records) :]} == {
+        (61, v["label"]) for v in manifest["variants"]
+    }
     assert all(r["status"] == "ok" for r in latest_records(after))

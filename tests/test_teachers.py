@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import background_command, finished
 
+from conftest import background_command, finished
 from distillbench.benchmarks.reporting.sections import run_table
 from distillbench.errors import UserError
 from distillbench.implementations import parity
@@ -50,9 +50,25 @@ def trees_smoke_run(openml_source, openml_cache, tmp_path_factory):
     """`distillbench run --suite smoke --seeds 1 --config trees --no-deploy`, started with this
     module's first test so that it runs beside the in-process tests."""
     folder = tmp_path_factory.mktemp("trees_smoke")
-    yield from background_command(folder, "run", "--suite", "smoke", "--seeds", "1", "--config", "trees", "--no-deploy",
-                                  "--openml-source", str(openml_source), "--cache", str(openml_cache.root),
-                                  "--timing-budget", "0.05", "--out", str(folder / "run"))
+    yield from background_command(
+        folder,
+        "run",
+        "--suite",
+        "smoke",
+        "--seeds",
+        "1",
+        "--config",
+        "trees",
+        "--no-deploy",
+        "--openml-source",
+        str(openml_source),
+        "--cache",
+        str(openml_cache.root),
+        "--timing-budget",
+        "0.05",
+        "--out",
+        str(folder / "run"),
+    )
 
 
 def problem(kind: str, n_rows: int = 400, n_features: int = 10):
@@ -63,8 +79,13 @@ def problem(kind: str, n_rows: int = 400, n_features: int = 10):
 
 
 def tiny(teacher: dict, epochs: int = 3) -> PipelineSpec:
-    return spec_from_dict({"teacher": teacher, "student": {"widths": [4]},
-                           "training": {"epochs": epochs, "batch_size": 32, "patience": 2}})
+    return spec_from_dict(
+        {
+            "teacher": teacher,
+            "student": {"widths": [4]},
+            "training": {"epochs": epochs, "batch_size": 32, "patience": 2},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +124,20 @@ def test_invalid_teacher_fields_are_refused_naming_the_field(teacher, field, say
 
 # --- the registry of kinds -----------------------------------------------------------------------
 
+
 def test_the_registered_kinds_and_the_teacher_fields_they_declare():
     assert list(TEACHER_KINDS) == ["mlp", "residual_mlp", "ensemble", "hist_gradient_boosting"]
     # [teacher]: the MLP's fields, kind, then the kinds' own, as configs have always had them.
     assert [f.name for f in dataclasses.fields(TeacherSpec)] == [
-        "widths", "activation", "dropout", "kind", "members", "max_iter", "learning_rate", "max_leaf_nodes"]
+        "widths",
+        "activation",
+        "dropout",
+        "kind",
+        "members",
+        "max_iter",
+        "learning_rate",
+        "max_leaf_nodes",
+    ]
     assert list(teacher_fields()) == ["members", "max_iter", "learning_rate", "max_leaf_nodes"]
     assert all(getattr(TeacherSpec(), name) == field.default for name, field in teacher_fields().items())
 
@@ -120,8 +150,10 @@ OWNED = [(owner, name) for owner, kind in TEACHER_KINDS.items() for name in kind
 @pytest.mark.parametrize(("owner", "name"), OWNED)
 def test_a_field_of_one_kind_is_refused_with_every_other_kind(owner, name):
     base = {"widths": [8, 8]}  # a residual_mlp needs a skip
-    assert getattr(spec_from_dict({"teacher": {**base, "kind": owner, name: OTHER_VALUE[name]}}).teacher, name) \
+    assert (
+        getattr(spec_from_dict({"teacher": {**base, "kind": owner, name: OTHER_VALUE[name]}}).teacher, name)
         == OTHER_VALUE[name]
+    )
     for other in set(TEACHER_KINDS) - {owner}:
         with pytest.raises(ConfigError, match=rf"^teacher.{name}: used only by kind = '{owner}', not '{other}'$"):
             spec_from_dict({"teacher": {**base, "kind": other, name: OTHER_VALUE[name]}})
@@ -130,6 +162,7 @@ def test_a_field_of_one_kind_is_refused_with_every_other_kind(owner, name):
 def test_each_kind_describes_its_teacher_in_the_reports_run_table():
     """The run table's config line, by kind (the words reports have always used); an older config
     without a kind is an MLP."""
+
     def config_line(teacher: dict) -> str:
         rows = run_table({"config": {"name": "x", "teacher": teacher}}).rows
         return next(value for key, value in rows if key == "config").split(";")[0]
@@ -141,8 +174,9 @@ def test_each_kind_describes_its_teacher_in_the_reports_run_table():
     ensemble = {**mlp, "kind": "ensemble", "members": 3}
     assert config_line(ensemble) == "x: teacher ensemble of 3 MLPs [64, 64] relu dropout 0.1"
     trees = {**mlp, "kind": "hist_gradient_boosting", "max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 31}
-    assert config_line(trees) == ("x: teacher gradient-boosted trees (scikit-learn, max_iter 20, learning_rate 0.1, "
-                                  "max_leaf_nodes 31)")
+    assert config_line(trees) == (
+        "x: teacher gradient-boosted trees (scikit-learn, max_iter 20, learning_rate 0.1, max_leaf_nodes 31)"
+    )
 
 
 def test_the_default_teacher_is_the_mlp_it_was():
@@ -155,9 +189,13 @@ def test_the_default_teacher_is_the_mlp_it_was():
     assert spec_from_dict({"teacher": {"widths": [16]}}).teacher == TeacherSpec(widths=[16])
     # The streams of the default MLP teacher are the ones it always had.
     spec = PipelineSpec().teacher
-    assert all(np.array_equal(a, b) for a, b in zip(
-        initial_weights(spec, 5, 2, 7, "teacher"),
-        initial_weights(MLPSpec(widths=[256, 256, 128]), 5, 2, 7, "teacher")))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            initial_weights(spec, 5, 2, 7, "teacher"),
+            initial_weights(MLPSpec(widths=[256, 256, 128]), 5, 2, 7, "teacher"),
+        )
+    )
     expected = np.random.default_rng([7, 1003]).permutation(50)
     assert np.array_equal(np.concatenate(batch_order(50, 8, 7, 3)), expected)
 
@@ -174,8 +212,15 @@ def test_the_default_mlp_teacher_trains_exactly_as_before(backends, framework):
     backend.configure(0)
     plain = MLPSpec(widths=[16])
     reference = backend.build(plain, initial_weights(plain, data.x_train.shape[1], data.n_outputs, 0, "teacher"))
-    expected = fit(backend, reference, LossSpec(data.task), spec.training, 0,
-                   (data.x_train, data.y_train, None), (data.x_val, data.y_val, None))
+    expected = fit(
+        backend,
+        reference,
+        LossSpec(data.task),
+        spec.training,
+        0,
+        (data.x_train, data.y_train, None),
+        (data.x_val, data.y_val, None),
+    )
     assert result == expected and not result.members
     assert all(np.array_equal(a, b) for a, b in zip(backend.get_weights(model), backend.get_weights(reference)))
     assert type(model).__name__ == type(reference).__name__ == ("Sequential")
@@ -194,7 +239,13 @@ def test_presets_of_the_teacher_kinds():
 
 def test_residual_skips():
     assert residual_skips(TeacherSpec(kind="residual_mlp", widths=[256, 256, 256])) == [False, True, True]
-    assert residual_skips(TeacherSpec(kind="residual_mlp", widths=[8, 16, 16, 4, 4])) == [False, False, True, False, True]
+    assert residual_skips(TeacherSpec(kind="residual_mlp", widths=[8, 16, 16, 4, 4])) == [
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
     assert residual_skips(TeacherSpec(widths=[256, 256, 256])) == [False, False, False]  # kind mlp: none
     assert residual_skips(MLPSpec(widths=[8, 8])) == [False, False]  # a student: none
 
@@ -240,6 +291,7 @@ def test_residual_teacher_parity_torch_vs_tensorflow(backends, kind):
 
 # --- ensemble ---------------------------------------------------------------------------------------
 
+
 def log_mean_softmax(logits: np.ndarray) -> np.ndarray:
     """log(mean_k softmax(logits[k])), in float64."""
     z = logits - logits.max(axis=2, keepdims=True)
@@ -259,7 +311,7 @@ def test_the_ensemble_is_the_mean_of_its_members(backends, framework, kind):
     model, result = pipeline.fit_teacher()
     weights = backend.get_weights(model)
     assert len(weights) == 3 * 4  # the members' weights, member after member
-    members = [weights[4 * k: 4 * k + 4] for k in range(3)]
+    members = [weights[4 * k : 4 * k + 4] for k in range(3)]
     member_out = np.stack([numpy_forward(spec.teacher, w, x_test) for w in members])
     out = pipeline.outputs(model, x_test)
     if data.task == "classification":
@@ -270,8 +322,12 @@ def test_the_ensemble_is_the_mean_of_its_members(backends, framework, kind):
     # Trained members differ; the record's epochs are the members' summed.
     assert not np.allclose(members[0][0], members[1][0]) and not np.allclose(members[1][0], members[2][0])
     assert len(result.members) == 3
-    assert result.epochs == sum(m.epochs for m in result.members) and result.best_epoch == sum(m.best_epoch for m in result.members)
-    assert result.steps == sum(m.steps for m in result.members) and result.best_step == sum(m.best_step for m in result.members)
+    assert result.epochs == sum(m.epochs for m in result.members) and result.best_epoch == sum(
+        m.best_epoch for m in result.members
+    )
+    assert result.steps == sum(m.steps for m in result.members) and result.best_step == sum(
+        m.best_step for m in result.members
+    )
     # How it ended: the first member's reason that is not early stopping (3 epochs at most: a budget).
     reasons = [m.stop_reason for m in result.members]
     assert result.stop_reason == next((r for r in reasons if r != "early_stopping"), "early_stopping")
@@ -288,14 +344,18 @@ def test_ensemble_members_start_from_different_weights_and_batches():
     assert all(not np.array_equal(starts[i][0], starts[j][0]) for i in range(4) for j in range(i + 1, 4))
     student = initial_weights(spec, 5, 3, 0, "student_kd")
     assert all(not np.array_equal(s[0], student[0]) for s in starts)
-    assert all(np.array_equal(a, b) for a, b in zip(starts[0], initial_weights(spec, 5, 3, 0, "teacher")))  # member 0: the MLP teacher
+    assert all(
+        np.array_equal(a, b) for a, b in zip(starts[0], initial_weights(spec, 5, 3, 0, "teacher"))
+    )  # member 0: the MLP teacher
     orders = [np.concatenate(batch_order(100, 10, 0, 1, k)) for k in range(4)]
     assert all(not np.array_equal(orders[i], orders[j]) for i in range(4) for j in range(i + 1, 4))
 
 
 @pytest.mark.slow
 def test_ensemble_forward_parity_torch_vs_tensorflow(backends):
-    spec = PipelineSpec(teacher=TeacherSpec(kind="ensemble", members=3, widths=[16, 8]), training=TrainingSpec(batch_size=32))
+    spec = PipelineSpec(
+        teacher=TeacherSpec(kind="ensemble", members=3, widths=[16, 8]), training=TrainingSpec(batch_size=32)
+    )
     for kind in KINDS:
         case = parity.parity_case(spec, kind, "teacher", 3, 0, [backends["torch"], backends["tensorflow"]])
         assert case["ok"] and case["forward"] <= parity.FORWARD_TOLERANCE, (kind, case["forward"])
@@ -321,7 +381,9 @@ def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     estimator = torch_tree.estimator
     if data.task == "classification":
         assert out.shape == (len(x_test), data.n_classes)
-        np.testing.assert_allclose(pipelines["torch"].predict(torch_tree, x_test), estimator.predict_proba(x_test), atol=1e-5)
+        np.testing.assert_allclose(
+            pipelines["torch"].predict(torch_tree, x_test), estimator.predict_proba(x_test), atol=1e-5
+        )
     else:
         np.testing.assert_allclose(out, estimator.predict(x_test), atol=1e-5)
     # Early stopping on our validation split, the iterations after the best dropped.
@@ -331,7 +393,9 @@ def test_the_tree_teacher_is_the_same_in_both_frameworks(backends, kind):
     assert torch_fit.stop_reason == ("max_iter" if torch_fit.epochs == 30 else "early_stopping")
     served = pipelines["torch"].serve(torch_tree)
     assert served.n_params == torch_tree.n_nodes > 0 and served.macs_per_row is None and served.model_bytes > 0
-    assert "scikit-learn" in served.path and np.array_equal(served.fn(x_test.astype(np.float32)), torch_tree.outputs(x_test))
+    assert "scikit-learn" in served.path and np.array_equal(
+        served.fn(x_test.astype(np.float32)), torch_tree.outputs(x_test)
+    )
     assert pipelines["torch"].deployments(torch_tree) == {} == pipelines["tensorflow"].deployments(tf_tree)
 
 
@@ -343,7 +407,7 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     data, x_test = problem("multiclass")
     pipeline = Pipeline(backend, tiny(TREES, epochs=5), data, seed=0)
     tree, _ = pipeline.fit_teacher()
-    compressor, t_train, t_val = pipeline.compress(tree)
+    _compressor, t_train, t_val = pipeline.compress(tree)
     assert t_train.shape == (len(data.x_train), data.n_classes) and np.allclose(t_train.sum(axis=1), 1.0, atol=1e-5)
     student, result = pipeline.fit_student_kd(t_train, t_val)
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)
@@ -369,7 +433,8 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
     records = [json.loads(line) for line in (folder / "run" / "records.jsonl").read_text().splitlines()]
     assert sorted((r["dataset_id"], r["framework"], r["role"]) for r in records) == sorted(
         [(d, f, role) for d in (61, 531) for f in FRAMEWORKS for role in ROLES]
-        + [(d, REFERENCE, role) for d in (61, 531) for role in REFERENCES])
+        + [(d, REFERENCE, role) for d in (61, 531) for role in REFERENCES]
+    )
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     for dataset in (61, 531):
         teachers = [r for r in records if r["dataset_id"] == dataset and r["role"] == "teacher"]
@@ -387,10 +452,23 @@ def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openm
     from distillbench.benchmarks.running.job import Job, run_job
 
     spec = tiny({"kind": "ensemble", "members": 2, "widths": [8]}, epochs=2)
-    records = run_job(Job(61, 0, "torch", spec.to_dict(), threads=1, cache=str(openml_cache.root),
-                          source=str(openml_source), timing_budget=0.02, deploy=False))
+    records = run_job(
+        Job(
+            61,
+            0,
+            "torch",
+            spec.to_dict(),
+            threads=1,
+            cache=str(openml_cache.root),
+            source=str(openml_source),
+            timing_budget=0.02,
+            deploy=False,
+        )
+    )
     by_role = {r["role"]: r for r in records}
-    assert [r["role"] for r in records] == list(ROLES) and all(r["status"] == "ok" for r in records), records[0]["error"]
+    assert [r["role"] for r in records] == list(ROLES) and all(r["status"] == "ok" for r in records), records[0][
+        "error"
+    ]
     teacher = by_role["teacher"]
     assert len(teacher["members"]) == 2 and all(1 <= m["epochs"] <= 2 for m in teacher["members"])
     assert teacher["epochs"] == sum(m["epochs"] for m in teacher["members"])

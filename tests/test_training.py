@@ -7,12 +7,19 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import background_command, finished
 
+from conftest import background_command, finished
 from distillbench.implementations.frameworks import get_backend
 from distillbench.implementations.parity import synthetic_problem
-from distillbench.implementations.pipeline import (Data, LossSpec, Pipeline, batch_order, epochs_per_evaluation, fit,
-                                                   initial_weights)
+from distillbench.implementations.pipeline import (
+    Data,
+    LossSpec,
+    Pipeline,
+    batch_order,
+    epochs_per_evaluation,
+    fit,
+    initial_weights,
+)
 from distillbench.implementations.spec import DistillSpec, MLPSpec, PipelineSpec, TrainingSpec, load_spec
 
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -30,7 +37,11 @@ def same_weights(a, b) -> bool:
 
 def quality(task, pred, y):
     """Accuracy (higher is better) or RMSE (lower is better)."""
-    return float(np.mean(pred.argmax(axis=1) == y)) if task == "classification" else float(np.sqrt(np.mean((pred - y) ** 2)))
+    return (
+        float(np.mean(pred.argmax(axis=1) == y))
+        if task == "classification"
+        else float(np.sqrt(np.mean((pred - y) ** 2)))
+    )
 
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
@@ -46,13 +57,16 @@ def cli_demo(tmp_path_factory):
 
 # --- determinism ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_same_seed_gives_bit_identical_weights(framework):
     backend = get_backend(framework)
     task, n_classes, x, y = synthetic_problem("multiclass", 320, 8, seed=3)
     data, _, _ = split(x, y, task, n_classes, 256, 64)
-    spec = PipelineSpec(teacher=MLPSpec(widths=[32, 32], dropout=0.3),
-                        training=TrainingSpec(epochs=3, batch_size=32, learning_rate=3e-3, patience=3))
+    spec = PipelineSpec(
+        teacher=MLPSpec(widths=[32, 32], dropout=0.3),
+        training=TrainingSpec(epochs=3, batch_size=32, learning_rate=3e-3, patience=3),
+    )
 
     def teacher_weights(framework_seed):
         backend.configure(framework_seed)
@@ -173,7 +187,8 @@ def test_distilled_student_agrees_with_teacher_more_than_scratch_student(framewo
     x, y, n_classes = noisy_multiclass(seed=0, n_rows=1600)
     data, x_test, _ = split(x, y, "classification", n_classes, 384, 192)
     spec = PipelineSpec(
-        teacher=MLPSpec(widths=[64, 64]), student=MLPSpec(widths=[16]),
+        teacher=MLPSpec(widths=[64, 64]),
+        student=MLPSpec(widths=[16]),
         distill=DistillSpec(alpha=0.0, temperature=2.0),
         training=TrainingSpec(epochs=40, batch_size=64, learning_rate=3e-3, patience=5),
     )
@@ -191,6 +206,7 @@ def test_distilled_student_agrees_with_teacher_more_than_scratch_student(framewo
 
 # --- early stopping ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_early_stopping_stops_and_restores_the_best_weights(framework):
     backend = get_backend(framework)
@@ -198,9 +214,10 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
     y = (y + 0.5 * np.random.default_rng(0).normal(size=len(y))).astype(np.float32)  # easy to overfit
     data, _, _ = split(x, y, task, n_classes, 128, 128)
     budget, patience = 100, 3
-    spec = PipelineSpec(teacher=MLPSpec(widths=[64, 64]),
-                        training=TrainingSpec(epochs=budget, batch_size=32, learning_rate=3e-3, patience=patience,
-                                              **PER_EPOCH))
+    spec = PipelineSpec(
+        teacher=MLPSpec(widths=[64, 64]),
+        training=TrainingSpec(epochs=budget, batch_size=32, learning_rate=3e-3, patience=patience, **PER_EPOCH),
+    )
 
     backend.configure(0)
     model, result = Pipeline(backend, spec, data, seed=0).fit_teacher()
@@ -224,6 +241,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(framework):
 # Early stopping checked after every epoch, on any improvement, at a constant rate: the loop as it was
 # before evaluations of whole epochs, min_delta and the plateau schedule (their tests set them).
 PER_EPOCH = {"eval_steps": 1, "min_delta": 0.0, "lr_schedule": "constant"}
+
 
 def overfitting_regression(n_train: int = 128):
     """Noisy targets and a wide network: the validation loss soon stops improving."""
@@ -286,8 +304,9 @@ def test_a_diverging_model_ends_as_diverged_with_its_best_weights(framework):
 
 def test_a_time_limit_stops_before_the_budget():
     # A limit no training can meet: the model stops after its first evaluation, far inside its budget.
-    _, _, _, result = fit_scratch("torch", overfitting_regression(), epochs=1000, patience=1000, time_limit=1e-9,
-                                  eval_steps=1)
+    _, _, _, result = fit_scratch(
+        "torch", overfitting_regression(), epochs=1000, patience=1000, time_limit=1e-9, eval_steps=1
+    )
     assert (result.stop_reason, result.epochs, result.steps) == ("time_limit", 1, 4)
 
 
@@ -307,6 +326,7 @@ class RateSpy:
         def record(value):
             self.rates.append(value)
             set_rate(value)
+
         trainer.set_learning_rate = record
         return trainer
 
@@ -316,21 +336,40 @@ def test_plateau_schedule_lowers_the_rate_down_to_its_floor(framework):
     data = overfitting_regression()
     spy = RateSpy(get_backend(framework))
     spy.configure(0)
-    training = TrainingSpec(epochs=200, batch_size=32, learning_rate=1e-2, eval_steps=1, patience=12, min_delta=0.0,
-                            lr_schedule="plateau", lr_factor=0.5, lr_patience=2, min_learning_rate=2e-3)
+    training = TrainingSpec(
+        epochs=200,
+        batch_size=32,
+        learning_rate=1e-2,
+        eval_steps=1,
+        patience=12,
+        min_delta=0.0,
+        lr_schedule="plateau",
+        lr_factor=0.5,
+        lr_patience=2,
+        min_learning_rate=2e-3,
+    )
     spec = PipelineSpec(student=MLPSpec(widths=[32]), training=training)
     model = Pipeline(spy, spec, data, seed=0).new_model("student_scratch")
-    result = fit(spy, model, LossSpec("regression"), training, 0, (data.x_train, data.y_train, None),
-                 (data.x_val, data.y_val, None))
+    result = fit(
+        spy,
+        model,
+        LossSpec("regression"),
+        training,
+        0,
+        (data.x_train, data.y_train, None),
+        (data.x_val, data.y_val, None),
+    )
     assert spy.rates == pytest.approx([5e-3, 2.5e-3, 2e-3])  # halved after each plateau, down to the floor
     assert result.learning_rate == pytest.approx(spy.rates[-1]) and result.stop_reason == "early_stopping"
     # Without a schedule the rate is never touched.
-    _, _, _, constant = fit_scratch(framework, data, epochs=200, learning_rate=1e-2, patience=12,
-                                    lr_schedule="constant")
+    _, _, _, constant = fit_scratch(
+        framework, data, epochs=200, learning_rate=1e-2, patience=12, lr_schedule="constant"
+    )
     assert constant.learning_rate == 1e-2
 
 
 # --- the seed preset and the demo command --------------------------------------------------------
+
 
 def test_seed_preset_end_to_end_in_both_frameworks():
     spec = load_spec("seed")
@@ -353,8 +392,12 @@ def test_seed_preset_end_to_end_in_both_frameworks():
 
     # Same initial weights, batches, optimiser and loss: the frameworks end in the same place.
     (t_fit, s_fit, comp, pred), (t_fit2, s_fit2, comp2, pred2) = runs.values()
-    assert (t_fit.epochs, t_fit.best_epoch, s_fit.epochs, s_fit.best_epoch) == \
-           (t_fit2.epochs, t_fit2.best_epoch, s_fit2.epochs, s_fit2.best_epoch)
+    assert (t_fit.epochs, t_fit.best_epoch, s_fit.epochs, s_fit.best_epoch) == (
+        t_fit2.epochs,
+        t_fit2.best_epoch,
+        s_fit2.epochs,
+        s_fit2.best_epoch,
+    )
     assert comp.scale == pytest.approx(comp2.scale, abs=1e-4)
     assert comp.offset == pytest.approx(comp2.offset, abs=1e-4)
     np.testing.assert_allclose(pred, pred2, atol=1e-3)

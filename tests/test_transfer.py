@@ -97,8 +97,9 @@ def test_nearest_neighbours_on_a_hand_made_example():
 
 def test_munge_takes_attributes_from_the_nearest_neighbour():
     # Two well separated pairs: each row's neighbour is its partner.
-    x = np.array([[0.0, 0.0, 1.0, 0.0], [1.0, 10.0, 0.0, 1.0],
-                  [100.0, 100.0, 1.0, 0.0], [101.0, 90.0, 0.0, 1.0]], np.float32)
+    x = np.array(
+        [[0.0, 0.0, 1.0, 0.0], [1.0, 10.0, 0.0, 1.0], [100.0, 100.0, 1.0, 0.0], [101.0, 90.0, 0.0, 1.0]], np.float32
+    )
     groups = [[2, 3]]
     base = np.arange(4)
     rng = np.random.default_rng(0)
@@ -155,6 +156,7 @@ def test_labelled_rows_are_a_seeded_fraction():
 
 
 # --- the pipeline: what the distilled student gets ------------------------------------------------
+
 
 def pipeline_for(transfer_fields: dict, task: str = "multiclass") -> tuple[Pipeline, object]:
     """A pipeline on a small problem and a teacher: an untrained torch MLP (its outputs are all

@@ -51,7 +51,9 @@ def data() -> dict[str, np.ndarray]:
     return {
         "x": rng.standard_normal((n, FEATURES)).astype(np.float32),
         "y": rng.integers(0, CLASSES, n).astype(np.int64),
-        "t": softmax(rng.standard_normal((n, CLASSES)).astype(np.float32) / SPEC.distill.temperature).astype(np.float32),
+        "t": softmax(rng.standard_normal((n, CLASSES)).astype(np.float32) / SPEC.distill.temperature).astype(
+            np.float32
+        ),
     }
 
 
@@ -69,8 +71,14 @@ def _model(backend, role: str):
 
 def _label(benchmark, backend, role: str, group: str, **extra) -> None:
     benchmark.group = group
-    benchmark.extra_info.update(framework=backend.name, framework_version=backend.version, role=role,
-                                threads=_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), **extra)
+    benchmark.extra_info.update(
+        framework=backend.name,
+        framework_version=backend.version,
+        role=role,
+        threads=_threads(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"batch{b}")
@@ -81,8 +89,15 @@ def test_forward(benchmark, backend, data, role, batch) -> None:
     x = np.ascontiguousarray(data["x"][:batch])
     for _ in range(WARMUP_CALLS):
         fn(x)
-    _label(benchmark, backend, role, f"forward, batch {batch}", batch=batch, call_path=path,
-           n_params=backend.n_params(model))
+    _label(
+        benchmark,
+        backend,
+        role,
+        f"forward, batch {batch}",
+        batch=batch,
+        call_path=path,
+        n_params=backend.n_params(model),
+    )
     out = benchmark(fn, x)
     assert out.shape == (batch, CLASSES)
 

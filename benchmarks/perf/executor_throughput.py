@@ -1,6 +1,7 @@
 """Throughput of the executors (a benchmark that reports numbers, not a timed test).
 
-    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR [--suite smoke] [--seeds 4] [--rounds 3]
+    python -m distillbench.benchmarks.perf.executor_throughput --openml-source DIR \
+        [--suite smoke] [--seeds 4] [--rounds 3]
 
 Runs the same sweep of jobs (a suite, both frameworks, several seeds, a small training-dominated
 config, the smallest timing budget) as real ``distillbench run`` subprocesses, four ways:
@@ -65,9 +66,30 @@ def _loadavg() -> float | None:
 def run_variant(name: str, args, tmp: Path, round_: int) -> dict:
     executor, workers = VARIANTS[name]
     out = tmp / f"{name.replace(' ', '-')}-{round_}"
-    command = [*_cli(), "run", "--suite", args.suite, "--frameworks", args.frameworks, "--seeds", str(args.seeds),
-               "--config", str(tmp / "config.toml"), "--timing-budget", str(args.timing_budget), "--out", str(out),
-               "--threads", str(args.threads), "--executor", executor, "--workers", str(workers), "--cache", args.cache]
+    command = [
+        *_cli(),
+        "run",
+        "--suite",
+        args.suite,
+        "--frameworks",
+        args.frameworks,
+        "--seeds",
+        str(args.seeds),
+        "--config",
+        str(tmp / "config.toml"),
+        "--timing-budget",
+        str(args.timing_budget),
+        "--out",
+        str(out),
+        "--threads",
+        str(args.threads),
+        "--executor",
+        executor,
+        "--workers",
+        str(workers),
+        "--cache",
+        args.cache,
+    ]
     if args.openml_source:
         command += ["--openml-source", args.openml_source]
     load_before = _loadavg()
@@ -80,43 +102,74 @@ def run_variant(name: str, args, tmp: Path, round_: int) -> dict:
     jobs = manifest["jobs"]["ok"] + manifest["jobs"]["failed"]
     if manifest["jobs"]["failed"]:
         sys.exit(f"executor_throughput: {name}: {manifest['jobs']['failed']} jobs failed (see {out})")
-    return {"variant": name, "round": round_, "jobs": jobs, "wall_seconds": manifest["wall_seconds"],
-            "command_seconds": command_wall, "measured_seconds": manifest["measured_seconds"],
-            "jobs_per_minute": 60 * jobs / manifest["wall_seconds"], "command_jobs_per_minute": 60 * jobs / command_wall,
-            "concurrency": manifest["concurrency"], "threads_per_job": manifest["threads"],
-            "load_before": load_before, "load_after": _loadavg()}
+    return {
+        "variant": name,
+        "round": round_,
+        "jobs": jobs,
+        "wall_seconds": manifest["wall_seconds"],
+        "command_seconds": command_wall,
+        "measured_seconds": manifest["measured_seconds"],
+        "jobs_per_minute": 60 * jobs / manifest["wall_seconds"],
+        "command_jobs_per_minute": 60 * jobs / command_wall,
+        "concurrency": manifest["concurrency"],
+        "threads_per_job": manifest["threads"],
+        "load_before": load_before,
+        "load_after": _loadavg(),
+    }
 
 
 def summarize(results: list[dict]) -> dict:
     by = {name: [r for r in results if r["variant"] == name] for name in VARIANTS}
-    med = {name: {key: statistics.median(r[key] for r in rs) for key in
-                  ("wall_seconds", "command_seconds", "jobs_per_minute", "command_jobs_per_minute", "measured_seconds")}
-           for name, rs in by.items()}
+    med = {
+        name: {
+            key: statistics.median(r[key] for r in rs)
+            for key in (
+                "wall_seconds",
+                "command_seconds",
+                "jobs_per_minute",
+                "command_jobs_per_minute",
+                "measured_seconds",
+            )
+        }
+        for name, rs in by.items()
+    }
     jobs = results[0]["jobs"]
     return {
         "medians": med,
-        "scaling": {executor: med[f"{executor} x2"]["jobs_per_minute"] / med[one]["jobs_per_minute"]
-                    for executor, one in (("local", "local"), ("dask", "dask x1"))},
-        "dask_overhead": {f"{w} worker{'s' if w > 1 else ''}": {
-            "job_phase_ratio": med[d]["wall_seconds"] / med[loc]["wall_seconds"],
-            "seconds_per_job": (med[d]["wall_seconds"] - med[loc]["wall_seconds"]) / jobs,
-            "command_ratio": med[d]["command_seconds"] / med[loc]["command_seconds"],
-            "command_seconds_per_job": (med[d]["command_seconds"] - med[loc]["command_seconds"]) / jobs}
-            for w, loc, d in ((1, "local", "dask x1"), (2, "local x2", "dask x2"))},
+        "scaling": {
+            executor: med[f"{executor} x2"]["jobs_per_minute"] / med[one]["jobs_per_minute"]
+            for executor, one in (("local", "local"), ("dask", "dask x1"))
+        },
+        "dask_overhead": {
+            f"{w} worker{'s' if w > 1 else ''}": {
+                "job_phase_ratio": med[d]["wall_seconds"] / med[loc]["wall_seconds"],
+                "seconds_per_job": (med[d]["wall_seconds"] - med[loc]["wall_seconds"]) / jobs,
+                "command_ratio": med[d]["command_seconds"] / med[loc]["command_seconds"],
+                "command_seconds_per_job": (med[d]["command_seconds"] - med[loc]["command_seconds"]) / jobs,
+            }
+            for w, loc, d in ((1, "local", "dask x1"), (2, "local x2", "dask x2"))
+        },
     }
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.executor_throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m distillbench.benchmarks.perf.executor_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--openml-source", default=os.environ.get("DISTILLBENCH_OPENML_SOURCE"), metavar="DIR")
     parser.add_argument("--cache", metavar="DIR", help="writable OpenML cache (default: a temporary folder)")
     parser.add_argument("--suite", default="smoke")
     parser.add_argument("--frameworks", default="torch,tensorflow")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per run, shared by its jobs at once")
-    parser.add_argument("--timing-budget", type=float, default=0.01, help="seconds of latency calls per model (default 0.01)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads per run, shared by its jobs at once"
+    )
+    parser.add_argument(
+        "--timing-budget", type=float, default=0.01, help="seconds of latency calls per model (default 0.01)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every run and the summary here")
     return parser.parse_args(argv)
 
@@ -129,28 +182,44 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         (tmp / "config.toml").write_text(CONFIG)
         args.cache = args.cache or str(tmp / "openml-cache")
-        print(f"cores {os.cpu_count()}, load average before: {_loadavg()}; suite {args.suite}, {args.frameworks}, "
-              f"{args.seeds} seeds, {args.rounds} rounds, --threads {args.threads}", flush=True)
+        print(
+            f"cores {os.cpu_count()}, load average before: {_loadavg()}; suite {args.suite}, {args.frameworks}, "
+            f"{args.seeds} seeds, {args.rounds} rounds, --threads {args.threads}",
+            flush=True,
+        )
         results = []
         for round_ in range(args.rounds):
             order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
             for name in order:
                 r = run_variant(name, args, tmp, round_)
                 results.append(r)
-                print(f"  round {round_} {name:<9} {r['jobs']} jobs  job phase {r['wall_seconds']:6.1f} s "
-                      f"({r['jobs_per_minute']:5.1f} jobs/min)  command {r['command_seconds']:6.1f} s  "
-                      f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
+                print(
+                    f"  round {round_} {name:<9} {r['jobs']} jobs  job phase {r['wall_seconds']:6.1f} s "
+                    f"({r['jobs_per_minute']:5.1f} jobs/min)  command {r['command_seconds']:6.1f} s  "
+                    f"load {r['load_before']:.2f} -> {r['load_after']:.2f}",
+                    flush=True,
+                )
     summary = summarize(results)
     print(f"\nmedians over {args.rounds} rounds ({results[0]['jobs']} jobs per run):")
-    print(f"  {'variant':<9} {'jobs/min (job phase)':>21} {'jobs/min (command)':>19} {'job phase s':>12} {'command s':>10}")
+    print(
+        f"  {'variant':<9} {'jobs/min (job phase)':>21} {'jobs/min (command)':>19} "
+        f"{'job phase s':>12} {'command s':>10}"
+    )
     for name, m in summary["medians"].items():
-        print(f"  {name:<9} {m['jobs_per_minute']:>21.1f} {m['command_jobs_per_minute']:>19.1f} "
-              f"{m['wall_seconds']:>12.1f} {m['command_seconds']:>10.1f}")
-    print("scaling, 2 workers over 1 (job-phase jobs/min): "
-          + ", ".join(f"{k} {v:.2f}x" for k, v in summary["scaling"].items()))
+        print(
+            f"  {name:<9} {m['jobs_per_minute']:>21.1f} {m['command_jobs_per_minute']:>19.1f} "
+            f"{m['wall_seconds']:>12.1f} {m['command_seconds']:>10.1f}"
+        )
+    print(
+        "scaling, 2 workers over 1 (job-phase jobs/min): "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in summary["scaling"].items())
+    )
     for workers, o in summary["dask_overhead"].items():
-        print(f"dask overhead vs local, {workers}: job phase {o['job_phase_ratio']:.2f}x ({o['seconds_per_job']:+.2f} s/job), "
-              f"whole command {o['command_ratio']:.2f}x ({o['command_seconds_per_job']:+.2f} s/job)")
+        print(
+            f"dask overhead vs local, {workers}: "
+            f"job phase {o['job_phase_ratio']:.2f}x ({o['seconds_per_job']:+.2f} s/job), "
+            f"whole command {o['command_ratio']:.2f}x ({o['command_seconds_per_job']:+.2f} s/job)"
+        )
     print(f"load average after: {_loadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": results, "summary": summary}, indent=1))

@@ -55,8 +55,20 @@ def _loadavg() -> str:
 
 
 def measure_run(args, out: Path) -> dict:
-    command = [*_cli(), "run", "--suite", args.suite, "--frameworks", ",".join(FRAMEWORKS), "--seeds", str(args.seeds),
-               "--out", str(out), "--timing-budget", str(args.timing_budget)]
+    command = [
+        *_cli(),
+        "run",
+        "--suite",
+        args.suite,
+        "--frameworks",
+        ",".join(FRAMEWORKS),
+        "--seeds",
+        str(args.seeds),
+        "--out",
+        str(out),
+        "--timing-budget",
+        str(args.timing_budget),
+    ]
     command += _data_options(args)
     if args.config:
         command += ["--config", args.config]
@@ -72,8 +84,10 @@ def measure_run(args, out: Path) -> dict:
         sys.exit(f"harness_overhead: the run failed with exit code {code}; its output:\n{log.read_text()[-3000:]}")
     run = read_run(out)
     manifest, records = run.manifest, run.records
-    students = {fw: [r["latency_p50_us"] for r in records
-                     if r["framework"] == fw and r["role"] == "student_kd" and is_ok(r)] for fw in FRAMEWORKS}
+    students = {
+        fw: [r["latency_p50_us"] for r in records if r["framework"] == fw and r["role"] == "student_kd" and is_ok(r)]
+        for fw in FRAMEWORKS
+    }
     return {
         "command_wall_seconds": wall,
         "wall_seconds": manifest["wall_seconds"],
@@ -141,13 +155,17 @@ def latency_worker(framework: str, args) -> dict:
     data = get_prepared(args.dataset, 0, cache=OpenMLCache.resolve(args.cache, args.openml_source))
     backend = get_backend(framework)
     backend.configure(0, args.threads or os.cpu_count(), "cpu")
-    pipeline = Pipeline(backend, load_spec(args.config),
-                        Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val,
-                             data.onehot_groups), 0)
+    pipeline = Pipeline(
+        backend,
+        load_spec(args.config),
+        Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val, data.onehot_groups),
+        0,
+    )
     model, _ = pipeline.fit_student_scratch()
     fn, path = backend.serving_fn(model)
     harness, bare, amortised, calls = [], [], [], []
     for i in range(args.rounds):
+
         def run_harness():
             samples = timing.latency_samples_us(fn, data.x_test, args.timing_budget)
             harness.append(float(np.percentile(samples, 50)))
@@ -157,12 +175,19 @@ def latency_worker(framework: str, args) -> dict:
             bare.append(float(np.percentile(bare_loop_us(fn, data.x_test, calls[-1] if calls else 2000), 50)))
 
         # ABBA order: a drift in the machine's speed affects both sides alike.
-        for step in ((run_harness, run_bare) if i % 2 == 0 else (run_bare, run_harness)):
+        for step in (run_harness, run_bare) if i % 2 == 0 else (run_bare, run_harness):
             step()
         amortised.append(amortised_us(fn, data.x_test, calls[-1]))
-    return {"framework": framework, "dataset": f"{data.dataset_id} ({data.name})", "call_path": path,
-            "n_params": backend.n_params(model), "calls_per_round": calls, "harness_p50_us": harness,
-            "bare_p50_us": bare, "amortised_us": amortised}
+    return {
+        "framework": framework,
+        "dataset": f"{data.dataset_id} ({data.name})",
+        "call_path": path,
+        "n_params": backend.n_params(model),
+        "calls_per_round": calls,
+        "harness_p50_us": harness,
+        "bare_p50_us": bare,
+        "amortised_us": amortised,
+    }
 
 
 def measure_latency(args, tmp: Path) -> list[dict]:
@@ -170,9 +195,22 @@ def measure_latency(args, tmp: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}  # as the harness's workers
     for framework in FRAMEWORKS:
         out = tmp / f"latency-{framework}.json"
-        command = [sys.executable, "-m", "distillbench.benchmarks.perf.harness_overhead", "--latency-worker", framework,
-                   "--result", str(out), "--dataset", str(args.dataset), "--rounds", str(args.rounds),
-                   "--timing-budget", str(args.timing_budget), *_data_options(args)]
+        command = [
+            sys.executable,
+            "-m",
+            "distillbench.benchmarks.perf.harness_overhead",
+            "--latency-worker",
+            framework,
+            "--result",
+            str(out),
+            "--dataset",
+            str(args.dataset),
+            "--rounds",
+            str(args.rounds),
+            "--timing-budget",
+            str(args.timing_budget),
+            *_data_options(args),
+        ]
         if args.config:
             command += ["--config", args.config]
         if args.threads:
@@ -188,17 +226,30 @@ def measure_latency(args, tmp: Path) -> list[dict]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distillbench.benchmarks.perf.harness_overhead",
-                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m distillbench.benchmarks.perf.harness_overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--suite", default="quick", help="suite to run (default quick)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
-    parser.add_argument("--openml-source", default=os.environ.get("DISTILLBENCH_OPENML_SOURCE"),
-                        help="read-only OpenML cache, e.g. ../shared/openml-cache (default: $DISTILLBENCH_OPENML_SOURCE)")
-    parser.add_argument("--cache", help="writable OpenML cache (default: a new temporary folder, so the run "
-                                        "includes the first load of the data)")
+    parser.add_argument(
+        "--openml-source",
+        default=os.environ.get("DISTILLBENCH_OPENML_SOURCE"),
+        help="read-only OpenML cache, e.g. ../shared/openml-cache (default: $DISTILLBENCH_OPENML_SOURCE)",
+    )
+    parser.add_argument(
+        "--cache",
+        help="writable OpenML cache (default: a new temporary folder, so the run includes the first load of the data)",
+    )
     parser.add_argument("--config", help="pipeline config, file or preset (default: the run's default)")
     parser.add_argument("--threads", type=int, help="threads per framework (default: all cores)")
-    parser.add_argument("--timing-budget", type=float, default=2.0, help="seconds of latency calls per model (default 2, the run's default)")
+    parser.add_argument(
+        "--timing-budget",
+        type=float,
+        default=2.0,
+        help="seconds of latency calls per model (default 2, the run's default)",
+    )
     parser.add_argument("--rounds", type=int, default=15, help="rounds of harness vs bare-loop latency (default 15)")
     parser.add_argument("--dataset", type=int, help="dataset of the latency measurement (default: the suite's first)")
     parser.add_argument("--skip-run", action="store_true", help="only (c), the measurement overhead")
@@ -224,34 +275,62 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         args.cache = args.cache or str(tmp / "openml-cache")
         print(f"load average before: {_loadavg()}  (cores: {os.cpu_count()})", flush=True)
-        report: dict = {"suite": args.suite, "seeds": args.seeds, "timing_budget_s": args.timing_budget,
-                        "load_average_before": _loadavg()}
+        report: dict = {
+            "suite": args.suite,
+            "seeds": args.seeds,
+            "timing_budget_s": args.timing_budget,
+            "load_average_before": _loadavg(),
+        }
         if not args.skip_run:
             out = Path(args.keep) if args.keep else tmp / "run"
             run = report["run"] = measure_run(args, out)
-            print(f"(a) wall time of `distillbench run --suite {args.suite} --seeds {args.seeds}` with both frameworks: "
-                  f"{run['command_wall_seconds']:.1f} s (jobs: {run['jobs']})")
-            print(f"(b) harness overhead from the manifest: {100 * run['harness_overhead']:.1f}% "
-                  f"(wall_seconds {run['wall_seconds']:.1f}, measured_seconds {run['measured_seconds']:.1f}; "
-                  f"target < 10%)")
-            print("    student_kd p50 latency in the run, median over jobs: "
-                  + ", ".join(f"{fw} {v:.1f} us" for fw, v in run["student_kd_p50_us_median"].items() if v is not None))
-        print(f"(c) measurement overhead at batch 1, student of dataset {args.dataset}, {args.rounds} rounds "
-              f"(medians over rounds):", flush=True)
+            print(
+                f"(a) wall time of `distillbench run --suite {args.suite} --seeds {args.seeds}` with both frameworks: "
+                f"{run['command_wall_seconds']:.1f} s (jobs: {run['jobs']})"
+            )
+            print(
+                f"(b) harness overhead from the manifest: {100 * run['harness_overhead']:.1f}% "
+                f"(wall_seconds {run['wall_seconds']:.1f}, measured_seconds {run['measured_seconds']:.1f}; "
+                f"target < 10%)"
+            )
+            print(
+                "    student_kd p50 latency in the run, median over jobs: "
+                + ", ".join(f"{fw} {v:.1f} us" for fw, v in run["student_kd_p50_us_median"].items() if v is not None)
+            )
+        print(
+            f"(c) measurement overhead at batch 1, student of dataset {args.dataset}, {args.rounds} rounds "
+            f"(medians over rounds):",
+            flush=True,
+        )
         latency = report["latency"] = measure_latency(args, tmp)
-        print(f"    {'framework':<11} {'harness p50 us':>15} {'bare p50 us':>12} {'ratio':>6} {'of medians':>8} "
-              f"{'untimed mean us':>16}  calls  call path")
+        print(
+            f"    {'framework':<11} {'harness p50 us':>15} {'bare p50 us':>12} {'ratio':>6} {'of medians':>8} "
+            f"{'untimed mean us':>16}  calls  call path"
+        )
         for item in latency:
             h, b = statistics.median(item["harness_p50_us"]), statistics.median(item["bare_p50_us"])
             paired = statistics.median(x / y for x, y in zip(item["harness_p50_us"], item["bare_p50_us"]))
-            item.update(harness_p50_us_median=h, bare_p50_us_median=b, ratio_of_medians=h / b, ratio=paired,
-                        amortised_us_median=statistics.median(item["amortised_us"]))
-            print(f"    {item['framework']:<11} {h:>15.1f} {b:>12.1f} {paired:>6.3f} {h / b:>8.3f} "
-                  f"{item['amortised_us_median']:>16.1f}  {statistics.median(item['calls_per_round']):>5.0f}  {item['call_path']}")
-        print("    ratio: median over rounds of harness p50 / bare p50 in the same round; "
-              "of medians: median harness p50 / median bare p50")
+            item.update(
+                harness_p50_us_median=h,
+                bare_p50_us_median=b,
+                ratio_of_medians=h / b,
+                ratio=paired,
+                amortised_us_median=statistics.median(item["amortised_us"]),
+            )
+            print(
+                f"    {item['framework']:<11} {h:>15.1f} {b:>12.1f} {paired:>6.3f} {h / b:>8.3f} "
+                f"{item['amortised_us_median']:>16.1f}  "
+                f"{statistics.median(item['calls_per_round']):>5.0f}  {item['call_path']}"
+            )
+        print(
+            "    ratio: median over rounds of harness p50 / bare p50 in the same round; "
+            "of medians: median harness p50 / median bare p50"
+        )
         worst = max(item["ratio"] for item in latency)
-        print(f"    worst ratio {worst:.3f} (target: within {TARGET_RATIO}x): {'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}")
+        print(
+            f"    worst ratio {worst:.3f} (target: within {TARGET_RATIO}x): "
+            f"{'ok' if worst <= TARGET_RATIO else 'OVER TARGET'}"
+        )
         report["load_average_after"] = _loadavg()
         print(f"load average after: {report['load_average_after']}")
         if args.json:

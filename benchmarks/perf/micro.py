@@ -43,11 +43,17 @@ def pytest_args(args: list[str]) -> list[str]:
         return out  # the caller chose
     saved = saved_runs(_storage(args))
     if saved:
-        out[2:2] = ["--benchmark-compare", f"--benchmark-compare-fail={os.environ.get('DISTILLBENCH_MICRO_FAIL') or DEFAULT_FAIL}"]
+        out[2:2] = [
+            "--benchmark-compare",
+            f"--benchmark-compare-fail={os.environ.get('DISTILLBENCH_MICRO_FAIL') or DEFAULT_FAIL}",
+        ]
         print(f"micro-benchmarks: comparing with {saved[-1]}", file=sys.stderr)
     else:
-        print(f"micro-benchmarks: no saved run in {_storage(args)}/: this run is saved as the first, "
-              "nothing to compare with yet", file=sys.stderr)
+        print(
+            f"micro-benchmarks: no saved run in {_storage(args)}/: this run is saved as the first, "
+            "nothing to compare with yet",
+            file=sys.stderr,
+        )
     return out
 
 

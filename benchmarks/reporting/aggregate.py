@@ -38,8 +38,8 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
     framework's entry) and the distilled student's retention against the better reference of each seed."""
     labels = dataset_labels(records, manifest)
     datasets, frameworks = run_order(records, manifest)
-    ok = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
-    failed = defaultdict(set)  # (dataset, framework) -> seeds
+    ok: defaultdict[tuple, dict[int, dict]] = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
+    failed: defaultdict[tuple, set[int]] = defaultdict(set)  # (dataset, framework) -> seeds
     for r in records:
         if is_ok(r):
             ok[(r["dataset_id"], r["framework"], r["role"])][r["seed"]] = r
@@ -54,28 +54,38 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
             by_seed |= {role: dict(sorted(ok[(dataset_id, REFERENCE, role)].items())) for role in REFERENCES}
             metric = next(iter(by_seed["teacher"].values()))["primary_metric"]
 
-            def values(role, key):
+            def values(role, key, by_seed=by_seed):
                 return [r.get(key) for r in by_seed[role].values()]
 
-            entries.append({
-                "dataset_id": dataset_id, "label": labels[dataset_id], "framework": framework, "metric": metric,
-                "higher_is_better": HIGHER_IS_BETTER[metric], "by_seed": by_seed,
-                "quality": {role: stats.mean_ci([r["metrics"].get(metric) for r in by_seed[role].values()])
-                                    ._replace(note=flag_note(list(by_seed[role].values())))
-                            for role in ROLES + REFERENCES},
-                "retention_best_reference": stats.mean_ci(_best_reference_retention(by_seed, metric)),
-                "retention": {role: stats.mean_ci(values(role, "retention")) for role in STUDENTS},
-                "kd_gain": stats.mean_ci(values("student_kd", "kd_gain")),
-                "speedup": stats.mean_ci(values("student_kd", "speedup")),
-                "n_params": {role: next(iter(values(role, "n_params")), None) for role in ROLES},
-                "latency_p50_us": {role: stats.median(values(role, "latency_p50_us")) for role in ROLES},
-                "train_seconds": {role: stats.mean_ci(values(role, "train_seconds")).mean for role in ROLES},
-                "seeds": f"{len(by_seed['teacher'])}/{len(by_seed['teacher']) + len(failed[(dataset_id, framework)])}",
-            })
+            entries.append(
+                {
+                    "dataset_id": dataset_id,
+                    "label": labels[dataset_id],
+                    "framework": framework,
+                    "metric": metric,
+                    "higher_is_better": HIGHER_IS_BETTER[metric],
+                    "by_seed": by_seed,
+                    "quality": {
+                        role: stats.mean_ci([r["metrics"].get(metric) for r in by_seed[role].values()])._replace(
+                            note=flag_note(list(by_seed[role].values()))
+                        )
+                        for role in ROLES + REFERENCES
+                    },
+                    "retention_best_reference": stats.mean_ci(_best_reference_retention(by_seed, metric)),
+                    "retention": {role: stats.mean_ci(values(role, "retention")) for role in STUDENTS},
+                    "kd_gain": stats.mean_ci(values("student_kd", "kd_gain")),
+                    "speedup": stats.mean_ci(values("student_kd", "speedup")),
+                    "n_params": {role: next(iter(values(role, "n_params")), None) for role in ROLES},
+                    "latency_p50_us": {role: stats.median(values(role, "latency_p50_us")) for role in ROLES},
+                    "train_seconds": {role: stats.mean_ci(values(role, "train_seconds")).mean for role in ROLES},
+                    "seeds": f"{len(by_seed['teacher'])}/"
+                    f"{len(by_seed['teacher']) + len(failed[(dataset_id, framework)])}",
+                }
+            )
     return entries
 
 
-def _best_reference_retention(by_seed: dict, metric: str) -> list[float]:
+def _best_reference_retention(by_seed: dict, metric: str) -> list[float | None]:
     """Per seed with a distilled student and a reference: its retention against the better reference."""
     better = max if HIGHER_IS_BETTER[metric] else min
     out = []
@@ -104,15 +114,29 @@ def framework_rows(entries: list[dict], pairs: list[tuple[str, str]]) -> list[li
                 a, b = e["by_seed"][role], partner["by_seed"][role]
                 seeds = sorted(a.keys() & b.keys())
                 diff = stats.paired_diff_ci([_quality(a[s]) for s in seeds], [_quality(b[s]) for s in seeds])
-                agree = None if diff.half is None else ("yes" if diff.low <= 0 <= diff.high else "no")
+                agree = (
+                    None if diff.low is None or diff.high is None else ("yes" if diff.low <= 0 <= diff.high else "no")
+                )
 
-                timed = [s for s in seeds if a[s].get("machine") == b[s].get("machine")]  # timings: same kind of machine only
+                # timings: same kind of machine only
+                timed = [s for s in seeds if a[s].get("machine") == b[s].get("machine")]
 
-                def ratio(key):
+                def ratio(key, a=a, b=b, timed=timed):
                     return stats.ratio_of_means([a[s].get(key) for s in timed], [b[s].get(key) for s in timed])
 
-                rows.append([e["label"], f"{other} vs {ref}", role, e["metric"], diff, agree, ratio("train_seconds"),
-                             ratio("latency_p50_us"), ratio("throughput_rows_per_s")])
+                rows.append(
+                    [
+                        e["label"],
+                        f"{other} vs {ref}",
+                        role,
+                        e["metric"],
+                        diff,
+                        agree,
+                        ratio("train_seconds"),
+                        ratio("latency_p50_us"),
+                        ratio("throughput_rows_per_s"),
+                    ]
+                )
     return rows
 
 
@@ -126,9 +150,18 @@ def across_rows(entries: list[dict], frameworks: list[str]) -> list[list]:
             continue
         gains = [e["kd_gain"].mean for e in es]
         statistic, p = stats.wilcoxon(gains)
-        rows.append([framework, len(es), stats.median(e["retention"]["student_kd"].mean for e in es),
-                     stats.median(e["retention"]["student_scratch"].mean for e in es), stats.median(gains),
-                     "/".join(map(str, stats.win_tie_loss(gains))), statistic, p])
+        rows.append(
+            [
+                framework,
+                len(es),
+                stats.median(e["retention"]["student_kd"].mean for e in es),
+                stats.median(e["retention"]["student_scratch"].mean for e in es),
+                stats.median(gains),
+                "/".join(map(str, stats.win_tie_loss(gains))),
+                statistic,
+                p,
+            ]
+        )
     return rows
 
 
@@ -138,7 +171,9 @@ def rank_methods(entries: list[dict], frameworks: list[str]) -> dict:
     by_key = {(e["dataset_id"], e["framework"]): e for e in entries}
     scores, labels = [], []
     for dataset_id in dict.fromkeys(e["dataset_id"] for e in entries):
-        row = [by_key.get((dataset_id, f)) and by_key[(dataset_id, f)]["quality"][role].mean for f, role in methods]
+        row: list = [
+            by_key.get((dataset_id, f)) and by_key[(dataset_id, f)]["quality"][role].mean for f, role in methods
+        ]
         if all(v is not None for v in row):
             sign = 1 if by_key[(dataset_id, methods[0][0])]["higher_is_better"] else -1
             scores.append([sign * v for v in row])
@@ -147,10 +182,13 @@ def rank_methods(entries: list[dict], frameworks: list[str]) -> dict:
     if not scores:
         return {"names": names, "datasets": [], "mean_ranks": [None] * len(names), "friedman": (None, None), "cd": None}
     scores = np.array(scores)
-    return {"names": names, "datasets": labels, "mean_ranks": list(stats.ranks(scores).mean(axis=0)),
-            "friedman": stats.friedman(scores),
-            "cd": stats.nemenyi_cd(len(methods), len(scores)) if len(methods) >= 2 else None}
-
+    return {
+        "names": names,
+        "datasets": labels,
+        "mean_ranks": list(stats.ranks(scores).mean(axis=0)),
+        "friedman": stats.friedman(scores),
+        "cd": stats.nemenyi_cd(len(methods), len(scores)) if len(methods) >= 2 else None,
+    }
 
 
 def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None]:
@@ -161,6 +199,10 @@ def machine_kinds(records: list[dict], manifest: dict) -> tuple[bool, str | None
         return False, None
     names = "; ".join(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}" for m in kinds.values())
     mixed = len(kinds) > 1
-    return mixed, (f"The jobs ran on {len(kinds)} kinds of machine ({names}): timings are put side by side only "
-                   "within one kind (framework ratios over the seeds whose two jobs ran on the same kind; the timing "
-                   "figures are left out)." if mixed else f"The jobs ran on another machine than the driver: {names}.")
+    return mixed, (
+        f"The jobs ran on {len(kinds)} kinds of machine ({names}): timings are put side by side only "
+        "within one kind (framework ratios over the seeds whose two jobs ran on the same kind; the timing "
+        "figures are left out)."
+        if mixed
+        else f"The jobs ran on another machine than the driver: {names}."
+    )

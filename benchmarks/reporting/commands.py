@@ -29,12 +29,22 @@ examples:
 
 
 def register(subparsers) -> None:
-    report = subparsers.add_parser("report", epilog=REPORT_EXAMPLES,
-                                   help="write the report of a run (Markdown, HTML, figures, tables)",
-                                   description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)")
-    report.add_argument("--out", type=validate.output_folder, metavar="DIR",
-                        help="report folder (default: reports/<run_id>, the run id a plain folder name)")
+    report = subparsers.add_parser(
+        "report",
+        epilog=REPORT_EXAMPLES,
+        help="write the report of a run (Markdown, HTML, figures, tables)",
+        description=REPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument(
+        "run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)"
+    )
+    report.add_argument(
+        "--out",
+        type=validate.output_folder,
+        metavar="DIR",
+        help="report folder (default: reports/<run_id>, the run id a plain folder name)",
+    )
     report.set_defaults(func=_report)
 
 

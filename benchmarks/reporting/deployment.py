@@ -50,29 +50,49 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
 
                     # Against the same model in float32, seed by seed: quality kept (%), size, speed.
                     pairs = [(r, floats[r["seed"]]) for r in ok if r["seed"] in floats]
-                    entries.append({
-                        "dataset_id": dataset_id, "label": labels.get(dataset_id, str(dataset_id)),
-                        "framework": framework, "role": role, "format": fmt, "metric": metric,
-                        "quality": stats.mean_ci([r["metrics"].get(metric) for r in ok]),
-                        "retention": stats.mean_ci(values("retention")),
-                        "vs_float": stats.mean_ci([_retention(r["metrics"][metric], f["metrics"][metric], metric)
-                                                   for r, f in pairs if r["metrics"].get(metric) is not None
-                                                   and f["metrics"].get(metric) is not None]),
-                        "max_abs_diff": max(values("max_abs_diff"), default=None),
-                        "agreement": min(values("agreement"), default=None),
-                        "bytes": None if (size := stats.median(values("model_bytes"))) is None else round(size),
-                        "size_ratio": stats.median([_ratio(r.get("model_bytes"), f.get("model_bytes")) for r, f in pairs]),
-                        "latency_p50_us": stats.median(values("latency_p50_us")),
-                        "latency_p99_us": stats.median(values("latency_p99_us")),
-                        "speedup": stats.median([_ratio(f.get("latency_p50_us"), r.get("latency_p50_us")) for r, f in pairs]),
-                        "throughput": stats.median(values("throughput_rows_per_s")),
-                        "throughput_ratio": stats.median([_ratio(r.get("throughput_rows_per_s"),
-                                                                f.get("throughput_rows_per_s")) for r, f in pairs]),
-                        "convert_seconds": stats.median(values("convert_seconds")),
-                        "tolerance": next(iter(values("tolerance")), None),
-                        "seeds": f"{len(ok)}/{len(rs)}",
-                        "failed": [r for r in rs if not is_ok(r)],
-                    })
+                    entries.append(
+                        {
+                            "dataset_id": dataset_id,
+                            "label": labels.get(dataset_id, str(dataset_id)),
+                            "framework": framework,
+                            "role": role,
+                            "format": fmt,
+                            "metric": metric,
+                            "quality": stats.mean_ci([r["metrics"].get(metric) for r in ok]),
+                            "retention": stats.mean_ci(values("retention")),
+                            "vs_float": stats.mean_ci(
+                                [
+                                    _retention(r["metrics"][metric], f["metrics"][metric], metric)
+                                    for r, f in pairs
+                                    if metric is not None
+                                    and r["metrics"].get(metric) is not None
+                                    and f["metrics"].get(metric) is not None
+                                ]
+                            ),
+                            "max_abs_diff": max(values("max_abs_diff"), default=None),
+                            "agreement": min(values("agreement"), default=None),
+                            "bytes": None if (size := stats.median(values("model_bytes"))) is None else round(size),
+                            "size_ratio": stats.median(
+                                [_ratio(r.get("model_bytes"), f.get("model_bytes")) for r, f in pairs]
+                            ),
+                            "latency_p50_us": stats.median(values("latency_p50_us")),
+                            "latency_p99_us": stats.median(values("latency_p99_us")),
+                            "speedup": stats.median(
+                                [_ratio(f.get("latency_p50_us"), r.get("latency_p50_us")) for r, f in pairs]
+                            ),
+                            "throughput": stats.median(values("throughput_rows_per_s")),
+                            "throughput_ratio": stats.median(
+                                [
+                                    _ratio(r.get("throughput_rows_per_s"), f.get("throughput_rows_per_s"))
+                                    for r, f in pairs
+                                ]
+                            ),
+                            "convert_seconds": stats.median(values("convert_seconds")),
+                            "tolerance": next(iter(values("tolerance")), None),
+                            "seeds": f"{len(ok)}/{len(rs)}",
+                            "failed": [r for r in rs if not is_ok(r)],
+                        }
+                    )
     return entries
 
 
@@ -81,26 +101,69 @@ def deployment_blocks(records: list[dict], manifest: dict, frameworks: list[str]
     ONNX (onnxruntime) and quantised to int8, side by side; a summary over datasets; failed formats."""
     from distillbench.implementations.deploy import ONNX_TOLERANCE
 
-    blocks = [("h2", "Deployment"), (
-        "p", "Each trained model as it would be deployed: float32 is the framework's own serving path (the numbers "
-             "of the sections above); onnx is the model exported to ONNX and run by onnxruntime (torch.onnx / tf2onnx), "
-             f"which must reproduce the framework's outputs within {ONNX_TOLERANCE:g} x max(1, max |output|) on the "
-             "test split, or its record fails; int8 is post-training quantisation (PyTorch: dynamic quantisation of the "
-             "linear layers; TensorFlow: a full-integer TFLite model calibrated on training rows), whose error is what "
-             "it costs. Quality: mean ± 95% CI over seeds; retention: % of the float32 teacher's quality; vs float32: "
-             "% of the same model's float32 quality (mean over seeds); max |diff|: largest absolute difference of the "
-             "outputs (logits or standardised values) from float32 over seeds; agreement: lowest share of test rows "
-             "with the same predicted class; bytes: the serialised model (state_dict, .keras, .onnx, .tflite); "
-             "latency: median over seeds of the p50 at batch 1; throughput at batch 4096.")]
+    blocks: list = [
+        ("h2", "Deployment"),
+        (
+            "p",
+            "Each trained model as it would be deployed: float32 is the framework's own serving path (the numbers "
+            "of the sections above); onnx is the model exported to ONNX and run by onnxruntime (torch.onnx / tf2onnx), "
+            f"which must reproduce the framework's outputs within {ONNX_TOLERANCE:g} x max(1, max |output|) on the "
+            "test split, or its record fails; int8 is post-training quantisation (PyTorch: dynamic quantisation of the "
+            "linear layers; TensorFlow: a full-integer TFLite model calibrated on training rows), whose error is what "
+            "it costs. Quality: mean ± 95% CI over seeds; retention: % of the float32 teacher's quality; vs float32: "
+            "% of the same model's float32 quality (mean over seeds); max |diff|: largest absolute difference of the "
+            "outputs (logits or standardised values) from float32 over seeds; agreement: lowest share of test rows "
+            "with the same predicted class; bytes: the serialised model (state_dict, .keras, .onnx, .tflite); "
+            "latency: median over seeds of the p50 at batch 1; throughput at batch 4096.",
+        ),
+    ]
     entries = deployment_entries(records, manifest)
     if not entries:
         return blocks + [("p", "No deployment formats in this run (it ran with --no-deploy, or no job finished).")]
-    blocks.append(Table("deployment", [
-        "dataset", "framework", "model", "format", "metric", "quality", "retention %", "vs float32 %", "max |diff|",
-        "agreement %", "bytes", "p50 us", "p99 us", "rows/s", "convert s", "seeds"],
-        [[e["label"], e["framework"], e["role"], e["format"], e["metric"], e["quality"], e["retention"], e["vs_float"],
-          e["max_abs_diff"], None if e["agreement"] is None else 100 * e["agreement"], e["bytes"], e["latency_p50_us"],
-          e["latency_p99_us"], e["throughput"], e["convert_seconds"], e["seeds"]] for e in entries]))
+    blocks.append(
+        Table(
+            "deployment",
+            [
+                "dataset",
+                "framework",
+                "model",
+                "format",
+                "metric",
+                "quality",
+                "retention %",
+                "vs float32 %",
+                "max |diff|",
+                "agreement %",
+                "bytes",
+                "p50 us",
+                "p99 us",
+                "rows/s",
+                "convert s",
+                "seeds",
+            ],
+            [
+                [
+                    e["label"],
+                    e["framework"],
+                    e["role"],
+                    e["format"],
+                    e["metric"],
+                    e["quality"],
+                    e["retention"],
+                    e["vs_float"],
+                    e["max_abs_diff"],
+                    None if e["agreement"] is None else 100 * e["agreement"],
+                    e["bytes"],
+                    e["latency_p50_us"],
+                    e["latency_p99_us"],
+                    e["throughput"],
+                    e["convert_seconds"],
+                    e["seeds"],
+                ]
+                for e in entries
+            ],
+        )
+    )
     summary = []
     for framework in frameworks:
         for role in dict.fromkeys(e["role"] for e in entries):
@@ -110,35 +173,82 @@ def deployment_blocks(records: list[dict], manifest: dict, frameworks: list[str]
                     continue
                 diffs = [e["max_abs_diff"] for e in es if e["max_abs_diff"] is not None]
                 agreements = [e["agreement"] for e in es if e["agreement"] is not None]
-                summary.append([framework, role, fmt, len([e for e in es if e["quality"].mean is not None]),
-                                stats.median([e["retention"].mean for e in es]), stats.median([e["vs_float"].mean for e in es]),
-                                max(diffs, default=None), None if not agreements else 100 * min(agreements),
-                                stats.median([e["size_ratio"] for e in es]), stats.median([e["speedup"] for e in es]),
-                                stats.median([e["throughput_ratio"] for e in es]),
-                                sum(len(e["failed"]) for e in es)])
-    blocks += [("p", "Over datasets, per framework, model and format: medians of the per-dataset numbers, against the "
-                     "same model in float32 (size: bytes / float32 bytes; p50 speed-up: float32 p50 / format p50; "
-                     "throughput: format / float32); the largest max |diff| and the lowest agreement of any dataset."),
-               Table("deployment_summary", ["framework", "model", "format", "datasets", "median retention %",
-                                            "median vs float32 %", "max |diff|", "min agreement %", "size vs float32",
-                                            "p50 speed-up vs float32", "throughput vs float32", "failed records"],
-                     summary)]
+                summary.append(
+                    [
+                        framework,
+                        role,
+                        fmt,
+                        len([e for e in es if e["quality"].mean is not None]),
+                        stats.median([e["retention"].mean for e in es]),
+                        stats.median([e["vs_float"].mean for e in es]),
+                        max(diffs, default=None),
+                        None if not agreements else 100 * min(agreements),
+                        stats.median([e["size_ratio"] for e in es]),
+                        stats.median([e["speedup"] for e in es]),
+                        stats.median([e["throughput_ratio"] for e in es]),
+                        sum(len(e["failed"]) for e in es),
+                    ]
+                )
+    blocks += [
+        (
+            "p",
+            "Over datasets, per framework, model and format: medians of the per-dataset numbers, against the "
+            "same model in float32 (size: bytes / float32 bytes; p50 speed-up: float32 p50 / format p50; "
+            "throughput: format / float32); the largest max |diff| and the lowest agreement of any dataset.",
+        ),
+        Table(
+            "deployment_summary",
+            [
+                "framework",
+                "model",
+                "format",
+                "datasets",
+                "median retention %",
+                "median vs float32 %",
+                "max |diff|",
+                "min agreement %",
+                "size vs float32",
+                "p50 speed-up vs float32",
+                "throughput vs float32",
+                "failed records",
+            ],
+            summary,
+        ),
+    ]
     if not mixed:
         points = [e for e in entries if e["latency_p50_us"] and e["bytes"] and e["quality"].mean is not None]
         if points:
-            blocks.append(make_figure("deployment", figures.deployment_figure, points, frameworks, list(FORMATS),
-                                  caption="Each model in each format: p50 latency at batch 1 (left) and size in bytes "
-                                          "(right) vs quality as % of the float32 teacher's, one point per dataset "
-                                          "(mean over seeds), lines joining a model's formats"))
+            blocks.append(
+                make_figure(
+                    "deployment",
+                    figures.deployment_figure,
+                    points,
+                    frameworks,
+                    list(FORMATS),
+                    caption="Each model in each format: p50 latency at batch 1 (left) and size in bytes "
+                    "(right) vs quality as % of the float32 teacher's, one point per dataset "
+                    "(mean over seeds), lines joining a model's formats",
+                )
+            )
     failed = defaultdict(list)
     for e in entries:
         for r in e["failed"]:
-            failed[(e["label"], e["framework"], r["role"], r.get("error") or "failed (no reason recorded)")].append(r["seed"])
+            failed[(e["label"], e["framework"], r["role"], r.get("error") or "failed (no reason recorded)")].append(
+                r["seed"]
+            )
     if failed:
-        blocks.append(Table("deployment_failed", ["dataset", "framework", "role", "seeds", "reason"],
-                            [[label, f, role, ", ".join(map(str, sorted(seeds))), why]
-                             for (label, f, role, why), seeds in failed.items()]))
+        blocks.append(
+            Table(
+                "deployment_failed",
+                ["dataset", "framework", "role", "seeds", "reason"],
+                [
+                    [label, f, role, ", ".join(map(str, sorted(seeds))), why]
+                    for (label, f, role, why), seeds in failed.items()
+                ],
+            )
+        )
     else:
-        blocks.append(("p", "Every deployment format of every model converted, and every ONNX model matched its framework."))
+        blocks.append(
+            ("p", "Every deployment format of every model converted, and every ONNX model matched its framework.")
+        )
     return blocks
-

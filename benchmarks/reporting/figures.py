@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from distillbench.benchmarks.reporting.stats import cliques
 from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES
+
 MARKERS = "osD^v"
 STYLE = {"svg.hashsalt": "distillbench", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
@@ -70,8 +71,14 @@ def quality_figure(entries: list[dict], frameworks: list[str]) -> Figure:
             for j, role in enumerate(ROLES):
                 estimate = entry["quality"][role] if entry else None
                 if estimate and estimate.mean is not None:
-                    ax.errorbar(i + 0.2 * (j - 1), estimate.mean, yerr=_half(estimate), fmt="o", capsize=3,
-                                color=ROLE_COLOURS[role])
+                    ax.errorbar(
+                        i + 0.2 * (j - 1),
+                        estimate.mean,
+                        yerr=_half(estimate),
+                        fmt="o",
+                        capsize=3,
+                        color=ROLE_COLOURS[role],
+                    )
         ax.set_xticks(range(len(frameworks)), frameworks)
         ax.set_xlim(-0.6, len(frameworks) - 0.4)
         ax.set_title(label, parse_math=False)
@@ -88,15 +95,32 @@ def retention_speedup_figure(entries: list[dict], frameworks: list[str]) -> Figu
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     for framework, marker in zip(frameworks, MARKERS):
-        points = [e for e in entries if e["framework"] == framework
-                  and e["speedup"].mean is not None and e["retention"]["student_kd"].mean is not None]
+        points = [
+            e
+            for e in entries
+            if e["framework"] == framework
+            and e["speedup"].mean is not None
+            and e["retention"]["student_kd"].mean is not None
+        ]
         if not points:
             continue
-        ax.errorbar([e["speedup"].mean for e in points], [e["retention"]["student_kd"].mean for e in points],
-                    yerr=[_half(e["retention"]["student_kd"]) for e in points], fmt=marker, capsize=3, label=framework)
+        ax.errorbar(
+            [e["speedup"].mean for e in points],
+            [e["retention"]["student_kd"].mean for e in points],
+            yerr=[_half(e["retention"]["student_kd"]) for e in points],
+            fmt=marker,
+            capsize=3,
+            label=framework,
+        )
         for e in points:
-            ax.annotate(e["label"], (e["speedup"].mean, e["retention"]["student_kd"].mean), xytext=(4, 3),
-                        textcoords="offset points", fontsize=7, parse_math=False)
+            ax.annotate(
+                e["label"],
+                (e["speedup"].mean, e["retention"]["student_kd"].mean),
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=7,
+                parse_math=False,
+            )
     ax.axhline(100, color="grey", ls="--", lw=1)
     ax.axvline(1, color="grey", ls=":", lw=1)
     _log(ax, "x", [1.0] + [e["speedup"].mean for e in entries if e["speedup"].mean])
@@ -111,7 +135,9 @@ def framework_time_figure(entries: list[dict], pairs: list[tuple[str, str]]) -> 
     fig = Figure(figsize=(9, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     by_key = {(e["dataset_id"], e["framework"]): e for e in entries}
-    for ax, key, what in zip(axes, ("train_seconds", "latency_p50_us"), ("training time (s)", "p50 latency (us, batch 1)")):
+    for ax, key, what in zip(
+        axes, ("train_seconds", "latency_p50_us"), ("training time (s)", "p50 latency (us, batch 1)")
+    ):
         values = []
         for (other, ref), marker in zip(pairs, MARKERS):
             for (dataset_id, framework), entry in by_key.items():
@@ -149,8 +175,14 @@ def latency_figure(records: list[dict], frameworks: list[str]) -> Figure:
             ticks.append((x, f"{framework}\n{role}"))
             if not rs:
                 continue
-            box = ax.boxplot([r["latency_p50_us"] for r in rs], positions=[x], widths=0.6, patch_artist=True,
-                             medianprops={"color": "black"}, flierprops={"marker": "."})
+            box = ax.boxplot(
+                [r["latency_p50_us"] for r in rs],
+                positions=[x],
+                widths=0.6,
+                patch_artist=True,
+                medianprops={"color": "black"},
+                flierprops={"marker": "."},
+            )
             box["boxes"][0].set(facecolor=ROLE_COLOURS[role], alpha=0.5)
             p99 = [r["latency_p99_us"] for r in rs if r.get("latency_p99_us")]
             ax.plot([x] * len(p99), p99, "x", color=ROLE_COLOURS[role], alpha=0.6)
@@ -190,8 +222,14 @@ def cd_figure(names: list[str], mean_ranks: list[float], cd: float) -> Figure:
         x_end = 0.85 if left else k + 0.15
         rank = ranked[pos]
         ax.plot([rank, rank, x_end], [0, y, y], color="black", lw=0.8)
-        ax.text(x_end + (-0.05 if left else 0.05), y, f"{names[order[pos]]} ({rank:.2f})",
-                ha="right" if left else "left", va="center", parse_math=False)
+        ax.text(
+            x_end + (-0.05 if left else 0.05),
+            y,
+            f"{names[order[pos]]} ({rank:.2f})",
+            ha="right" if left else "left",
+            va="center",
+            parse_math=False,
+        )
     return fig
 
 
@@ -233,16 +271,38 @@ def pareto_figure(points: list[dict], frameworks: list[str], xlabel: str) -> Fig
             ps = [p for p in mine if p["framework"] == framework and p["kd"] is not None]
             if not ps:
                 continue
-            ax.errorbar([p["x"] for p in ps], [p["kd"] for p in ps], yerr=[p["kd_half"] or 0.0 for p in ps],
-                        fmt=marker, color=color, capsize=2, ms=5, label=f"{framework} distilled")
+            ax.errorbar(
+                [p["x"] for p in ps],
+                [p["kd"] for p in ps],
+                yerr=[p["kd_half"] or 0.0 for p in ps],
+                fmt=marker,
+                color=color,
+                capsize=2,
+                ms=5,
+                label=f"{framework} distilled",
+            )
             scratch = [p for p in ps if p["scratch"] is not None]
-            ax.plot([p["x"] for p in scratch], [p["scratch"] for p in scratch], marker, mfc="none", color=color,
-                    alpha=0.6, ms=5, label=f"{framework} scratch")
+            ax.plot(
+                [p["x"] for p in scratch],
+                [p["scratch"] for p in scratch],
+                marker,
+                mfc="none",
+                color=color,
+                alpha=0.6,
+                ms=5,
+                label=f"{framework} scratch",
+            )
             front = [ps[i] for i in pareto_front([(p["x"], p["kd"]) for p in ps], higher)]
-            ax.step([p["x"] for p in front], [p["kd"] for p in front], where="post", color=color, lw=1.2,
-                    label=f"{framework} Pareto front")
+            ax.step(
+                [p["x"] for p in front],
+                [p["kd"] for p in front],
+                where="post",
+                color=color,
+                lw=1.2,
+                label=f"{framework} Pareto front",
+            )
             ax.plot([p["x"] for p in front], [p["kd"] for p in front], "o", ms=10, mfc="none", mec=color, mew=1.2)
-            at = {}  # configurations at the same point share one label ("1,2")
+            at: dict[tuple, list[str]] = {}  # configurations at the same point share one label ("1,2")
             for p in ps:
                 at.setdefault((p["x"], p["kd"]), []).append(str(p["number"]))
             for (x, y), numbers in at.items():
@@ -255,7 +315,7 @@ def pareto_figure(points: list[dict], frameworks: list[str], xlabel: str) -> Fig
         ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=6)
-    for ax in axes[len(datasets):]:
+    for ax in axes[len(datasets) :]:
         ax.set_axis_off()
     return fig
 
@@ -272,13 +332,24 @@ def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
         xs, ys = [], []
         for f in (f for f in fits if f["dataset_id"] == dataset_id):
             color = ROLE_COLOURS.get(f["role"], "#777777")
-            ax.plot(f["rows"], f["seconds"], MARKERS[frameworks.index(f["framework"]) % len(MARKERS)], color=color,
-                    alpha=0.7, ms=4)
+            ax.plot(
+                f["rows"],
+                f["seconds"],
+                MARKERS[frameworks.index(f["framework"]) % len(MARKERS)],
+                color=color,
+                alpha=0.7,
+                ms=4,
+            )
             if f["slope"] is not None:
                 lo, hi = min(f["rows"]), max(f["rows"])
-                ax.plot([lo, hi], [math.exp(f["intercept"]) * lo ** f["slope"], math.exp(f["intercept"]) * hi ** f["slope"]],
-                        styles.get(f["framework"], "-"), color=color, lw=1.2,
-                        label=f"{f['framework']} {f['role']}: slope {f['slope']:.2f}")
+                ax.plot(
+                    [lo, hi],
+                    [math.exp(f["intercept"]) * lo ** f["slope"], math.exp(f["intercept"]) * hi ** f["slope"]],
+                    styles.get(f["framework"], "-"),
+                    color=color,
+                    lw=1.2,
+                    label=f"{f['framework']} {f['role']}: slope {f['slope']:.2f}",
+                )
             xs += f["rows"]
             ys += f["seconds"]
         _log(ax, "x", xs)
@@ -287,7 +358,7 @@ def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
         ax.set_xlabel("training rows")
         ax.set_ylabel("training time (s)")
         ax.legend(fontsize=6)
-    for ax in axes[len(datasets):]:
+    for ax in axes[len(datasets) :]:
         ax.set_axis_off()
     return fig
 
@@ -307,18 +378,19 @@ def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[
     axes = fig.subplots(len(frameworks), 2, squeeze=False)
     for i, framework in enumerate(frameworks):
         es = [e for e in entries if e["framework"] == framework]
-        for j, (key, label) in enumerate((("latency_p50_us", "p50 latency per row, batch 1 (us)"),
-                                          ("bytes", "model size (bytes)"))):
+        for j, (key, label) in enumerate(
+            (("latency_p50_us", "p50 latency per row, batch 1 (us)"), ("bytes", "model size (bytes)"))
+        ):
             ax = axes[i][j]
-            groups = {}
+            groups: dict[tuple, list[tuple]] = {}
             for e in es:
                 # The float32 teacher's retention is 100 by definition (its record has none).
                 y = 100.0 if e["role"] == "teacher" and e["format"] == "float32" else e["retention"].mean
                 if y is None or not e[key]:
                     continue
-                groups.setdefault((e["dataset_id"], e["role"]), []).append((formats.index(e["format"])
-                                                                            if e["format"] in formats else len(formats),
-                                                                            e[key], y, e["format"]))
+                groups.setdefault((e["dataset_id"], e["role"]), []).append(
+                    (formats.index(e["format"]) if e["format"] in formats else len(formats), e[key], y, e["format"])
+                )
             for (_, role), points in groups.items():
                 points.sort()
                 color = ROLE_COLOURS.get(role, "#999999")
@@ -331,8 +403,9 @@ def deployment_figure(entries: list[dict], frameworks: list[str], formats: list[
             ax.set_xlabel(label)
             if j == 0:
                 ax.set_ylabel(f"{framework}\n% of float32 teacher quality")
-    handles = ([Line2D([], [], color=ROLE_COLOURS[r], marker="o", ls="") for r in ROLES]
-               + [Line2D([], [], color="black", marker=FORMATS.get(f, "x"), ls="") for f in formats])
+    handles = [Line2D([], [], color=ROLE_COLOURS[r], marker="o", ls="") for r in ROLES] + [
+        Line2D([], [], color="black", marker=FORMATS.get(f, "x"), ls="") for f in formats
+    ]
     fig.legend(handles, [*ROLES, *formats], loc="outside upper center", ncol=len(ROLES) + len(formats), frameon=False)
     return fig
 
@@ -361,9 +434,16 @@ def transfer_size_figure(points: list[dict], frameworks: list[str]) -> Figure:
                     ax.axhline(sum(values) / len(values), color=colour, ls=style, lw=1, label=f"{framework} {role}")
             for series in dict.fromkeys(p["series"] for p in ps):
                 line = sorted((p for p in ps if p["series"] == series), key=lambda p: p["size"])
-                ax.errorbar([p["size"] for p in line], [p["kd"] for p in line],
-                            yerr=[p["kd_half"] or 0.0 for p in line], fmt=f"-{marker}", color=colours[series],
-                            capsize=2, ms=4, label=series)
+                ax.errorbar(
+                    [p["size"] for p in line],
+                    [p["kd"] for p in line],
+                    yerr=[p["kd_half"] or 0.0 for p in line],
+                    fmt=f"-{marker}",
+                    color=colours[series],
+                    capsize=2,
+                    ms=4,
+                    label=series,
+                )
         sizes = sorted({p["size"] for p in mine})
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xticks(sizes, [f"{s:g}x" for s in sizes])
@@ -373,6 +453,6 @@ def transfer_size_figure(points: list[dict], frameworks: list[str]) -> Figure:
         ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=6)
-    for ax in axes[len(datasets):]:
+    for ax in axes[len(datasets) :]:
         ax.set_axis_off()
     return fig

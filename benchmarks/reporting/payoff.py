@@ -24,8 +24,10 @@ def _gap(entry: dict) -> dict:
     by_seed, metric = entry["by_seed"], entry["metric"]
     seeds = sorted(by_seed["teacher"].keys() & by_seed["student_kd"].keys() & by_seed["student_scratch"].keys())
     sign = 1.0 if entry["higher_is_better"] else -1.0
-    t, kd, s = ([by_seed[role][seed]["metrics"][metric] for seed in seeds]
-                for role in ("teacher", "student_kd", "student_scratch"))
+    t, kd, s = (
+        [by_seed[role][seed]["metrics"][metric] for seed in seeds]
+        for role in ("teacher", "student_kd", "student_scratch")
+    )
     gap = stats.mean_ci([sign * (a - b) for a, b in zip(t, s)])
     if len(seeds) >= 2:
         present = gap.low is not None and gap.low > 0
@@ -62,13 +64,25 @@ def rank_configurations(entries: list[dict], framework: str) -> dict:
     for dataset_id in dict.fromkeys(e["dataset_id"] for e in mine):
         row = [by_key.get((dataset_id, n)) for n in numbers]
         if all(e is not None and e["quality"]["student_kd"].mean is not None for e in row):
-            scores.append([(1 if e["higher_is_better"] else -1) * e["quality"]["student_kd"].mean for e in row])
+            scores.append(
+                [(1 if e["higher_is_better"] else -1) * e["quality"]["student_kd"].mean for e in row if e is not None]
+            )
     if not scores or len(numbers) < 2:
-        return {"numbers": numbers, "datasets": len(scores), "mean_ranks": [None] * len(numbers),
-                "friedman": (None, None), "cd": None}
+        return {
+            "numbers": numbers,
+            "datasets": len(scores),
+            "mean_ranks": [None] * len(numbers),
+            "friedman": (None, None),
+            "cd": None,
+        }
     scores_array = np.array(scores)
-    return {"numbers": numbers, "datasets": len(scores), "mean_ranks": list(stats.ranks(scores_array).mean(axis=0)),
-            "friedman": stats.friedman(scores_array), "cd": stats.nemenyi_cd(len(numbers), len(scores))}
+    return {
+        "numbers": numbers,
+        "datasets": len(scores),
+        "mean_ranks": list(stats.ranks(scores_array).mean(axis=0)),
+        "friedman": stats.friedman(scores_array),
+        "cd": stats.nemenyi_cd(len(numbers), len(scores)),
+    }
 
 
 def _size_points(entries: list[dict]) -> list[dict]:
@@ -80,13 +94,27 @@ def _size_points(entries: list[dict]) -> list[dict]:
         kind = e["transfer"]["kind"]
         if (kind != "none" and kind not in GENERATORS) or e["quality"]["student_kd"].mean is None:
             continue
-        others = [f"{path.rsplit('.', 1)[-1]}={value}" for path, value in (e["params"] or {}).items()
-                  if path != "transfer.size"]
-        points.append({"dataset_id": e["dataset_id"], "label": e["label"], "metric": e["metric"],
-                       "higher_is_better": e["higher_is_better"], "framework": e["framework"], "kind": kind,
-                       "series": ", ".join([e["framework"], *others]), "size": e["transfer"]["size"],
-                       "kd": e["quality"]["student_kd"].mean, "kd_half": e["quality"]["student_kd"].half,
-                       "teacher": e["quality"]["teacher"].mean, "scratch": e["quality"]["student_scratch"].mean})
+        others = [
+            f"{path.rsplit('.', 1)[-1]}={value}"
+            for path, value in (e["params"] or {}).items()
+            if path != "transfer.size"
+        ]
+        points.append(
+            {
+                "dataset_id": e["dataset_id"],
+                "label": e["label"],
+                "metric": e["metric"],
+                "higher_is_better": e["higher_is_better"],
+                "framework": e["framework"],
+                "kind": kind,
+                "series": ", ".join([e["framework"], *others]),
+                "size": e["transfer"]["size"],
+                "kd": e["quality"]["student_kd"].mean,
+                "kd_half": e["quality"]["student_kd"].half,
+                "teacher": e["quality"]["teacher"].mean,
+                "scratch": e["quality"]["student_scratch"].mean,
+            }
+        )
     for series in {p["series"] for p in points if "=" not in p["series"]}:
         kinds = sorted({p["kind"] for p in points if p["series"] == series} - {"none"})
         for p in points:
@@ -97,54 +125,116 @@ def _size_points(entries: list[dict]) -> list[dict]:
 
 def payoff_blocks(records: list[dict], manifest: dict, variants: list[dict], frameworks: list[str]) -> list:
     entries = payoff_entries(records, manifest, variants)
-    blocks = [("h2", "What made distillation pay off"), (
-        "p", "Per dataset, framework and configuration: the KD gain (% better than the scratch student) and the "
-             "gap closed: the share of the teacher's lead over the scratch student that the distilled student "
-             "closes, 100 (kd - scratch) / (teacher - scratch) per seed (100: all of it; 0: none; negative: "
-             "worse than the scratch student), means ± 95% CI over seeds. It is given only where the teacher "
-             "beats the scratch student by more than the seed noise: with two seeds or more, where the 95% "
-             "interval of the teacher-minus-scratch difference over seeds lies above 0; with one seed, where the "
-             "difference exceeds the test split's own noise (1.96 standard errors of the paired per-row "
-             "difference); elsewhere there is " + NO_GAP + ". Gap: the teacher's lead in the metric's units "
-             "(positive: the teacher is better). Transfer: the distilled student's extra rows without labels "
-             "([transfer]), as a multiple of its labelled rows; make + label: seconds spent generating them and "
-             "labelling them with the teacher, against the distilled student's training time.")]
+    blocks: list = [
+        ("h2", "What made distillation pay off"),
+        (
+            "p",
+            "Per dataset, framework and configuration: the KD gain (% better than the scratch student) and the "
+            "gap closed: the share of the teacher's lead over the scratch student that the distilled student "
+            "closes, 100 (kd - scratch) / (teacher - scratch) per seed (100: all of it; 0: none; negative: "
+            "worse than the scratch student), means ± 95% CI over seeds. It is given only where the teacher "
+            "beats the scratch student by more than the seed noise: with two seeds or more, where the 95% "
+            "interval of the teacher-minus-scratch difference over seeds lies above 0; with one seed, where the "
+            "difference exceeds the test split's own noise (1.96 standard errors of the paired per-row "
+            "difference); elsewhere there is " + NO_GAP + ". Gap: the teacher's lead in the metric's units "
+            "(positive: the teacher is better). Transfer: the distilled student's extra rows without labels "
+            "([transfer]), as a multiple of its labelled rows; make + label: seconds spent generating them and "
+            "labelling them with the teacher, against the distilled student's training time.",
+        ),
+    ]
     if not entries:
         return blocks + [("p", "No job finished: there is nothing to compare (see Failed jobs).")]
     several = len(variants) > 1
-    blocks.append(Table("payoff", [
-        "dataset", "framework", *(["#", "configuration"] if several else []), "metric", "teacher", "student_kd",
-        "student_scratch", "KD gain %", "gap", "gap closed %", "transfer", "transfer rows", "make + label s",
-        "kd train s", "scratch train s", "seeds"],
-        [[e["label"], e["framework"], *([e["number"], e["variant"]] if several else []), e["metric"],
-          e["quality"]["teacher"], e["quality"]["student_kd"], e["quality"]["student_scratch"], e["kd_gain"],
-          e["gap"]["gap"], e["gap"]["closed"] if e["gap"]["present"] else NO_GAP,
-          "none" if e["transfer"]["kind"] == "none" else f"{e['transfer']['kind']} {e['transfer']['size']:g}x",
-          e["transfer"]["rows"], e["transfer"]["seconds"], e["train_seconds"]["student_kd"],
-          e["train_seconds"]["student_scratch"], e["seeds"]] for e in entries]))
+    blocks.append(
+        Table(
+            "payoff",
+            [
+                "dataset",
+                "framework",
+                *(["#", "configuration"] if several else []),
+                "metric",
+                "teacher",
+                "student_kd",
+                "student_scratch",
+                "KD gain %",
+                "gap",
+                "gap closed %",
+                "transfer",
+                "transfer rows",
+                "make + label s",
+                "kd train s",
+                "scratch train s",
+                "seeds",
+            ],
+            [
+                [
+                    e["label"],
+                    e["framework"],
+                    *([e["number"], e["variant"]] if several else []),
+                    e["metric"],
+                    e["quality"]["teacher"],
+                    e["quality"]["student_kd"],
+                    e["quality"]["student_scratch"],
+                    e["kd_gain"],
+                    e["gap"]["gap"],
+                    e["gap"]["closed"] if e["gap"]["present"] else NO_GAP,
+                    "none"
+                    if e["transfer"]["kind"] == "none"
+                    else f"{e['transfer']['kind']} {e['transfer']['size']:g}x",
+                    e["transfer"]["rows"],
+                    e["transfer"]["seconds"],
+                    e["train_seconds"]["student_kd"],
+                    e["train_seconds"]["student_scratch"],
+                    e["seeds"],
+                ]
+                for e in entries
+            ],
+        )
+    )
     gaps = [e for e in entries if e["gap"]["present"]]
     if not gaps:
-        blocks.append(("p", f"On no dataset does the teacher beat the scratch student by more than the seed noise: "
-                            f"there is {NO_GAP}, and distillation could at best match the scratch student."))
+        blocks.append(
+            (
+                "p",
+                f"On no dataset does the teacher beat the scratch student by more than the seed noise: "
+                f"there is {NO_GAP}, and distillation could at best match the scratch student.",
+            )
+        )
 
     points = _size_points(entries)
     series = {p["series"] for p in points}
     varied = [s for s in series if len({p["size"] for p in points if p["series"] == s}) > 1]
     if varied:
-        blocks.append(make_figure("payoff_transfer_size", figures.transfer_size_figure,
-                                  [p for p in points if p["series"] in varied], frameworks,
-                                  caption="Quality of the distilled student (mean and 95% CI over seeds) against the "
-                                          "size of its transfer set, as a multiple of the training rows (0: none), "
-                                          "between its framework's scratch student (dotted) and teacher (dashed)"))
+        blocks.append(
+            make_figure(
+                "payoff_transfer_size",
+                figures.transfer_size_figure,
+                [p for p in points if p["series"] in varied],
+                frameworks,
+                caption="Quality of the distilled student (mean and 95% CI over seeds) against the "
+                "size of its transfer set, as a multiple of the training rows (0: none), "
+                "between its framework's scratch student (dotted) and teacher (dashed)",
+            )
+        )
     else:
-        blocks.append(("p", "No figure of quality against transfer-set size: no series of configurations varies "
-                            "transfer.size alone (e.g. the transfer-sweep preset does)."))
+        blocks.append(
+            (
+                "p",
+                "No figure of quality against transfer-set size: no series of configurations varies "
+                "transfer.size alone (e.g. the transfer-sweep preset does).",
+            )
+        )
 
-    blocks.append(("p", "Across datasets, per framework and configuration: the number of datasets, the median KD "
-                        "gain, the datasets with a gap to close and the median gap closed over them, win/tie/loss "
-                        "of the distilled vs the scratch student on the mean KD gain, and the mean rank (1 = best) of "
-                        "the configuration's distilled student over the datasets where every configuration has "
-                        "one, with the Friedman test and the Nemenyi critical difference (alpha 0.05) of those ranks."))
+    blocks.append(
+        (
+            "p",
+            "Across datasets, per framework and configuration: the number of datasets, the median KD "
+            "gain, the datasets with a gap to close and the median gap closed over them, win/tie/loss "
+            "of the distilled vs the scratch student on the mean KD gain, and the mean rank (1 = best) of "
+            "the configuration's distilled student over the datasets where every configuration has "
+            "one, with the Friedman test and the Nemenyi critical difference (alpha 0.05) of those ranks.",
+        )
+    )
     rows = []
     for framework in frameworks:
         ranking = rank_configurations(entries, framework)
@@ -155,13 +245,42 @@ def payoff_blocks(records: list[dict], manifest: dict, variants: list[dict], fra
             closed = [e["gap"]["closed"].mean for e in es if e["gap"]["present"]]
             gains = [e["kd_gain"].mean for e in es]
             wins = "/".join(map(str, stats.win_tie_loss(gains)))
-            rows.append([framework, *([number, es[0]["variant"]] if several else []), len(es), stats.median(gains),
-                         f"{len(closed)}/{len(es)}", stats.median(closed), wins, rank_of[number],
-                         ranking["datasets"], chi2, p, ranking["cd"]])
-    blocks.append(Table("payoff_ranks", [
-        "framework", *(["#", "configuration"] if several else []), "datasets", "median KD gain %", "with a gap",
-        "median gap closed %", "kd vs scratch win/tie/loss", "mean rank", "ranked on", "Friedman chi2",
-        "Friedman p", "Nemenyi CD"], rows))
+            rows.append(
+                [
+                    framework,
+                    *([number, es[0]["variant"]] if several else []),
+                    len(es),
+                    stats.median(gains),
+                    f"{len(closed)}/{len(es)}",
+                    stats.median(closed),
+                    wins,
+                    rank_of[number],
+                    ranking["datasets"],
+                    chi2,
+                    p,
+                    ranking["cd"],
+                ]
+            )
+    blocks.append(
+        Table(
+            "payoff_ranks",
+            [
+                "framework",
+                *(["#", "configuration"] if several else []),
+                "datasets",
+                "median KD gain %",
+                "with a gap",
+                "median gap closed %",
+                "kd vs scratch win/tie/loss",
+                "mean rank",
+                "ranked on",
+                "Friedman chi2",
+                "Friedman p",
+                "Nemenyi CD",
+            ],
+            rows,
+        )
+    )
     if not several:
         blocks.append(("p", "One configuration: there are no configurations to rank (a [sweep] makes several)."))
     return blocks

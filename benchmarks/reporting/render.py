@@ -28,8 +28,11 @@ def cell(value) -> str:
     if isinstance(value, Estimate):
         if value.mean is None:
             return "-"
-        return (_number(value.mean) + ("" if value.half is None else f" ± {_number(value.half, 3)}")
-                + (f" [{value.note}]" if value.note else ""))
+        return (
+            _number(value.mean)
+            + ("" if value.half is None else f" ± {_number(value.half, 3)}")
+            + (f" [{value.note}]" if value.note else "")
+        )
     return _number(value)
 
 
@@ -53,14 +56,24 @@ def table_csv(table: Table) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([x for c, w in zip(table.columns, wide) for x in ([c, f"{c} ci95"] if w else [c])])
     for row in table.rows:
-        writer.writerow([x for v, w in zip(row, wide)
-                         for x in ((list(v[:2]) if isinstance(v, Estimate) else [v, None]) if w else [v])])
+        writer.writerow(
+            [
+                x
+                for v, w in zip(row, wide)
+                for x in ((list(v[:2]) if isinstance(v, Estimate) else [v, None]) if w else [v])
+            ]
+        )
     return out.getvalue()
 
 
 TEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "|": r"\textbar{}",
-    "<": r"\textless{}", ">": r"\textgreater{}"}
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -69,28 +82,44 @@ def tex_escape(text: str) -> str:
 
 def table_tex(table: Table) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs})."""
+
     def line(cells):
         return " & ".join(cells) + r" \\"
+
     align = "".join("r" if _numeric_column(table, i) else "l" for i in range(len(table.columns)))
-    return "\n".join([
-        r"\begin{tabular}{" + align + "}", r"\toprule",
-        line(tex_escape(c) for c in table.columns), r"\midrule",
-        *(line(tex_escape(cell(v)).replace("±", r"$\pm$") for v in row) for row in table.rows),
-        r"\bottomrule", r"\end{tabular}", ""])
+    return "\n".join(
+        [
+            r"\begin{tabular}{" + align + "}",
+            r"\toprule",
+            line(tex_escape(c) for c in table.columns),
+            r"\midrule",
+            *(line(tex_escape(cell(v)).replace("±", r"$\pm$") for v in row) for row in table.rows),
+            r"\bottomrule",
+            r"\end{tabular}",
+            "",
+        ]
+    )
 
 
 # ---------------------------------------------------------------- Markdown
+
 
 def to_markdown(title: str, blocks: list) -> str:
     lines = [f"# {md_escape(title)}", ""]
     for block in blocks:
         if isinstance(block, Table):
-            lines += [markdown_table(block.columns, [[cell(v) for v in row] for row in block.rows]),
-                      "", f"_Table: [tables/{block.name}.csv](tables/{block.name}.csv), "
-                          f"[tables/{block.name}.tex](tables/{block.name}.tex)_"]
+            lines += [
+                markdown_table(block.columns, [[cell(v) for v in row] for row in block.rows]),
+                "",
+                f"_Table: [tables/{block.name}.csv](tables/{block.name}.csv), "
+                f"[tables/{block.name}.tex](tables/{block.name}.tex)_",
+            ]
         elif isinstance(block, Figure):
-            lines += [f"![{md_escape(block.caption)}](figures/{block.name}.png)", "",
-                      f"_Figure: {md_escape(block.caption)} ([SVG](figures/{block.name}.svg))._"]
+            lines += [
+                f"![{md_escape(block.caption)}](figures/{block.name}.png)",
+                "",
+                f"_Figure: {md_escape(block.caption)} ([SVG](figures/{block.name}.svg))._",
+            ]
         else:
             kind, text = block
             lines.append(f"## {md_escape(text)}" if kind == "h2" else md_escape(text))
@@ -118,7 +147,7 @@ figcaption, .files { color: #57606a; font-size: 12px; }
 
 
 def _html_cell(value) -> str:
-    return f'<td{" class=num" if _numeric(value) else ""}>{html.escape(cell(value))}</td>'
+    return f"<td{' class=num' if _numeric(value) else ''}>{html.escape(cell(value))}</td>"
 
 
 def to_html(title: str, blocks: list) -> str:
@@ -127,14 +156,18 @@ def to_html(title: str, blocks: list) -> str:
         if isinstance(block, Table):
             head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
             body = "\n".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in block.rows)
-            parts.append(f'<div class="scroll"><table id="table-{block.name}"><thead><tr>{head}</tr></thead>'
-                         f"<tbody>\n{body}\n</tbody></table></div>"
-                         f'<p class="files">tables/{block.name}.csv, tables/{block.name}.tex</p>')
+            parts.append(
+                f'<div class="scroll"><table id="table-{block.name}"><thead><tr>{head}</tr></thead>'
+                f"<tbody>\n{body}\n</tbody></table></div>"
+                f'<p class="files">tables/{block.name}.csv, tables/{block.name}.tex</p>'
+            )
         elif isinstance(block, Figure):
             data = base64.b64encode(block.png).decode("ascii")
             caption = html.escape(block.caption)
-            parts.append(f'<figure id="figure-{block.name}"><img src="data:image/png;base64,{data}" alt="{caption}">'
-                         f"<figcaption>{caption} (figures/{block.name}.png, .svg)</figcaption></figure>")
+            parts.append(
+                f'<figure id="figure-{block.name}"><img src="data:image/png;base64,{data}" alt="{caption}">'
+                f"<figcaption>{caption} (figures/{block.name}.png, .svg)</figcaption></figure>"
+            )
         else:
             kind, text = block
             parts.append(f"<h2>{html.escape(text)}</h2>" if kind == "h2" else f"<p>{html.escape(text)}</p>")

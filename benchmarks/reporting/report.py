@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillbench.benchmarks.reporting import figures
-from distillbench.benchmarks.reporting.aggregate import (across_rows, dataset_labels, framework_rows, machine_kinds,
-                                                         rank_methods, run_order, summarize)
+from distillbench.benchmarks.reporting.aggregate import (
+    across_rows,
+    dataset_labels,
+    framework_rows,
+    machine_kinds,
+    rank_methods,
+    run_order,
+    summarize,
+)
 from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
 from distillbench.benchmarks.reporting.convergence import convergence_blocks, sanity_blocks
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
@@ -81,8 +88,17 @@ def report_data(run: Run) -> ReportData:
     _, frameworks = run_order(records, manifest)
     frameworks = [f for f in frameworks if any(e["framework"] == f for e in entries)]
     mixed, machines = machine_kinds(records, manifest)
-    return ReportData(manifest, all_records, variants, records, entries, frameworks,
-                      dataset_labels(records, manifest), mixed, machines)
+    return ReportData(
+        manifest,
+        all_records,
+        variants,
+        records,
+        entries,
+        frameworks,
+        dataset_labels(records, manifest),
+        mixed,
+        machines,
+    )
 
 
 @section(tables=("run",))
@@ -94,41 +110,95 @@ def run_info(data: ReportData) -> list:
 def datasets(data: ReportData) -> list:
     blocks: list = [("h2", "Datasets"), datasets_table(data.manifest)]
     if data.variants[0]["label"] is not None:
-        blocks.append(("p", f"This run is a sweep of {len(data.variants)} configurations per job. The sections up to "
-                            f"Sweep show its first configuration ({data.variants[0]['label']}); the Sweep section "
-                            "compares them all."))
+        blocks.append(
+            (
+                "p",
+                f"This run is a sweep of {len(data.variants)} configurations per job. The sections up to "
+                f"Sweep show its first configuration ({data.variants[0]['label']}); the Sweep section "
+                "compares them all.",
+            )
+        )
     return blocks
 
 
 @section(tables=("results",), figures=("quality", "retention_speedup"))
 def results(data: ReportData) -> list:
     entries, frameworks = data.entries, data.frameworks
-    blocks: list = [("h2", "Results per dataset and framework"), (
-        "p", "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
-             "units for regression), mean ± half-width of the 95% Student-t confidence interval over seeds ('-' "
-             "with a single seed). Retention: student quality as % of the teacher's (100 = equal, above = "
-             "better). KD gain: % improvement of the distilled over the scratch student (positive = distillation "
-             "helped). Latency: median over seeds of the p50 at batch 1. Speed-up: teacher p50 / distilled "
-             "student p50. Seeds: ok / run. linear and hgb: the reference models of the dataset (the same for "
-             "every framework; see Sanity checks); kd vs best reference: the distilled student's quality as % of "
-             "the better reference's on each split. In brackets beside a number: its models' flags over the seeds "
-             "(budget: ended on the training budget, see Convergence; below linear, far below hgb, diverged: see "
-             "Sanity checks).")]
+    blocks: list = [
+        ("h2", "Results per dataset and framework"),
+        (
+            "p",
+            "Quality is the primary metric on the test split (accuracy for classification, RMSE in the target's "
+            "units for regression), mean ± half-width of the 95% Student-t confidence interval over seeds ('-' "
+            "with a single seed). Retention: student quality as % of the teacher's (100 = equal, above = "
+            "better). KD gain: % improvement of the distilled over the scratch student (positive = distillation "
+            "helped). Latency: median over seeds of the p50 at batch 1. Speed-up: teacher p50 / distilled "
+            "student p50. Seeds: ok / run. linear and hgb: the reference models of the dataset (the same for "
+            "every framework; see Sanity checks); kd vs best reference: the distilled student's quality as % of "
+            "the better reference's on each split. In brackets beside a number: its models' flags over the seeds "
+            "(budget: ended on the training budget, see Convergence; below linear, far below hgb, diverged: see "
+            "Sanity checks).",
+        ),
+    ]
     if entries:
-        blocks.append(Table("results", [
-            "dataset", "framework", "metric", *ROLES, *REFERENCES, "retention % (kd)",
-            "retention % (scratch)", "kd vs best reference %", "KD gain %", "teacher params", "student params",
-            "teacher p50 us", "student p50 us", "speed-up", "seeds"],
-            [[e["label"], e["framework"], e["metric"], *(e["quality"][r] for r in ROLES + REFERENCES),
-              *(e["retention"][r] for r in STUDENTS), e["retention_best_reference"], e["kd_gain"], e["n_params"]["teacher"],
-              e["n_params"]["student_kd"], e["latency_p50_us"]["teacher"], e["latency_p50_us"]["student_kd"],
-              e["speedup"], e["seeds"]] for e in entries]))
-        blocks += [make_figure("quality", figures.quality_figure, entries, frameworks,
-                           caption="Test quality per dataset of the teacher, the distilled and the scratch student, "
-                                   "mean and 95% CI over seeds"),
-                   make_figure("retention_speedup", figures.retention_speedup_figure, entries, frameworks,
-                           caption="Retention of the distilled student vs its inference speed-up over the teacher, "
-                                   "one point per dataset and framework (95% CI over seeds)")]
+        blocks.append(
+            Table(
+                "results",
+                [
+                    "dataset",
+                    "framework",
+                    "metric",
+                    *ROLES,
+                    *REFERENCES,
+                    "retention % (kd)",
+                    "retention % (scratch)",
+                    "kd vs best reference %",
+                    "KD gain %",
+                    "teacher params",
+                    "student params",
+                    "teacher p50 us",
+                    "student p50 us",
+                    "speed-up",
+                    "seeds",
+                ],
+                [
+                    [
+                        e["label"],
+                        e["framework"],
+                        e["metric"],
+                        *(e["quality"][r] for r in ROLES + REFERENCES),
+                        *(e["retention"][r] for r in STUDENTS),
+                        e["retention_best_reference"],
+                        e["kd_gain"],
+                        e["n_params"]["teacher"],
+                        e["n_params"]["student_kd"],
+                        e["latency_p50_us"]["teacher"],
+                        e["latency_p50_us"]["student_kd"],
+                        e["speedup"],
+                        e["seeds"],
+                    ]
+                    for e in entries
+                ],
+            )
+        )
+        blocks += [
+            make_figure(
+                "quality",
+                figures.quality_figure,
+                entries,
+                frameworks,
+                caption="Test quality per dataset of the teacher, the distilled and the scratch student, "
+                "mean and 95% CI over seeds",
+            ),
+            make_figure(
+                "retention_speedup",
+                figures.retention_speedup_figure,
+                entries,
+                frameworks,
+                caption="Retention of the distilled student vs its inference speed-up over the teacher, "
+                "one point per dataset and framework (95% CI over seeds)",
+            ),
+        ]
     else:
         blocks.append(("p", "No job finished: there are no results (see Failed jobs)."))
     return blocks
@@ -142,20 +212,48 @@ def convergence(data: ReportData) -> list:
 @section(tables=("frameworks",), figures=("framework_time",))
 def frameworks_compared(data: ReportData) -> list:
     entries, frameworks, mixed = data.entries, data.frameworks, data.mixed
-    reference, others = (frameworks[0], frameworks[1:]) if frameworks else (None, [])
+    reference, others = (frameworks[0], frameworks[1:]) if frameworks else ("", [])
     pairs = [(other, reference) for other in others]
     blocks: list = [("h2", " vs ".join(reversed(frameworks[:2])) if len(frameworks) > 1 else "Frameworks compared")]
     if pairs:
-        blocks += [("p", "Quality difference: mean over seeds of the paired difference (same seed = same split "
-                         "and initial weights), with its 95% CI; 'agree' says whether the CI includes 0. Ratios "
-                         f"are means over seeds of the first framework over {reference}'s (above 1: slower training, "
-                         "slower inference, higher throughput)."),
-                   Table("frameworks", ["dataset", "frameworks", "role", "metric", "quality difference", "agree",
-                                        "training time ratio", "p50 latency ratio", "throughput ratio"],
-                         framework_rows(entries, pairs)),
-                   *([] if mixed else [make_figure("framework_time", figures.framework_time_figure, entries, pairs,
-                                               caption=f"{pairs[0][0]} vs {reference}: training time and p50 latency "
-                                                       "per dataset and role (mean over seeds), with the line y = x")])]
+        blocks += [
+            (
+                "p",
+                "Quality difference: mean over seeds of the paired difference (same seed = same split "
+                "and initial weights), with its 95% CI; 'agree' says whether the CI includes 0. Ratios "
+                f"are means over seeds of the first framework over {reference}'s (above 1: slower training, "
+                "slower inference, higher throughput).",
+            ),
+            Table(
+                "frameworks",
+                [
+                    "dataset",
+                    "frameworks",
+                    "role",
+                    "metric",
+                    "quality difference",
+                    "agree",
+                    "training time ratio",
+                    "p50 latency ratio",
+                    "throughput ratio",
+                ],
+                framework_rows(entries, pairs),
+            ),
+            *(
+                []
+                if mixed
+                else [
+                    make_figure(
+                        "framework_time",
+                        figures.framework_time_figure,
+                        entries,
+                        pairs,
+                        caption=f"{pairs[0][0]} vs {reference}: training time and p50 latency "
+                        "per dataset and role (mean over seeds), with the line y = x",
+                    )
+                ]
+            ),
+        ]
     else:
         blocks.append(("p", f"Needs results from two frameworks; this run has {', '.join(frameworks) or 'none'}."))
     return blocks
@@ -164,29 +262,67 @@ def frameworks_compared(data: ReportData) -> list:
 @section(tables=("across_datasets", "ranks"), figures=("critical_difference",))
 def across_datasets(data: ReportData) -> list:
     entries, frameworks = data.entries, data.frameworks
-    blocks: list = [("h2", "Across datasets"), (
-        "p", "Per framework, over datasets: medians of the per-dataset means; win/tie/loss of the distilled vs the "
-             "scratch student on the mean KD gain; two-sided Wilcoxon signed-rank test of the KD gains against 0 "
-             "('-' when no dataset differs).")]
+    blocks: list = [
+        ("h2", "Across datasets"),
+        (
+            "p",
+            "Per framework, over datasets: medians of the per-dataset means; win/tie/loss of the distilled vs the "
+            "scratch student on the mean KD gain; two-sided Wilcoxon signed-rank test of the KD gains against 0 "
+            "('-' when no dataset differs).",
+        ),
+    ]
     if entries:
-        blocks.append(Table("across_datasets", ["framework", "datasets", "median retention % (kd)",
-                                                "median retention % (scratch)", "median KD gain %",
-                                                "kd vs scratch win/tie/loss", "Wilcoxon W", "Wilcoxon p"],
-                            across_rows(entries, frameworks)))
+        blocks.append(
+            Table(
+                "across_datasets",
+                [
+                    "framework",
+                    "datasets",
+                    "median retention % (kd)",
+                    "median retention % (scratch)",
+                    "median KD gain %",
+                    "kd vs scratch win/tie/loss",
+                    "Wilcoxon W",
+                    "Wilcoxon p",
+                ],
+                across_rows(entries, frameworks),
+            )
+        )
         ranking = rank_methods(entries, frameworks)
         n, (chi2, p), cd = len(ranking["datasets"]), ranking["friedman"], ranking["cd"]
-        blocks += [("p", f"Mean ranks (1 = best) of each framework and role over the {n} datasets where all have a "
-                         f"result. Friedman test: " + ("-" if chi2 is None else f"chi2 = {chi2:.4g}, p = {p:.3g}") +
-                         "; Nemenyi critical difference (alpha 0.05): " + ("-" if cd is None else f"{cd:.3g}") + "."),
-                   Table("ranks", ["method", "mean rank"], [list(x) for x in zip(ranking["names"], ranking["mean_ranks"])])]
+        blocks += [
+            (
+                "p",
+                f"Mean ranks (1 = best) of each framework and role over the {n} datasets where all have a "
+                f"result. Friedman test: "
+                + ("-" if chi2 is None else f"chi2 = {chi2:.4g}, p = {p:.3g}")
+                + "; Nemenyi critical difference (alpha 0.05): "
+                + ("-" if cd is None else f"{cd:.3g}")
+                + ".",
+            ),
+            Table("ranks", ["method", "mean rank"], [list(x) for x in zip(ranking["names"], ranking["mean_ranks"])]),
+        ]
         if n >= MIN_CD_DATASETS and cd is not None:
-            blocks.append(make_figure("critical_difference", figures.cd_figure, ranking["names"], ranking["mean_ranks"], cd,
-                                  caption=f"Critical-difference diagram: mean ranks over {n} datasets; methods joined "
-                                          f"by a bar are not significantly different (Nemenyi, alpha 0.05; Friedman "
-                                          f"p = {'-' if p is None else f'{p:.3g}'})"))
+            blocks.append(
+                make_figure(
+                    "critical_difference",
+                    figures.cd_figure,
+                    ranking["names"],
+                    ranking["mean_ranks"],
+                    cd,
+                    caption=f"Critical-difference diagram: mean ranks over {n} datasets; methods joined "
+                    f"by a bar are not significantly different (Nemenyi, alpha 0.05; Friedman "
+                    f"p = {'-' if p is None else f'{p:.3g}'})",
+                )
+            )
         else:
-            blocks.append(("p", f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
-                                f"all results; this run has {n}."))
+            blocks.append(
+                (
+                    "p",
+                    f"No critical-difference diagram: it needs at least {MIN_CD_DATASETS} datasets with "
+                    f"all results; this run has {n}.",
+                )
+            )
     return blocks
 
 
@@ -194,10 +330,18 @@ def across_datasets(data: ReportData) -> list:
 def latency(data: ReportData) -> list:
     if not data.entries:
         return []
-    return [("h2", "Latency"), ("p", data.machines) if data.mixed else
-            make_figure("latency", figures.latency_figure, [r for r in data.records if is_ok(r)], data.frameworks,
-                        caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) "
-                                "and p99 (crosses)")]
+    return [
+        ("h2", "Latency"),
+        ("p", data.machines)
+        if data.mixed
+        else make_figure(
+            "latency",
+            figures.latency_figure,
+            [r for r in data.records if is_ok(r)],
+            data.frameworks,
+            caption="Latency at batch 1 per role and framework over datasets and seeds: p50 (boxes) and p99 (crosses)",
+        ),
+    ]
 
 
 @section(tables=("deployment", "deployment_summary", "deployment_failed"), figures=("deployment",))

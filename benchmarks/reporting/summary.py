@@ -36,14 +36,19 @@ def summary_rows(records: list[dict]) -> list[dict]:
         metric = next((r["primary_metric"] for r in ok + references[dataset]), None)
         by_role = {role: [r for r in ok if r["role"] == role] for role in ROLES}
         by_role |= {role: [r for r in references[dataset] if r["role"] == role] for role in REFERENCES}
-        rows.append({
-            "dataset": dataset, "framework": framework, "metric": metric or "-",
-            **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
-            "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
-            "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
-            "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
-            "ok/failed": f"{len(by_role['teacher'])}/{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "framework": framework,
+                "metric": metric or "-",
+                **{role: _mean([r["metrics"][metric] for r in rs]) for role, rs in by_role.items()},
+                "retention %": _mean([r["retention"] for r in by_role["student_kd"]]),
+                "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
+                "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
+                "ok/failed": f"{len(by_role['teacher'])}/"
+                f"{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
+            }
+        )
     return rows
 
 
@@ -56,8 +61,11 @@ def warnings(records: list[dict]) -> list[str]:
                 flagged[flag].append(r)
     lines = []
     for flag, rs in flagged.items():
-        models = ", ".join(f"{r.get('dataset_name') or r['dataset_id']} {framework_label(r)} seed {r['seed']} {r['role']}"
-                           + (f" ({r['stop_reason']})" if flag == "budget" else "") for r in rs[:6])
+        models = ", ".join(
+            f"{r.get('dataset_name') or r['dataset_id']} {framework_label(r)} seed {r['seed']} {r['role']}"
+            + (f" ({r['stop_reason']})" if flag == "budget" else "")
+            for r in rs[:6]
+        )
         lines.append(f"warning: {len(rs)} model(s) {FLAGS[flag]}: {models}" + (" ..." if len(rs) > 6 else ""))
     return lines
 

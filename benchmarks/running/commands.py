@@ -47,48 +47,119 @@ def register(subparsers) -> None:
     from distillbench.implementations.frameworks import FRAMEWORKS
     from distillbench.implementations.spec import presets
 
-    run = subparsers.add_parser("run", epilog=RUN_EXAMPLES, help="run the benchmark and write a results folder",
-                                description=RUN_DESCRIPTION,
-                                parents=[cache_options()], formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = subparsers.add_parser(
+        "run",
+        epilog=RUN_EXAMPLES,
+        help="run the benchmark and write a results folder",
+        description=RUN_DESCRIPTION,
+        parents=[cache_options()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = run.add_mutually_exclusive_group()
-    which.add_argument("--suite", metavar="NAME|FILE", help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)")
-    which.add_argument("--datasets", type=validate.comma_list(validate.dataset_id, "dataset"), metavar="ID,ID,...",
-                       help="OpenML dataset IDs instead of a suite")
-    run.add_argument("--frameworks", type=validate.comma_list(FRAMEWORKS, "framework"), default=",".join(FRAMEWORKS),
-                     help=f"comma-separated, each once, of {', '.join(FRAMEWORKS)} (default: all)")
-    run.add_argument("--seeds", type=validate.seed_count, default=3, metavar="N",
-                     help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} "
-                          "(default 3)")
-    run.add_argument("--config", metavar="FILE|PRESET", help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default")
-    run.add_argument("--out", type=validate.output_folder, metavar="DIR",
-                     help="run folder, its name the run id (default: results/<run_id>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out (same options): run its jobs not yet done ok")
-    run.add_argument("--threads", type=validate.positive_int, metavar="N",
-                     help="threads for each framework, the same for both, at most the machine's cores except on a Dask "
-                          "--scheduler (default: all cores)")
-    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one")
-    run.add_argument("--job-timeout", type=validate.positive_float, default=3600.0, metavar="S",
-                     help="seconds before a job is failed (default 3600)")
-    run.add_argument("--timing-budget", type=validate.positive_float, default=2.0, metavar="S",
-                     help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
-                          "throughput gets half (default 2)")
-    run.add_argument("--strict", action="store_true",
-                     help="exit 1 when any job or deployment format failed (default: exit 0, the failures recorded)")
-    run.add_argument("--no-deploy", dest="deploy", action="store_false",
-                     help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default")
-    run.add_argument("--fallback-suite", metavar="NAME|FILE",
-                     help="run this suite instead (e.g. builtin: datasets bundled with scikit-learn) when openml.org "
-                          "cannot be reached and no cache or source holds any of the datasets asked for")
-    run.add_argument("--fresh-process", action="store_true",
-                     help="a new worker process for every job (default: one per framework, reused; saves the framework import)")
-    run.add_argument("--executor", choices=("local", "dask"), default="local",
-                     help="local (default): jobs on this machine; dask: jobs on a Dask distributed cluster")
-    run.add_argument("--scheduler", metavar="ADDRESS",
-                     help="dask: the scheduler's address (e.g. tcp://host:8786); default: a LocalCluster started for the run")
-    run.add_argument("--workers", type=validate.positive_int, metavar="N",
-                     help="local: jobs at once, threads divided among them (default 1); dask: LocalCluster worker "
-                          "processes (default: cores); both at most the machine's cores; or with --scheduler the "
-                          "workers to wait for before starting")
+    which.add_argument(
+        "--suite",
+        metavar="NAME|FILE",
+        help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)",
+    )
+    which.add_argument(
+        "--datasets",
+        type=validate.comma_list(validate.dataset_id, "dataset"),
+        metavar="ID,ID,...",
+        help="OpenML dataset IDs instead of a suite",
+    )
+    run.add_argument(
+        "--frameworks",
+        type=validate.comma_list(FRAMEWORKS, "framework"),
+        default=",".join(FRAMEWORKS),
+        help=f"comma-separated, each once, of {', '.join(FRAMEWORKS)} (default: all)",
+    )
+    run.add_argument(
+        "--seeds",
+        type=validate.seed_count,
+        default=3,
+        metavar="N",
+        help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} (default 3)",
+    )
+    run.add_argument(
+        "--config",
+        metavar="FILE|PRESET",
+        help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default",
+    )
+    run.add_argument(
+        "--out",
+        type=validate.output_folder,
+        metavar="DIR",
+        help="run folder, its name the run id (default: results/<run_id>)",
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (same options): run its jobs not yet done ok"
+    )
+    run.add_argument(
+        "--threads",
+        type=validate.positive_int,
+        metavar="N",
+        help="threads for each framework, the same for both, at most the machine's cores except on a Dask "
+        "--scheduler (default: all cores)",
+    )
+    run.add_argument(
+        "--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu where the framework sees one"
+    )
+    run.add_argument(
+        "--job-timeout",
+        type=validate.positive_float,
+        default=3600.0,
+        metavar="S",
+        help="seconds before a job is failed (default 3600)",
+    )
+    run.add_argument(
+        "--timing-budget",
+        type=validate.positive_float,
+        default=2.0,
+        metavar="S",
+        help="seconds of single-row latency calls per model, at most 2000 calls and at least 200; "
+        "throughput gets half (default 2)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any job or deployment format failed (default: exit 0, the failures recorded)",
+    )
+    run.add_argument(
+        "--no-deploy",
+        dest="deploy",
+        action="store_false",
+        help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default",
+    )
+    run.add_argument(
+        "--fallback-suite",
+        metavar="NAME|FILE",
+        help="run this suite instead (e.g. builtin: datasets bundled with scikit-learn) when openml.org "
+        "cannot be reached and no cache or source holds any of the datasets asked for",
+    )
+    run.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="a new worker process for every job (default: one per framework, reused; saves the framework import)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="local (default): jobs on this machine; dask: jobs on a Dask distributed cluster",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask: the scheduler's address (e.g. tcp://host:8786); default: a LocalCluster started for the run",
+    )
+    run.add_argument(
+        "--workers",
+        type=validate.positive_int,
+        metavar="N",
+        help="local: jobs at once, threads divided among them (default 1); dask: LocalCluster worker "
+        "processes (default: cores); both at most the machine's cores; or with --scheduler the "
+        "workers to wait for before starting",
+    )
     run.set_defaults(func=_run)
 
 
@@ -121,19 +192,30 @@ def _run(args) -> int:
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
         asked = suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}"
-        fallback = suite_fallback(entries, asked, replacement,
-                                  args.cache, args.openml_source)
+        fallback = suite_fallback(entries, asked, replacement, args.cache, args.openml_source)
         if fallback:
             log.warning(f"distillbench: {fallback['message']}")
             suite, entries, source = replacement, replacement.entries, fallback["source"]
     suite_name = suite.name if suite else None
     options = RunOptions(
-        entries=entries, suite=suite_name, frameworks=frameworks,
-        seeds=list(range(args.seeds)), spec=spec,
-        out=Path(args.out or Path("results") / default_run_id(suite_name)), resume=args.resume,
-        device=args.device, cache=args.cache, source=source, job_timeout=args.job_timeout,
-        fresh_process=args.fresh_process, timing_budget=args.timing_budget, deploy=args.deploy, fallback=fallback,
-        executor=args.executor, scheduler=args.scheduler, workers=args.workers,
+        entries=entries,
+        suite=suite_name,
+        frameworks=frameworks,
+        seeds=list(range(args.seeds)),
+        spec=spec,
+        out=Path(args.out or Path("results") / default_run_id(suite_name)),
+        resume=args.resume,
+        device=args.device,
+        cache=args.cache,
+        source=source,
+        job_timeout=args.job_timeout,
+        fresh_process=args.fresh_process,
+        timing_budget=args.timing_budget,
+        deploy=args.deploy,
+        fallback=fallback,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        workers=args.workers,
     )
     if args.threads:
         options.threads = args.threads
@@ -145,11 +227,15 @@ def _run(args) -> int:
     for line in warnings(records):
         print(line)
     failed = sum(not is_ok(r) for r in records)
-    print(f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}")
+    print(
+        f"\nresults: {out}/records.jsonl ({len(records)} records, {failed} failed); report: distillbench report {out}"
+    )
     if fallback:
         print(f"note: {fallback['message']}")
     if args.strict and failed:
-        log.error(f"distillbench: --strict: {failed} of {len(records)} records failed "
-                  f"(the reasons: distillbench report {out})")
+        log.error(
+            f"distillbench: --strict: {failed} of {len(records)} records failed "
+            f"(the reasons: distillbench report {out})"
+        )
         return EXIT_REGRESSION
     return 0

@@ -33,6 +33,7 @@ import os
 import queue
 import select
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -54,7 +55,11 @@ def worker_env(threads: int) -> dict[str, str]:
     """The workers' environment. OpenMP threads (torch's) sleep rather than spin between parallel
     regions unless the user says otherwise: on a machine with other load, spinning threads made
     torch training up to 20x slower here (4.4 s vs 0.12 s per epoch, 2 threads)."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
 
 
 class Workers:
@@ -62,9 +67,9 @@ class Workers:
     the next job of that framework gets a new worker."""
 
     def __init__(self, log_path: Path, threads: int, fresh: bool):
-        self.log = open(log_path, "a")
+        self.log = open(log_path, "a")  # noqa: SIM115 - the workers' stderr for their whole life; close() closes it
         self.fresh = fresh
-        self.procs: dict[str, object] = {}
+        self.procs: dict[str, subprocess.Popen[str]] = {}
         self.env = worker_env(threads)
 
     def run(self, job: Job, timeout: float) -> list[dict]:
@@ -72,6 +77,7 @@ class Workers:
         proc = self.procs.get(job.framework)
         if proc is None or proc.poll() is not None:
             proc = self.procs[job.framework] = spawn(self.log, self.env)
+        assert proc.stdin is not None and proc.stdout is not None  # spawn() opens both pipes
         try:
             proc.stdin.write(json.dumps(asdict(job)) + "\n")
             proc.stdin.flush()
@@ -98,6 +104,7 @@ class Workers:
             proc.kill()
             return proc.wait()
         if proc.poll() is None:
+            assert proc.stdin is not None  # spawn() opens it
             proc.stdin.close()
             try:
                 return proc.wait(timeout=10)
@@ -133,9 +140,16 @@ class Executor:
 def make_executor(options, log: Path) -> Executor:
     """The executor a run's options ask for (``RunOptions``: executor, scheduler, workers, threads)."""
     if options.executor == "dask":
-        return DaskExecutor(options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout)
-    return LocalExecutor(options.workers or default_workers(options.threads), log, options.threads, options.fresh_process,
-                         options.job_timeout)
+        return DaskExecutor(
+            options.scheduler, options.workers, log, options.threads, options.fresh_process, options.job_timeout
+        )
+    return LocalExecutor(
+        options.workers or default_workers(options.threads),
+        log,
+        options.threads,
+        options.fresh_process,
+        options.job_timeout,
+    )
 
 
 def default_workers(threads: int) -> int:
@@ -161,12 +175,13 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int, log: Path, threads: int, fresh: bool, timeout: float):
         self.concurrency, self.timeout, self.threads = workers, timeout, _shared(threads, workers)
         self.slots = [Workers(log, self.threads, fresh) for _ in range(workers)]
-        self.free = queue.SimpleQueue()
+        self.free: queue.SimpleQueue[Workers] = queue.SimpleQueue()
         for slot in self.slots:
             self.free.put(slot)
-        self.pool = None
+        self.pool: ThreadPoolExecutor | None = None
         self.description = ("fresh process per job" if fresh else "one process per framework, reused") + (
-            f"; {workers} jobs at once, one such set of processes each" if workers > 1 else "")
+            f"; {workers} jobs at once, one such set of processes each" if workers > 1 else ""
+        )
 
     def _run(self, job: Job) -> tuple[Job, list[dict]]:
         slot = self.free.get()
@@ -193,22 +208,32 @@ class LocalExecutor(Executor):
 class DaskExecutor(Executor):
     name = "dask"
 
-    def __init__(self, scheduler: str | None, workers: int | None, log: Path, threads: int, fresh: bool, timeout: float):
+    def __init__(
+        self, scheduler: str | None, workers: int | None, log: Path, threads: int, fresh: bool, timeout: float
+    ):
         try:
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise UserError(f"--executor dask needs dask[distributed] installed ({exc})") from None
-        self.task_args, self.cluster, self.futures = (str(log), fresh, timeout), None, {}
+        self.task_args, self.cluster = (str(log), fresh, timeout), None
+        self.futures: dict = {}  # Dask future -> its Job
         self._environ = dict(os.environ)  # a LocalCluster's nannies set variables in this process: restored on close
         if scheduler is None:
             workers = workers or os.cpu_count() or 1
             # The Dask workers inherit this process's environment as it is, like the local workers (by
             # default Dask sets OMP/MKL/OPENBLAS_NUM_THREADS=1 for them); each job sets its own threads.
             # No statistical profiler (it samples every 10 ms, for a dashboard this cluster does not have).
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": {}, "distributed.worker.profile.enabled": False}):
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, scheduler_kwargs={"allowed_failures": RETRIES})
+            with dask.config.set(
+                {"distributed.nanny.pre-spawn-environ": {}, "distributed.worker.profile.enabled": False}
+            ):
+                self.cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    scheduler_kwargs={"allowed_failures": RETRIES},
+                )
             self.client = Client(self.cluster)
             self.threads = _shared(threads, workers)
         else:
@@ -221,23 +246,35 @@ class DaskExecutor(Executor):
                     self.client.wait_for_workers(workers, timeout=WAIT_FOR_WORKERS_S)
             except TimeoutError:
                 self.client.close()
-                raise UserError(f"--workers {workers}: fewer workers joined {scheduler} within {WAIT_FOR_WORKERS_S} s") from None
+                raise UserError(
+                    f"--workers {workers}: fewer workers joined {scheduler} within {WAIT_FOR_WORKERS_S} s"
+                ) from None
             self.threads = threads  # the driver's cores say nothing of the workers': --threads (default 1)
         try:  # each worker imports the task's code now: a worker that cannot says so before any job is sent
             self.client.run(_ready)
         except Exception as exc:  # noqa: BLE001 - whatever the workers raised
             self.close()
-            raise UserError(f"the Dask workers cannot import distillbench ({type(exc).__name__}: {exc}): install it "
-                            "there, with the same pins") from None
+            raise UserError(
+                f"the Dask workers cannot import distillbench ({type(exc).__name__}: {exc}): install it "
+                "there, with the same pins"
+            ) from None
         self.scheduler = self.client.scheduler_info()["address"]
         self.workers = self.client.scheduler_info()["workers"]
         self.concurrency = sum(w["nthreads"] for w in self.workers.values())
-        self.description = (f"dask ({'a LocalCluster for the run' if self.cluster else self.scheduler}): each Dask worker "
-                            f"hands its jobs to one process per framework, " + ("fresh per job" if fresh else "reused"))
+        self.description = (
+            f"dask ({'a LocalCluster for the run' if self.cluster else self.scheduler}): each Dask worker "
+            f"hands its jobs to one process per framework, " + ("fresh per job" if fresh else "reused")
+        )
 
     def info(self) -> dict:
-        return {**super().info(), "scheduler": None if self.cluster else self.scheduler, "local_cluster": self.cluster is not None,
-                "workers": len(self.workers), "hosts": sorted({w["host"] for w in self.workers.values()}), "retries": RETRIES}
+        return {
+            **super().info(),
+            "scheduler": None if self.cluster else self.scheduler,
+            "local_cluster": self.cluster is not None,
+            "workers": len(self.workers),
+            "hosts": sorted({w["host"] for w in self.workers.values()}),
+            "retries": RETRIES,
+        }
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[dict]]]:
         from distributed import as_completed as completed
@@ -245,7 +282,8 @@ class DaskExecutor(Executor):
         token = uuid.uuid4().hex[:8]
         for job in jobs:
             key = f"distillbench-{token}-{job.dataset_id}-{job.seed}-{job.framework}"
-            self.futures[self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)] = job
+            future = self.client.submit(_dask_task, job, *self.task_args, key=key, pure=False, retries=RETRIES)
+            self.futures[future] = job
         for future in completed(list(self.futures)):
             job = self.futures.pop(future)
             try:
@@ -285,6 +323,7 @@ def _dask_task(job: Job, log: str, fresh: bool, timeout: float) -> list[dict]:
         from distributed import get_worker
 
         log = str(Path(get_worker().local_directory) / "distillbench-worker.log")
+    assert job.threads is not None  # the runner gives every job its threads
     settings = (job.threads, log, fresh)
     if getattr(_slot, "settings", None) != settings:
         if getattr(_slot, "workers", None) is not None:

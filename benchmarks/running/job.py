@@ -11,6 +11,7 @@ a caller never loses the run to one job.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -20,6 +21,7 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,7 @@ from distillbench.implementations.pipeline import Data, Pipeline, Served, labell
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import GENERATORS, TransferSpec, Variant, spec_from_dict
 from distillbench.implementations.transfer import TransferSet
+
 
 @dataclass(frozen=True)
 class Job:
@@ -65,10 +68,8 @@ class Job:
 
 def _peak_rss_reset() -> None:
     """Reset the process's peak-RSS counter, so each role reports its own peak (Linux)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _peak_rss_mb() -> float:
@@ -83,8 +84,14 @@ def _peak_rss_mb() -> float:
 
 def _ending(fit) -> dict:
     """How a training ended, as records say it."""
-    return {"epochs": fit.epochs, "best_epoch": fit.best_epoch, "steps": fit.steps, "best_step": fit.best_step,
-            "stop_reason": fit.stop_reason, "final_learning_rate": fit.learning_rate}
+    return {
+        "epochs": fit.epochs,
+        "best_epoch": fit.best_epoch,
+        "steps": fit.steps,
+        "best_step": fit.best_step,
+        "stop_reason": fit.stop_reason,
+        "final_learning_rate": fit.learning_rate,
+    }
 
 
 def _train(fit_role, backend, quiet: Quiet):
@@ -99,8 +106,12 @@ def _train(fit_role, backend, quiet: Quiet):
     held = quiet.held - held
     wall, cpu = time.perf_counter() - wall - held, time.process_time() - cpu
     return model, {
-        "train_seconds": wall, "train_cpu_seconds": cpu, **_ending(fit),
-        "seconds_per_epoch": wall / fit.epochs, "peak_rss_mb": _peak_rss_mb(), "held_seconds": held,
+        "train_seconds": wall,
+        "train_cpu_seconds": cpu,
+        **_ending(fit),
+        "seconds_per_epoch": wall / fit.epochs,
+        "peak_rss_mb": _peak_rss_mb(),
+        "held_seconds": held,
         "train_call_path": fit.train_call_path,
         # An ensemble teacher (epochs and steps above: summed over its members): each member's own.
         **({"members": [_ending(m) for m in fit.members]} if fit.members else {}),
@@ -113,8 +124,9 @@ def _quality(data, outputs) -> dict:
     return metrics.regression_metrics(data.unstandardise(data.y_test), data.unstandardise(outputs[:, 0]))
 
 
-def _measure(served: Served, data, budget_s: float, quiet: Quiet,
-             reference: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+def _measure(
+    served: Served, data, budget_s: float, quiet: Quiet, reference: np.ndarray | None = None
+) -> tuple[dict, np.ndarray]:
     """Test quality, latency, throughput and size of a served model; and its test outputs. With
     ``reference`` (a converted model: the framework's own outputs), the outputs are checked against it
     before anything is timed (``deploy.check_tolerance``): beyond the model's tolerance this raises,
@@ -155,14 +167,18 @@ def _derive(records: dict[str, dict], data, outputs: dict[str, np.ndarray]) -> N
     if data.task == "classification":
         y, a, b = data.y_test, softmax(outputs["teacher"]), softmax(outputs["student_scratch"])
     else:
-        y, a, b = (data.unstandardise(v)
-                   for v in (data.y_test, outputs["teacher"][:, 0], outputs["student_scratch"][:, 0]))
+        y, a, b = (
+            data.unstandardise(v) for v in (data.y_test, outputs["teacher"][:, 0], outputs["student_scratch"][:, 0])
+        )
     noise = metrics.difference_noise(data.task, y, a, b)
-    kd.update(metrics.gap_closed(kd["metrics"][metric], scratch["metrics"][metric], teacher["metrics"][metric],
-                                 metric, noise))
+    kd.update(
+        metrics.gap_closed(kd["metrics"][metric], scratch["metrics"][metric], teacher["metrics"][metric], metric, noise)
+    )
 
 
-def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet) -> dict[str, dict]:
+def _deployed(
+    job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet
+) -> dict[str, dict]:
     """Records of the model converted to each deployment format (role ``<role>_<format>``), each
     checked against the framework's own outputs. A format that fails is a failed record of its
     own: the job's other results stand."""
@@ -176,12 +192,16 @@ def _deployed(job: Job, data, pipeline: Pipeline, role: str, model, outputs, tea
             served = convert()
             record["convert_seconds"] = time.perf_counter() - start
             measured, converted = _measure(served, data, job.timing_budget, quiet, reference=outputs)
-            record.update(measured, tolerance=served.tolerance, agreement=None,
-                          retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
-                          speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]))
+            record.update(
+                measured,
+                tolerance=served.tolerance,
+                agreement=None,
+                retention=metrics.retention(measured["metrics"][metric], teacher["metrics"][metric], metric),
+                speedup=metrics.ratio(teacher["latency_p50_us"], measured["latency_p50_us"]),
+            )
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
                 record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a format that fails fails its own record only
             record.update(status=FAILED, error=_reason(exc))
         out[name] = record
     return out
@@ -192,12 +212,23 @@ def _reason(exc: BaseException) -> str:
 
 
 def _base(job: Job, data) -> dict:
-    base = new_record(dataset_id=job.dataset_id, dataset_source=dataset_source(job.dataset_id), seed=job.seed,
-                      framework=job.framework, threads=job.threads, device=job.device, machine=machine(),
-                      host=socket.gethostname())
+    base = new_record(
+        dataset_id=job.dataset_id,
+        dataset_source=dataset_source(job.dataset_id),
+        seed=job.seed,
+        framework=job.framework,
+        threads=job.threads,
+        device=job.device,
+        machine=machine(),
+        host=socket.gethostname(),
+    )
     if data is not None:
-        base.update(dataset_name=data.name, task=data.task, dataset_checksum=data.checksum,
-                    primary_metric=PRIMARY_METRIC[data.task])
+        base.update(
+            dataset_name=data.name,
+            task=data.task,
+            dataset_checksum=data.checksum,
+            primary_metric=PRIMARY_METRIC[data.task],
+        )
     return base
 
 
@@ -242,13 +273,19 @@ def _transfer_fields(pipeline: Pipeline, extra: TransferSet) -> dict:
     one (records as before), as with a generated one of no rows (size 0)."""
     if extra.kind == "none" or (extra.kind in GENERATORS and not len(extra.x)):
         return {}
-    return {"transfer_kind": extra.kind, "labelled_rows": len(pipeline.data.x_train), "transfer_rows": len(extra.x),
-            "transfer_generate_seconds": extra.generate_seconds, "transfer_label_seconds": extra.label_seconds}
+    return {
+        "transfer_kind": extra.kind,
+        "labelled_rows": len(pipeline.data.x_train),
+        "transfer_rows": len(extra.x),
+        "transfer_generate_seconds": extra.generate_seconds,
+        "transfer_label_seconds": extra.label_seconds,
+    }
 
 
-def _variant_fields(variant: Variant, train_rows: int | None) -> dict:
-    """What a record of a sweep's configuration carries; nothing without a sweep (records as before)."""
-    if variant.label is None:
+def _variant_fields(variant: Variant | None, train_rows: int | None) -> dict:
+    """What a record of a sweep's configuration carries; nothing without a sweep (records as before)
+    or without a configuration (None: a job whose config could not be read, or a reference job)."""
+    if variant is None or variant.label is None:
         return {}
     return {"variant": variant.label, "variant_params": variant.params, "train_rows": train_rows}
 
@@ -259,13 +296,20 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     student per everything but the distillation and the transfer set, the distilled student per
     everything) is reused, with the numbers measured then (``reused: true``, ``reused_from``)."""
     pipeline = Pipeline(backend, variant.spec, full, job.seed)
-    keys = {"teacher": _teacher_key(variant.spec), "student_kd": _kd_key(variant.spec),
-            "student_scratch": _scratch_key(variant.spec)}
-    records, models, outputs, deployed = dict.fromkeys(ROLES), {}, {}, {}
+    keys = {
+        "teacher": _teacher_key(variant.spec),
+        "student_kd": _kd_key(variant.spec),
+        "student_scratch": _scratch_key(variant.spec),
+    }
+    records: dict[str, dict] = {}  # per role: reused or trained below
+    models, outputs, deployed = {}, {}, {}
     reused = {role for role, key in keys.items() if key in shared}
     for role in reused:
         models[role], outputs[role] = shared[keys[role]]["model"], shared[keys[role]]["outputs"]
-        records[role] = copy.deepcopy(shared[keys[role]]["record"]) | {"reused": True, "reused_from": shared[keys[role]]["label"]}
+        records[role] = copy.deepcopy(shared[keys[role]]["record"]) | {
+            "reused": True,
+            "reused_from": shared[keys[role]]["label"],
+        }
         deployed[role] = copy.deepcopy(shared[keys[role]]["deployed"])
         for record in deployed[role].values():
             record.update(reused=True, reused_from=shared[keys[role]]["label"])
@@ -278,8 +322,9 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     if "student_kd" in trained:
         compress_start = time.perf_counter()
         compressor, t_train, t_val = pipeline.compress(models["teacher"])
-        records["student_kd"].update(compress_seconds=time.perf_counter() - compress_start,
-                                     compressor=asdict(compressor))
+        records["student_kd"].update(
+            compress_seconds=time.perf_counter() - compress_start, compressor=asdict(compressor)
+        )
         extra = pipeline.transfer_set(models["teacher"], compressor)
         records["student_kd"].update(_transfer_fields(pipeline, extra))
         models["student_kd"], cost = _train(lambda: pipeline.fit_student_kd(t_train, t_val, extra), backend, quiet)
@@ -297,10 +342,18 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     for role in trained:
         records[role]["flags"] = model_flags(records[role], job.references if same_rows else None)
     for role in trained:
-        deployed[role] = (_deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
-                          if job.deploy else {})
-        shared[keys[role]] = {"model": models[role], "outputs": outputs[role], "record": copy.deepcopy(records[role]),
-                              "deployed": copy.deepcopy(deployed[role]), "label": variant.label}
+        deployed[role] = (
+            _deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
+            if job.deploy
+            else {}
+        )
+        shared[keys[role]] = {
+            "model": models[role],
+            "outputs": outputs[role],
+            "record": copy.deepcopy(records[role]),
+            "deployed": copy.deepcopy(deployed[role]),
+            "label": variant.label,
+        }
     out = [records[role] for role in ROLES] + [r for role in ROLES for r in deployed[role].values()]
     if variant.label is not None:
         records["student_kd"]["teacher_reused"] = "teacher" in reused
@@ -329,12 +382,15 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
 
     data = None
     try:
-        data = get_prepared(job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source))
+        data = get_prepared(
+            job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source)
+        )
         if job.framework == REFERENCE:
             return _run_references(job, data, quiet, started)
         backend = get_backend(job.framework)
         backend.configure(job.seed, job.threads, job.device)
-        backend.checkpoint = quiet.checkpoint  # between epochs: held while another job is timed
+        # Between epochs: held while another job is timed (the hook Backend.checkpoint is there for).
+        backend.checkpoint = quiet.checkpoint  # type: ignore[method-assign]
         variants = spec_from_dict(job.config).variants()
         full = Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val, data.onehot_groups)
         out = []
@@ -343,17 +399,21 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
         for n, key in enumerate(dict.fromkeys(_teacher_key(v.spec) for v in variants)):
             if n:
                 backend.configure(job.seed, job.threads, job.device)
-            shared = {}
+            shared: dict = {}
             for variant in (v for v in variants if _teacher_key(v.spec) == key):
                 try:
                     out += _run_variant(job, data, full, backend, variant, shared, quiet)
-                except Exception as exc:  # noqa: BLE001 - one configuration of a sweep: the others go on
+                except Exception as exc:
                     if variant.label is None:
                         raise
                     out += _failed(job, variant, _reason(exc), started, data, traceback.format_exc(limit=-3))
         for record in out:
-            record.update(framework_version=backend.version, determinism=backend.determinism, started=started,
-                          finished=time.time())
+            record.update(
+                framework_version=backend.version,
+                determinism=backend.determinism,
+                started=started,
+                finished=time.time(),
+            )
         return out
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never raised
         return failed_records(job, _reason(exc), started, data, traceback.format_exc(limit=-3))
@@ -366,7 +426,9 @@ def quiet_folder(job: Job) -> Path | None:
         return None
     folder = Path(job.quiet)
     if not os.access(folder.parent, os.W_OK):
-        folder = Path(tempfile.gettempdir()) / f"distillbench-quiet-{hashlib.sha256(job.quiet.encode()).hexdigest()[:12]}"
+        folder = (
+            Path(tempfile.gettempdir()) / f"distillbench-quiet-{hashlib.sha256(job.quiet.encode()).hexdigest()[:12]}"
+        )
     return folder / socket.gethostname()
 
 
@@ -378,8 +440,9 @@ def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
     from distillbench.implementations.references import FITS
 
     spec = spec_from_dict(job.config)
-    train = labelled_data(Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val),
-                          spec, job.seed)[0]
+    train = labelled_data(
+        Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val), spec, job.seed
+    )[0]
     records, models = {}, {}
     for role, fit in FITS.items():
         models[role], cost = _train(partial(fit, train, spec.training, job.seed, job.threads), None, quiet)
@@ -391,19 +454,32 @@ def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
     return list(records.values())
 
 
-def _failed(job: Job, variant: Variant, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
-    return [_base(job, data) | {"role": role, "status": FAILED, "error": reason, "traceback": detail,
-                                "started": started, "finished": time.time()} | _variant_fields(variant, None)
-            for role in (REFERENCES if job.framework == REFERENCE else ROLES)]
+def _failed(
+    job: Job, variant: Variant | None, reason: str, started: float, data=None, detail: str | None = None
+) -> list[dict]:
+    return [
+        _base(job, data)
+        | {
+            "role": role,
+            "status": FAILED,
+            "error": reason,
+            "traceback": detail,
+            "started": started,
+            "finished": time.time(),
+        }
+        | _variant_fields(variant, None)
+        for role in (REFERENCES if job.framework == REFERENCE else ROLES)
+    ]
 
 
 def failed_records(job: Job, reason: str, started: float, data=None, detail: str | None = None) -> list[dict]:
     """A failed job: one record per role (per configuration of a sweep; the reference job: one),
     ``status: failed`` and the reason."""
+    variants: Sequence[Variant | None]
     try:
         variants = spec_from_dict(job.config).variants()
     except Exception:  # noqa: BLE001 - the config itself is what failed
-        variants = [Variant(None, {}, None)]
+        variants = [None]
     if job.framework == REFERENCE:
-        variants = [Variant(None, {}, None)]
+        variants = [None]
     return [record for variant in variants for record in _failed(job, variant, reason, started, data, detail)]

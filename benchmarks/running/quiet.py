@@ -44,7 +44,7 @@ class Quiet:
         self.held = 0.0  # seconds this job stood still waiting for another's timing (or its own turn to time)
         self._busy_since: float | None = None
 
-    def __enter__(self) -> "Quiet":
+    def __enter__(self) -> Quiet:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             flags = os.O_RDWR | os.O_CREAT
@@ -100,6 +100,7 @@ class Quiet:
         self._busy_since = time.time()
 
     def _leave_busy(self) -> None:
+        assert self._busy_since is not None  # set by _enter_busy
         self._record("busy", self._busy_since, time.time())
         fcntl.flock(self._busy, fcntl.LOCK_UN)
 
@@ -110,12 +111,20 @@ class Quiet:
 
 def read_intervals(folder: Path) -> list[dict]:
     """Every interval logged under ``folder`` (the per-machine folders of a run)."""
-    return [json.loads(line) for path in sorted(Path(folder).rglob(INTERVALS))
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for path in sorted(Path(folder).rglob(INTERVALS))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def overlaps(intervals: list[dict]) -> list[tuple[dict, dict]]:
     """Pairs of intervals of two different processes, at least one of them timing, that overlap."""
     timings = [i for i in intervals if i["kind"] == "timing"]
-    return [(t, other) for t in timings for other in intervals
-            if other is not t and other["pid"] != t["pid"] and other["start"] < t["end"] and t["start"] < other["end"]]
+    return [
+        (t, other)
+        for t in timings
+        for other in intervals
+        if other is not t and other["pid"] != t["pid"] and other["start"] < t["end"] and t["start"] < other["end"]
+    ]

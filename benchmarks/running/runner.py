@@ -23,8 +23,19 @@ from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.record import OK, SCHEMA_VERSION, is_ok, job_key
-from distillbench.benchmarks.store.run_folder import (COMPLETE, INTERRUPTED, MANIFEST, RECORDS, RUNNING, STOPPED,
-                                                     RunFolder, account, latest_records, read_lines, read_manifest)
+from distillbench.benchmarks.store.run_folder import (
+    COMPLETE,
+    INTERRUPTED,
+    MANIFEST,
+    RECORDS,
+    RUNNING,
+    STOPPED,
+    RunFolder,
+    account,
+    latest_records,
+    read_lines,
+    read_manifest,
+)
 from distillbench.datasets.suites import SuiteEntry
 from distillbench.env import environment
 from distillbench.errors import RunFault, UserError, signals_deferred
@@ -130,18 +141,30 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
         try:
             for seed in options.seeds:
                 prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
-            info[entry.dataset_id] = {"id": entry.dataset_id, "name": prepared.name, "task": prepared.task,
-                                      "target": prepared.target, "checksum": prepared.checksum, "note": entry.note,
-                                      "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
-                                      "features": prepared.x_train.shape[1], "notes": prepared.notes}
-            log.debug(f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
-                      f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features")
+            info[entry.dataset_id] = {
+                "id": entry.dataset_id,
+                "name": prepared.name,
+                "task": prepared.task,
+                "target": prepared.target,
+                "checksum": prepared.checksum,
+                "note": entry.note,
+                "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
+                "features": prepared.x_train.shape[1],
+                "notes": prepared.notes,
+            }
+            log.debug(
+                f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
+                f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features"
+            )
         except UserError as exc:
             info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
             log.warning(f"  dataset {entry.dataset_id} fails its jobs: {exc}")
     if all("error" in d for d in info.values()):
-        raise UserError(next(iter(info.values()))["error"] if len(info) == 1 else
-                        f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})")
+        raise UserError(
+            next(iter(info.values()))["error"]
+            if len(info) == 1
+            else f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})"
+        )
     return info
 
 
@@ -154,8 +177,10 @@ def run(options: RunOptions) -> Path:
     ids = [entry.dataset_id for entry in options.entries]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:  # jobs, records and --resume are keyed by dataset ID: one entry per dataset in a run
-        raise UserError(f"dataset {', '.join(map(str, twice))} listed more than once (e.g. with two targets): "
-                        "a run holds each dataset once; run the other target in another run")
+        raise UserError(
+            f"dataset {', '.join(map(str, twice))} listed more than once (e.g. with two targets): "
+            "a run holds each dataset once; run the other target in another run"
+        )
     check_writable(out, options.resume)
     previous = read_manifest(out) if options.resume and (out / MANIFEST).exists() else None
     if options.resume and previous is None and (out / RECORDS).exists():
@@ -212,32 +237,64 @@ def _records_so_far(folder: RunFolder) -> list[dict]:
     written, damaged = read_lines(folder.path, skip_damaged=True)
     if damaged:
         kept = folder.set_aside(damaged)
-        log.warning(f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to "
-                    f"{kept} (kept there); their jobs run again")
+        log.warning(
+            f"distillbench: warning: moved {len(damaged)} damaged line(s) of {folder.path / RECORDS} to "
+            f"{kept} (kept there); their jobs run again"
+        )
     return written
 
 
 def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list[dict], threads: int) -> list[Job]:
     """Open this invocation in the manifest and write it; the jobs it runs: those not done ok, first
     each (dataset, seed)'s reference job, then the frameworks' jobs (which get its results)."""
-    jobs = [Job(entry.dataset_id, seed, framework, options.spec.to_dict(), entry.target, threads,
-                options.device, options.cache, options.source, options.timing_budget, options.deploy,
-                quiet=str((folder.path / QUIET).resolve()))
-            for framework in (REFERENCE, *options.frameworks) for entry in options.entries for seed in options.seeds]
+    jobs = [
+        Job(
+            entry.dataset_id,
+            seed,
+            framework,
+            options.spec.to_dict(),
+            entry.target,
+            threads,
+            options.device,
+            options.cache,
+            options.source,
+            options.timing_budget,
+            options.deploy,
+            quiet=str((folder.path / QUIET).resolve()),
+        )
+        for framework in (REFERENCE, *options.frameworks)
+        for entry in options.entries
+        for seed in options.seeds
+    ]
     done = account(manifest, written)[1].ok
     todo = [job for job in jobs if job.key not in done]
-    manifest["invocations"].append({
-        "invocation": len(manifest["invocations"]) + 1, "command": options.command, "started": time.time(),
-        "finished": None, "status": RUNNING, "reason": None, "environment": manifest["environment"],
-        "jobs": {"to_run": len(todo), "skipped_as_done": len(jobs) - len(todo), "ok": 0, "failed": 0}})
+    manifest["invocations"].append(
+        {
+            "invocation": len(manifest["invocations"]) + 1,
+            "command": options.command,
+            "started": time.time(),
+            "finished": None,
+            "status": RUNNING,
+            "reason": None,
+            "environment": manifest["environment"],
+            "jobs": {"to_run": len(todo), "skipped_as_done": len(jobs) - len(todo), "ok": 0, "failed": 0},
+        }
+    )
     folder.write_manifest(_account(manifest, written))
     log.info(f"run {manifest['run_id']}: {len(todo)} jobs ({len(jobs) - len(todo)} already done) -> {folder.path}")
     log.debug(f"executor: {manifest['worker']}; threads per job {threads}")
     return todo
 
 
-def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, datasets: dict[int, dict],
-              todo: list[Job], written: list[dict]) -> tuple[list[dict], BaseException | None]:
+def _run_jobs(
+    options: RunOptions,
+    folder: RunFolder,
+    executor,
+    manifest: dict,
+    datasets: dict[int, dict],
+    todo: list[Job],
+    written: list[dict],
+) -> tuple[list[dict], BaseException | None]:
     """Run the jobs and append each one's records as it ends; the records appended, and the exception
     that ended the invocation early (None when every job ran): Interrupted (a signal), RunFault (a
     write failed: the run stops there) or a bug's."""
@@ -247,9 +304,14 @@ def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, 
     appended, reported, ending = [], set(), None
 
     def execute(jobs: list[Job]) -> None:
-        no_data = ((job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
-                   for job in jobs if "error" in datasets[job.dataset_id])
-        for job, records in itertools.chain(no_data, executor.run(j for j in jobs if "error" not in datasets[j.dataset_id])):
+        no_data = (
+            (job, failed_records(job, datasets[job.dataset_id]["error"], time.time()))
+            for job in jobs
+            if "error" in datasets[job.dataset_id]
+        )
+        for job, records in itertools.chain(
+            no_data, executor.run(j for j in jobs if "error" not in datasets[j.dataset_id])
+        ):
             if job.key in reported:  # a job reported twice (e.g. a worker presumed lost came back): written once
                 continue
             reported.add(job.key)
@@ -266,12 +328,17 @@ def _run_jobs(options: RunOptions, folder: RunFolder, executor, manifest: dict, 
     try:
         execute([job for job in todo if job.framework == REFERENCE])
         references = _references(written + appended)  # this invocation's and an earlier one's
-        execute([replace(job, references=references.get((job.dataset_id, job.seed)))
-                 for job in todo if job.framework != REFERENCE])
+        execute(
+            [
+                replace(job, references=references.get((job.dataset_id, job.seed)))
+                for job in todo
+                if job.framework != REFERENCE
+            ]
+        )
         invocation["status"] = COMPLETE
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (errors.Interrupted)
         ending, invocation["status"], invocation["reason"] = exc, INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"
-    except BaseException as exc:  # RunFault, or a bug (whose traceback the CLI shows)
+    except BaseException as exc:  # noqa: BLE001 - RunFault, or a bug (whose traceback the CLI shows)
         ending, invocation["status"], invocation["reason"] = exc, STOPPED, str(exc) or type(exc).__name__
     progress.close()
     invocation["finished"] = time.time()
@@ -294,8 +361,10 @@ def _end(folder: RunFolder, manifest: dict, written: list[dict], ending: BaseExc
         folder.write_manifest(_account(manifest, written))
     except OSError as exc:
         manifest["status"] = RUNNING  # as the file still says
-        return (f"{folder.path / MANIFEST} could not be updated either ({exc.strerror or exc}): it still says "
-                "running, which every command reads as interrupted")
+        return (
+            f"{folder.path / MANIFEST} could not be updated either ({exc.strerror or exc}): it still says "
+            "running, which every command reads as interrupted"
+        )
     return f"the run is marked {manifest['status']} in {folder.path / MANIFEST}"
 
 
@@ -308,17 +377,26 @@ def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, di
     if sorted(before) != sorted(now):
         differences.append(f"datasets {_ids(now)}, not {_ids(before)}")
     else:
-        targets = [f"dataset {i} target {now[i]!r}, not {before[i]!r}" for i in now
-                   if None not in (now[i], before[i]) and now[i] != before[i]]
+        targets = [
+            f"dataset {i} target {now[i]!r}, not {before[i]!r}"
+            for i in now
+            if None not in (now[i], before[i]) and now[i] != before[i]
+        ]
         differences += targets
-    for name, value in (("seeds", options.seeds), ("frameworks", options.frameworks),
-                        ("deploy", options.deploy), ("config", options.spec.to_dict())):
+    for name, value in (
+        ("seeds", options.seeds),
+        ("frameworks", options.frameworks),
+        ("deploy", options.deploy),
+        ("config", options.spec.to_dict()),
+    ):
         if name in previous and previous[name] != value:
             shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(previous[name])}"
             differences.append(shown)
     if differences:
-        raise UserError(f"--resume {options.out}: the plan differs from the run's: {'; '.join(differences)} "
-                        "(resume with the options the run was started with, or start another run)")
+        raise UserError(
+            f"--resume {options.out}: the plan differs from the run's: {'; '.join(differences)} "
+            "(resume with the options the run was started with, or start another run)"
+        )
 
 
 def _ids(ids) -> str:
@@ -335,36 +413,60 @@ def _manifest(options: RunOptions, out: Path, previous: dict | None, datasets: d
     """This invocation's manifest: the run's identity (its run_id, first start, earlier invocations)
     kept from ``previous`` when resuming, the rest as this invocation runs it."""
     manifest = {
-        "schema_version": SCHEMA_VERSION, "run_id": out.name, "status": RUNNING, "command": options.command,
-        "suite": options.suite, "fallback": options.fallback,
-        "config": options.spec.to_dict(), "datasets": list(datasets.values()), "seeds": options.seeds,
-        "frameworks": options.frameworks, "reference_roles": list(REFERENCES), "threads": executor.threads, "device": options.device,
-        "job_timeout_s": options.job_timeout, "timing_budget_s": options.timing_budget,
-        "deploy": options.deploy, "worker": executor.description,
-        "concurrency": executor.concurrency, "executor": executor.info(), "environment": environment(),
+        "schema_version": SCHEMA_VERSION,
+        "run_id": out.name,
+        "status": RUNNING,
+        "command": options.command,
+        "suite": options.suite,
+        "fallback": options.fallback,
+        "config": options.spec.to_dict(),
+        "datasets": list(datasets.values()),
+        "seeds": options.seeds,
+        "frameworks": options.frameworks,
+        "reference_roles": list(REFERENCES),
+        "threads": executor.threads,
+        "device": options.device,
+        "job_timeout_s": options.job_timeout,
+        "timing_budget_s": options.timing_budget,
+        "deploy": options.deploy,
+        "worker": executor.description,
+        "concurrency": executor.concurrency,
+        "executor": executor.info(),
+        "environment": environment(),
         "worker_env": {k: v for k, v in worker_env(executor.threads).items() if k.startswith("OMP_")},
-        "started": time.time(), "finished": None, "invocations": [],
+        "started": time.time(),
+        "finished": None,
+        "invocations": [],
     }
     if options.spec.sweep:  # the configurations each job runs, in the sweep's order
-        manifest["sweep_keys"] = list(options.spec.sweep)  # in the file's order (the manifest is written with sorted keys)
+        manifest["sweep_keys"] = list(
+            options.spec.sweep
+        )  # in the file's order (the manifest is written with sorted keys)
         manifest["variants"] = [{"label": v.label, "params": v.params} for v in options.spec.variants()]
     if previous is not None:
         invocations = previous.get("invocations") or [_first_invocation(previous)]
         for invocation in invocations:  # one that never said how it ended was killed (no process holds the folder)
             if invocation.get("status") == RUNNING:
                 invocation.update(status=INTERRUPTED, reason="ended without updating the manifest (killed?)")
-        manifest.update(run_id=previous["run_id"], started=previous.get("started") or manifest["started"],
-                        invocations=invocations)
+        manifest.update(
+            run_id=previous["run_id"], started=previous.get("started") or manifest["started"], invocations=invocations
+        )
     return manifest
 
 
 def _first_invocation(manifest: dict) -> dict:
     """The invocation that wrote a manifest of schema < 4 (which kept no list of them)."""
     jobs = manifest.get("jobs") or {}
-    return {"invocation": 1, "command": manifest.get("command"), "started": manifest.get("started"),
-            "finished": manifest.get("finished"), "status": manifest.get("status"), "reason": None,
-            "environment": manifest.get("environment"),
-            "jobs": {k: jobs.get(k) for k in ("skipped_as_done", "ok", "failed")}}
+    return {
+        "invocation": 1,
+        "command": manifest.get("command"),
+        "started": manifest.get("started"),
+        "finished": manifest.get("finished"),
+        "status": manifest.get("status"),
+        "reason": None,
+        "environment": manifest.get("environment"),
+        "jobs": {k: jobs.get(k) for k in ("skipped_as_done", "ok", "failed")},
+    }
 
 
 def _account(manifest: dict, written: list[dict]) -> dict:
@@ -379,8 +481,13 @@ def _account(manifest: dict, written: list[dict]) -> dict:
         if ran or invocation is last:  # (a run of schema < 4 wrote no invocation: its counts stand)
             _, its = account(manifest, ran)
             invocation["jobs"].update(ok=len(its.ok), failed=len({job_key(r) for r in ran}) - len(its.ok))
-    manifest.update(jobs=jobs.counts(), unfinished=[{"dataset_id": d, "seed": s, "framework": f, "why": why}
-                                                    for (d, s, f), why in sorted(jobs.unfinished.items())])
+    manifest.update(
+        jobs=jobs.counts(),
+        unfinished=[
+            {"dataset_id": d, "seed": s, "framework": f, "why": why}
+            for (d, s, f), why in sorted(jobs.unfinished.items())
+        ],
+    )
     return manifest
 
 
@@ -390,9 +497,12 @@ def _measure_overhead(manifest: dict, invocation: dict, appended: list[dict], wa
     start-up, data loading, bookkeeping, jobs held while another is timed)."""
     measured = sum(r.get(k) or 0.0 for r in appended if not r.get("reused") for k in MEASURED_KEYS)
     slots = wall * manifest["concurrency"]
-    numbers = {"wall_seconds": wall, "measured_seconds": measured,
-               "harness_overhead": None if slots <= 0 else max(0.0, 1.0 - measured / slots),
-               "sharing": _sharing(manifest, out, invocation["started"], appended)}
+    numbers = {
+        "wall_seconds": wall,
+        "measured_seconds": measured,
+        "harness_overhead": None if slots <= 0 else max(0.0, 1.0 - measured / slots),
+        "sharing": _sharing(manifest, out, invocation["started"], appended),
+    }
     invocation.update(numbers)
     manifest.update(numbers)
 
@@ -404,9 +514,10 @@ def _sharing(manifest: dict, out: Path, started: float, records: list[dict]) -> 
     Hosts whose workers could not write the run folder (Dask elsewhere) kept their log locally."""
     intervals = [i for i in read_intervals(out / QUIET) if i["start"] >= started]
     return {
-        "jobs_at_once": manifest["concurrency"], "threads_per_job": manifest["threads"],
+        "jobs_at_once": manifest["concurrency"],
+        "threads_per_job": manifest["threads"],
         "timing": "alone: while a model is timed, every other job of the run on that machine stands still at "
-                  "its next epoch (running/quiet.py)",
+        "its next epoch (running/quiet.py)",
         "timed_seconds": sum(i["end"] - i["start"] for i in intervals if i["kind"] == "timing"),
         "held_seconds": sum(r.get("held_seconds") or 0.0 for r in records),
         "timing_overlaps": len(overlaps(intervals)),

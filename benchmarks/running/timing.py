@@ -51,7 +51,7 @@ def throughput_rows_per_s(fn, x: np.ndarray, budget_s: float) -> float:
     batch = np.ascontiguousarray(np.resize(x, (THROUGHPUT_BATCH, x.shape[1])), dtype=np.float32)
     fn(batch)
     fn(batch)
-    times = []
+    times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
         start = time.perf_counter()

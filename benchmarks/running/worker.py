@@ -19,7 +19,11 @@ from distillbench.benchmarks.running.job import Job, run_job
 def spawn(log, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "distillbench.benchmarks.running.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env,
     )
 
 

@@ -49,12 +49,18 @@ def model_flags(record: dict, references: dict[str, float] | None) -> list[str]:
         flags.append("diverged")
     metric = record.get("primary_metric")
     value = (record.get("metrics") or {}).get(metric)
-    if references and value is not None:
-        if record["role"] in STUDENTS and references.get("linear") is not None and \
-                _worse_by_more_than(metric, value, references["linear"], DEFAULT_FLOORS[metric]):
+    if references and metric is not None and value is not None:
+        if (
+            record["role"] in STUDENTS
+            and references.get("linear") is not None
+            and _worse_by_more_than(metric, value, references["linear"], DEFAULT_FLOORS[metric])
+        ):
             flags.append("below_linear")
-        if record["role"] == "teacher" and references.get("hgb") is not None and \
-                _worse_by_more_than(metric, value, references["hgb"], FAR_BELOW_HGB[metric]):
+        if (
+            record["role"] == "teacher"
+            and references.get("hgb") is not None
+            and _worse_by_more_than(metric, value, references["hgb"], FAR_BELOW_HGB[metric])
+        ):
             flags.append("far_below_hgb")
     return flags
 

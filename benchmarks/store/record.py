@@ -19,7 +19,7 @@ import json
 import math
 import types
 import typing
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 5
 OK, FAILED = "ok", "failed"
@@ -146,7 +146,7 @@ def record_problem(record: object) -> str | None:
     return None
 
 
-def _is_a(value: object, hint: object) -> bool:
+def _is_a(value: object, hint: Any) -> bool:
     """Whether a JSON value has the declared type (an int is a float; a bool is neither)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return any(_is_a(value, h) for h in typing.get_args(hint) if h is not type(None))
@@ -159,8 +159,14 @@ def _is_a(value: object, hint: object) -> bool:
 
 
 def _type_name(hint: object) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
-             list: "a list"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "an object",
+        list: "a list",
+    }
     options = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
     return " or ".join(names.get(typing.get_origin(h) or h, str(h)) for h in options)
 
@@ -170,7 +176,7 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def new_record(**fields) -> Record:
+def new_record(**fields) -> dict[str, Any]:
     """A record of this schema version: every required key (None until set), then ``fields``."""
     return {**dict.fromkeys(REQUIRED_FIELDS), "schema_version": SCHEMA_VERSION, **fields}
 

@@ -21,15 +21,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import logging
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillbench.benchmarks.store.record import (FAILED, SCHEMA_VERSION, is_deployment, is_ok, job_key, record_key,
-                                                  record_problem)
+from distillbench.benchmarks.store.record import (
+    FAILED,
+    SCHEMA_VERSION,
+    is_deployment,
+    is_ok,
+    job_key,
+    record_key,
+    record_problem,
+)
 from distillbench.errors import UserError
 from distillbench.files import write_atomic
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
@@ -66,8 +73,10 @@ def check_schema(data: dict, path: Path) -> None:
     without ``schema_version`` is version 1); a newer or unknown one is a one-line UserError."""
     version = data.get("schema_version", 1)
     if not (type(version) is int and 1 <= version <= SCHEMA_VERSION):
-        raise UserError(f"{path}: written with schema version {version!r}, but this distillbench reads versions 1 to "
-                        f"{SCHEMA_VERSION} (a newer distillbench wrote it: read it with that one)")
+        raise UserError(
+            f"{path}: written with schema version {version!r}, but this distillbench reads versions 1 to "
+            f"{SCHEMA_VERSION} (a newer distillbench wrote it: read it with that one)"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,10 @@ def read_lines(run_dir: Path, skip_damaged: bool = False) -> tuple[list[dict], l
             records.append(record)
             continue
         if not skip_damaged:
-            raise UserError(f"{path} line {number}: {why}; the file is damaged (`distillbench run --resume` "
-                            f"sets such lines aside and runs their jobs again)")
+            raise UserError(
+                f"{path} line {number}: {why}; the file is damaged (`distillbench run --resume` "
+                f"sets such lines aside and runs their jobs again)"
+            )
         log.warning(f"distillbench: warning: {path} line {number}: {why}; skipped")
         damaged.append(Damaged(number, line, why))
     return records, damaged
@@ -128,17 +139,25 @@ def manifest_problem(manifest: object) -> str | None:
     """Why a value read from manifest.json is not a run's manifest, or None."""
     if not isinstance(manifest, dict):
         return f"not a JSON object but {type(manifest).__name__}"
-    expected = {"run_id": (str, "a string"), "status": (str, "a string"), "config": (dict, "an object"),
-                "seeds": (list, "a list of integers"), "frameworks": (list, "a list of names"),
-                "datasets": (list, "a list of objects with an integer id")}
+    expected = {
+        "run_id": (str, "a string"),
+        "status": (str, "a string"),
+        "config": (dict, "an object"),
+        "seeds": (list, "a list of integers"),
+        "frameworks": (list, "a list of names"),
+        "datasets": (list, "a list of objects with an integer id"),
+    }
     missing = [name for name in expected if name not in manifest]
     if missing:
         return f"no {', '.join(missing)}"
     for name, (kind, what) in expected.items():
         if not isinstance(manifest[name], kind):
             return f"{name}: {json.dumps(manifest[name])[:40]} is not {what}"
-    items = {"seeds": lambda s: type(s) is int, "frameworks": lambda f: isinstance(f, str),
-             "datasets": lambda d: isinstance(d, dict) and type(d.get("id")) is int}
+    items = {
+        "seeds": lambda s: type(s) is int,
+        "frameworks": lambda f: isinstance(f, str),
+        "datasets": lambda d: isinstance(d, dict) and type(d.get("id")) is int,
+    }
     for name, good in items.items():
         if not all(good(item) for item in manifest[name]):
             return f"{name}: not {expected[name][1]}"
@@ -191,8 +210,12 @@ class Jobs:
     unfinished: dict = field(default_factory=dict)
 
     def counts(self) -> dict:
-        return {"planned": len(self.planned), "ok": len(self.ok), "failed": len(self.failed),
-                "missing": len(self.unfinished)}
+        return {
+            "planned": len(self.planned),
+            "ok": len(self.ok),
+            "failed": len(self.failed),
+            "missing": len(self.unfinished),
+        }
 
 
 @dataclass(frozen=True)
@@ -221,8 +244,12 @@ def planned_jobs(manifest: dict) -> list[tuple]:
     """The (dataset, seed, framework) jobs a run plans: with the reference job of each (dataset, seed)
     where the manifest names reference roles (schema >= 3)."""
     frameworks = ([REFERENCE] if manifest.get("reference_roles") else []) + list(manifest["frameworks"])
-    return [(d["id"], seed, framework) for d in manifest["datasets"] for seed in manifest["seeds"]
-            for framework in frameworks]
+    return [
+        (d["id"], seed, framework)
+        for d in manifest["datasets"]
+        for seed in manifest["seeds"]
+        for framework in frameworks
+    ]
 
 
 def account(manifest: dict, written: list[dict]) -> tuple[list[dict], Jobs]:
@@ -240,13 +267,21 @@ def account(manifest: dict, written: list[dict]) -> tuple[list[dict], Jobs]:
         expected = max((r.get("job_records") or 0) for r in latest)
         roles = {(r.get("variant"), r["role"]) for r in latest}
         # a reference job fits its roles once, for the base configuration
-        wanted = [(None, role) for role in REFERENCES] if key[2] == REFERENCE else \
-            [(variant, role) for variant in configurations for role in ROLES]
-        lacking = [f"{role}" + (f" ({variant})" if variant else "") for variant, role in wanted if (variant, role) not in roles]
+        wanted = (
+            [(None, role) for role in REFERENCES]
+            if key[2] == REFERENCE
+            else [(variant, role) for variant in configurations for role in ROLES]
+        )
+        lacking = [
+            f"{role}" + (f" ({variant})" if variant else "") for variant, role in wanted if (variant, role) not in roles
+        ]
         if len(latest) < expected or (not expected and lacking):
-            why = (f"incomplete: {len(latest)} of its {expected or len(wanted)} records were "
-                   f"written" + (f" (none for {', '.join(lacking)})" if lacking else "")
-                   + "; `distillbench run --resume` runs it again")
+            why = (
+                f"incomplete: {len(latest)} of its {expected or len(wanted)} records were "
+                f"written"
+                + (f" (none for {', '.join(lacking)})" if lacking else "")
+                + "; `distillbench run --resume` runs it again"
+            )
             jobs.unfinished[key] = why
             latest = [r | {"status": FAILED, "error": why} for r in latest]
         elif all(is_ok(r) or is_deployment(r) for r in latest):
@@ -275,13 +310,13 @@ class RunFolder:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir)
-        self._lock = open(self.path / LOCK, "w")
+        self._lock = open(self.path / LOCK, "w")  # noqa: SIM115 - held open (locked) until close()
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise UserError(f"{self.path}: another run is writing to this folder") from None
-        self._records = None  # a file descriptor, unbuffered: what a write wrote is known
+        self._records: int | None = None  # a file descriptor, unbuffered: what a write wrote is known
         with contextlib.suppress(OSError):  # without it, a manifest on a full disk may stay as it was
             if not (self.path / RESERVE).is_file():
                 with open(self.path / RESERVE, "wb") as fh:
@@ -315,7 +350,7 @@ class RunFolder:
         end = os.lseek(self._records, 0, os.SEEK_END)
         try:
             while data:
-                data = data[os.write(self._records, data):]
+                data = data[os.write(self._records, data) :]
             os.fsync(self._records)
         except OSError:
             with contextlib.suppress(OSError):
@@ -351,4 +386,3 @@ class RunFolder:
         with contextlib.suppress(OSError):  # the run has written its last: no room to keep
             (self.path / RESERVE).unlink()
         self._lock.close()
-

@@ -36,8 +36,9 @@ def resolve_run(text: str | Path, baselines: Path = BASELINES) -> Path:
     return path
 
 
-def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool = False,
-                    baselines: Path = BASELINES) -> Path:
+def update_baseline(
+    run_dir: Path, name: str | None = None, allow_failed: bool = False, baselines: Path = BASELINES
+) -> Path:
     """Copy a run into ``baselines/<name>/``, replacing any previous one as a whole."""
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file() or not (run_dir / RECORDS).is_file():
@@ -50,22 +51,31 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
     if not name:
         raise UserError(f"{run_dir}: the run has no suite (--datasets): name the baseline with --name")
     if folder_name(name, "--name" if name_given else f"{run_dir / MANIFEST}: suite").startswith("."):
-        raise UserError(f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines "
-                        "being replaced)")
+        raise UserError(
+            f"baseline name {name!r}: must not start with '.' (hidden folders hold baselines being replaced)"
+        )
     failed = sorted({job_key(r) for r in records if not is_ok(r)})
     if run.jobs.unfinished:  # --allow-failed or not: a baseline must hold every job the run planned
         (d, s, f), why = next(iter(sorted(run.jobs.unfinished.items())))
-        raise UserError(f"{run_dir}: {len(run.jobs.unfinished)} of its {len(run.jobs.planned)} jobs are incomplete "
-                        f"or not run (first: dataset {d} seed {s} {f}: {why}); finish the run with "
-                        f"`distillbench run --resume --out {run_dir}`")
+        raise UserError(
+            f"{run_dir}: {len(run.jobs.unfinished)} of its {len(run.jobs.planned)} jobs are incomplete "
+            f"or not run (first: dataset {d} seed {s} {f}: {why}); finish the run with "
+            f"`distillbench run --resume --out {run_dir}`"
+        )
     if not allow_failed:
         if manifest.get("status") != "complete":
-            raise UserError(f"{run_dir}: the run is {manifest.get('status')}, not complete (finish it with "
-                            f"`distillbench run --resume --out {run_dir}`, or pass --allow-failed)")
+            raise UserError(
+                f"{run_dir}: the run is {manifest.get('status')}, not complete (finish it with "
+                f"`distillbench run --resume --out {run_dir}`, or pass --allow-failed)"
+            )
         if failed:
-            shown = ", ".join(f"dataset {d} seed {s} {f}" for d, s, f in failed[:3]) + (" ..." if len(failed) > 3 else "")
-            raise UserError(f"{run_dir}: {len(failed)} failed jobs ({shown}): a baseline with failed jobs hides "
-                            "regressions; rerun them with --resume, or pass --allow-failed")
+            shown = ", ".join(f"dataset {d} seed {s} {f}" for d, s, f in failed[:3]) + (
+                " ..." if len(failed) > 3 else ""
+            )
+            raise UserError(
+                f"{run_dir}: {len(failed)} failed jobs ({shown}): a baseline with failed jobs hides "
+                "regressions; rerun them with --resume, or pass --allow-failed"
+            )
     baselines = Path(baselines)
     baselines.mkdir(parents=True, exist_ok=True)
     target = baselines / name
@@ -80,9 +90,14 @@ def update_baseline(run_dir: Path, name: str | None = None, allow_failed: bool =
             shutil.copyfile(run_dir / filename, staging / filename)
             with open(staging / filename, "rb") as fh:
                 os.fsync(fh.fileno())
-        info = {"name": name, "source": str(run_dir.resolve()), "run_id": manifest.get("run_id"),
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "jobs_failed": len(failed),
-                "records": len(records)}
+        info = {
+            "name": name,
+            "source": str(run_dir.resolve()),
+            "run_id": manifest.get("run_id"),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "jobs_failed": len(failed),
+            "records": len(records),
+        }
         (staging / BASELINE_INFO).write_text(json.dumps(info, indent=1) + "\n")
         # Swap the folder as a whole: a reader sees the old baseline, the new one, or (for the
         # instant between the two renames) none, never a mix of the two.

@@ -61,65 +61,131 @@ examples:
 
 def register(subparsers) -> None:
     from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, KNOWN_METRICS
-    from distillbench.benchmarks.tracking.verdicts import (DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_K,
-                                                           DEFAULT_TIMING_THRESHOLD, FAIL_ON)
+    from distillbench.benchmarks.tracking.verdicts import (
+        DEFAULT_ALPHA,
+        DEFAULT_FLOORS,
+        DEFAULT_K,
+        DEFAULT_TIMING_THRESHOLD,
+        FAIL_ON,
+    )
 
-    compare = subparsers.add_parser("compare", epilog=COMPARE_EXAMPLES,
-                                    help="compare a run with a baseline run; exit 1 on a regression",
-                                    description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare = subparsers.add_parser(
+        "compare",
+        epilog=COMPARE_EXAMPLES,
+        help="compare a run with a baseline run; exit 1 on a regression",
+        description=COMPARE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     compare.add_argument("baseline", metavar="BASELINE_RUN", help="a run folder, a baseline folder, or a baseline name")
     compare.add_argument("candidate", metavar="CANDIDATE_RUN", help="the run folder to check")
-    compare.add_argument("--fail-on", choices=FAIL_ON, default="all",
-                         help="which regressions give exit 1 (default: all; missing or failed jobs count for all but none)")
-    compare.add_argument("--md", type=validate.output_file, metavar="FILE",
-                         help="also write the comparison as Markdown to FILE")
-    compare.add_argument("--json", type=validate.output_file_or_stdout, metavar="FILE",
-                         help="also write the comparison as JSON to FILE (schema: the README); '-': print it "
-                              "instead of the text")
-    compare.add_argument("--k", type=validate.nonnegative_float, default=DEFAULT_K, metavar="K",
-                         help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})")
-    compare.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE",
-                         help="quality: the least change that counts for METRIC, absolute (0.01) or relative to the "
-                              "baseline mean (2%%); repeatable. Defaults: "
-                              + ", ".join(f"{m}={v}" for m, v in DEFAULT_FLOORS.items()).replace("%", "%%"))
-    compare.add_argument("--unpaired", action="store_true",
-                         help="quality: compare the two runs' means with Welch's standard error even where they share seeds")
-    compare.add_argument("--timing-threshold", type=validate.nonnegative_float, default=DEFAULT_TIMING_THRESHOLD,
-                         metavar="F",
-                         help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
-                              f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})")
-    compare.add_argument("--alpha", type=validate.probability, default=DEFAULT_ALPHA, metavar="P",
-                         help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})")
+    compare.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default="all",
+        help="which regressions give exit 1 (default: all; missing or failed jobs count for all but none)",
+    )
+    compare.add_argument(
+        "--md", type=validate.output_file, metavar="FILE", help="also write the comparison as Markdown to FILE"
+    )
+    compare.add_argument(
+        "--json",
+        type=validate.output_file_or_stdout,
+        metavar="FILE",
+        help="also write the comparison as JSON to FILE (schema: the README); '-': print it instead of the text",
+    )
+    compare.add_argument(
+        "--k",
+        type=validate.nonnegative_float,
+        default=DEFAULT_K,
+        metavar="K",
+        help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})",
+    )
+    compare.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="quality: the least change that counts for METRIC, absolute (0.01) or relative to the "
+        "baseline mean (2%%); repeatable. Defaults: "
+        + ", ".join(f"{m}={v}" for m, v in DEFAULT_FLOORS.items()).replace("%", "%%"),
+    )
+    compare.add_argument(
+        "--unpaired",
+        action="store_true",
+        help="quality: compare the two runs' means with Welch's standard error even where they share seeds",
+    )
+    compare.add_argument(
+        "--timing-threshold",
+        type=validate.nonnegative_float,
+        default=DEFAULT_TIMING_THRESHOLD,
+        metavar="F",
+        help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
+        f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})",
+    )
+    compare.add_argument(
+        "--alpha",
+        type=validate.probability,
+        default=DEFAULT_ALPHA,
+        metavar="P",
+        help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})",
+    )
     compare.set_defaults(func=_compare)
 
-    baseline = subparsers.add_parser("baseline", epilog=BASELINE_EXAMPLES,
-                                     help="manage the committed baselines (results/baselines/)",
-                                     description="Manage the committed baselines under results/baselines/.")
+    baseline = subparsers.add_parser(
+        "baseline",
+        epilog=BASELINE_EXAMPLES,
+        help="manage the committed baselines (results/baselines/)",
+        description="Manage the committed baselines under results/baselines/.",
+    )
     actions = baseline.add_subparsers(dest="action", metavar="ACTION", required=True)
     update = actions.add_parser(
-        "update", epilog=BASELINE_EXAMPLES, help="copy a run into results/baselines/<name>/",
+        "update",
+        epilog=BASELINE_EXAMPLES,
+        help="copy a run into results/baselines/<name>/",
         description="Copy RUN_DIR's records.jsonl and manifest.json into results/baselines/<name>/ (replacing the "
-                    "folder as a whole, so that a reader never sees half of it). A run with failed jobs, or one that "
-                    "did not complete, is refused unless --allow-failed. Commit the folder afterwards.")
+        "folder as a whole, so that a reader never sees half of it). A run with failed jobs, or one that "
+        "did not complete, is refused unless --allow-failed. Commit the folder afterwards.",
+    )
     update.add_argument("run_dir", metavar="RUN_DIR", help="the run to make the baseline")
     update.add_argument("--name", help="the baseline's name (default: the run's suite)")
-    update.add_argument("--allow-failed", action="store_true", help="accept a run with failed jobs or one that did not complete")
-    update.add_argument("--baselines", type=validate.output_folder, default=str(BASELINES), metavar="DIR",
-                        help=f"where baselines live (default {BASELINES})")
+    update.add_argument(
+        "--allow-failed", action="store_true", help="accept a run with failed jobs or one that did not complete"
+    )
+    update.add_argument(
+        "--baselines",
+        type=validate.output_folder,
+        default=str(BASELINES),
+        metavar="DIR",
+        help=f"where baselines live (default {BASELINES})",
+    )
     update.set_defaults(func=_baseline_update)
 
     history = subparsers.add_parser(
-        "history", epilog=HISTORY_EXAMPLES, help="the trend of metrics across runs: a figure (PNG) and a table (CSV)",
+        "history",
+        epilog=HISTORY_EXAMPLES,
+        help="the trend of metrics across runs: a figure (PNG) and a table (CSV)",
         description="Draw the trend of the chosen metrics across the runs in RESULTS_DIR... (run folders, or folders "
-                    "of run folders such as results/): one panel per (metric, dataset), one line per (framework, role), "
-                    "the mean over seeds with the sd as error bars; x is the run's start time, labelled with its "
-                    "commit. Writes OUT/history.png and OUT/history.csv.")
+        "of run folders such as results/): one panel per (metric, dataset), one line per (framework, role), "
+        "the mean over seeds with the sd as error bars; x is the run's start time, labelled with its "
+        "commit. Writes OUT/history.png and OUT/history.csv.",
+    )
     history.add_argument("folders", nargs="+", metavar="RESULTS_DIR", help="run folders or folders of run folders")
-    history.add_argument("--metric", action="append", dest="metrics", metavar="NAME", choices=KNOWN_METRICS,
-                         help=f"a metric to draw, repeatable: primary (accuracy or rmse, per dataset), a test metric, or a "
-                              f"record field such as kd_gain, train_seconds, latency_p50_us (default: {' '.join(DEFAULT_METRICS)})")
-    history.add_argument("--out", type=validate.output_folder, default=str(Path("reports") / "history"), metavar="DIR",
-                         help="output folder (default reports/history)")
+    history.add_argument(
+        "--metric",
+        action="append",
+        dest="metrics",
+        metavar="NAME",
+        choices=KNOWN_METRICS,
+        help=f"a metric to draw, repeatable: primary (accuracy or rmse, per dataset), a test metric, or a "
+        f"record field such as kd_gain, train_seconds, latency_p50_us (default: {' '.join(DEFAULT_METRICS)})",
+    )
+    history.add_argument(
+        "--out",
+        type=validate.output_folder,
+        default=str(Path("reports") / "history"),
+        metavar="DIR",
+        help="output folder (default reports/history)",
+    )
     history.set_defaults(func=_history)
 
 
@@ -132,8 +198,9 @@ def _compare(args) -> int:
 
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
-    files = {option: Path(name) for option, name in (("--md", args.md), ("--json", args.json))
-             if name not in (None, "-")}
+    files = {
+        option: Path(name) for option, name in (("--md", args.md), ("--json", args.json)) if name not in (None, "-")
+    }
     for option, path in files.items():
         if path.is_dir() or not path.parent.is_dir():
             why = "a folder" if path.is_dir() else f"no such folder {path.parent}"
@@ -141,7 +208,9 @@ def _compare(args) -> int:
     baseline, candidate = resolve_run(args.baseline), resolve_run(args.candidate)
     if baseline.resolve() == candidate.resolve():
         log.warning(f"distillbench compare: note: {baseline} is compared with itself")
-    comparison = compare_runs(baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired))
+    comparison = compare_runs(
+        baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired)
+    )
     as_json = json.dumps(comparison_json(comparison, args.fail_on), indent=1, allow_nan=False) + "\n"
     print(as_json if args.json == "-" else format_comparison(comparison, args.fail_on), end="")
     for option, path in files.items():
@@ -168,8 +237,9 @@ def _baseline_update(args) -> int:
 def _history(args) -> int:
     from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, write_history
 
-    csv_path, png_path, rows = write_history([Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS),
-                                             Path(args.out))
+    csv_path, png_path, rows = write_history(
+        [Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS), Path(args.out)
+    )
     runs = len({r["run_id"] for r in rows})
     print(f"history of {runs} runs, {len(rows)} rows: {csv_path}, {png_path}")
     return 0

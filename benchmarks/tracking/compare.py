@@ -38,8 +38,14 @@ from distillbench.benchmarks.store.metric_registry import DERIVED_QUALITY, TEST_
 from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
 from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.run_differences import job_machine_differences, machine_differences, run_notes
-from distillbench.benchmarks.tracking.verdicts import (IMPROVED, REGRESSED, UNCHANGED, Thresholds, compare_quality,
-                                                       compare_timing)
+from distillbench.benchmarks.tracking.verdicts import (
+    IMPROVED,
+    REGRESSED,
+    UNCHANGED,
+    Thresholds,
+    compare_quality,
+    compare_timing,
+)
 from distillbench.implementations.roles import role_sort_key
 
 # The distillation invariant: the largest relative difference (%) between the distilled and the
@@ -132,8 +138,7 @@ class Comparison:
         if fail_on == "none":
             return [], []
         kinds = {"quality": ("quality",), "timing": ("timing",), "all": ("quality", "timing")}[fail_on]
-        return ([r for r in self.rows if r.kind in kinds and r.fails],
-                [j for j in self.jobs if j.is_regression])
+        return ([r for r in self.rows if r.kind in kinds and r.fails], [j for j in self.jobs if j.is_regression])
 
     def exit_code(self, fail_on: str) -> int:
         rows, jobs = self.regressions(fail_on)
@@ -192,20 +197,34 @@ def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]
     out = []
     for (dataset_id, seed, framework), statuses in per_job.items():
         for status, roles in statuses.items():
-            out.append(JobChange(dataset_id, names[(dataset_id, seed, framework)], seed, framework, roles, status,
-                                 errors.get((dataset_id, seed, framework)) if "failed" in status else None))
+            out.append(
+                JobChange(
+                    dataset_id,
+                    names[(dataset_id, seed, framework)],
+                    seed,
+                    framework,
+                    roles,
+                    status,
+                    errors.get((dataset_id, seed, framework)) if "failed" in status else None,
+                )
+            )
     return out
 
 
 def _kd_effect(kd: dict, scratch: dict) -> float | None:
     """How far the distilled student is from the scratch student of the same seed: the largest
     relative difference over their test metrics, in percent (0 when they are the same model)."""
-    shared = [m for m in kd.get("metrics") or {} if isinstance((kd["metrics"] or {}).get(m), (int, float))
-              and isinstance((scratch.get("metrics") or {}).get(m), (int, float))]
+    shared = [
+        m
+        for m in kd.get("metrics") or {}
+        if isinstance((kd["metrics"] or {}).get(m), (int, float))
+        and isinstance((scratch.get("metrics") or {}).get(m), (int, float))
+    ]
     if not shared:
         return None
-    return max(100.0 * abs(kd["metrics"][m] - scratch["metrics"][m]) / max(abs(scratch["metrics"][m]), 1e-12)
-               for m in shared)
+    return max(
+        100.0 * abs(kd["metrics"][m] - scratch["metrics"][m]) / max(abs(scratch["metrics"][m]), 1e-12) for m in shared
+    )
 
 
 def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> Row | None:
@@ -228,8 +247,23 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
     verdict = REGRESSED if same_c and not same_b else IMPROVED if same_b and not same_c else UNCHANGED
     basis = ("distilled = scratch in every seed" if same_c else "distilled != scratch") + " (invariant)"
     mean_b, mean_c = statistics.fmean(base.values()), statistics.fmean(cand.values())
-    return Row(cell[0], name, cell[1], cell[2], KD_EFFECT, "quality", list(base.values()), list(cand.values()),
-               mean_b, mean_c, mean_c - mean_b, 0.0, basis, None, verdict)
+    return Row(
+        cell[0],
+        name,
+        cell[1],
+        cell[2],
+        KD_EFFECT,
+        "quality",
+        list(base.values()),
+        list(cand.values()),
+        mean_b,
+        mean_c,
+        mean_c - mean_b,
+        0.0,
+        basis,
+        None,
+        verdict,
+    )
 
 
 def _flag_changes(shared: list[tuple], names: dict, cells_b: dict, cells_c: dict) -> list[FlagChange]:
@@ -240,7 +274,11 @@ def _flag_changes(shared: list[tuple], names: dict, cells_b: dict, cells_c: dict
         for flag in FLAGS:
             counts = [sum(flag in (r.get("flags") or []) for r in cells[cell]) for cells in (cells_b, cells_c)]
             if counts[0] != counts[1]:
-                out.append(FlagChange(cell[0], names[cell[0]], cell[1], cell[2], flag, *counts, len(cells_c[cell])))
+                out.append(
+                    FlagChange(
+                        cell[0], names[cell[0]], cell[1], cell[2], flag, counts[0], counts[1], len(cells_c[cell])
+                    )
+                )
     return out
 
 
@@ -251,7 +289,8 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
     differences = machine_differences(manifest_b, manifest_c) + job_machine_differences(records_b, records_c)
     notes = run_notes(manifest_b, manifest_c)
 
-    cells_b, cells_c = defaultdict(list), defaultdict(list)
+    cells_b: defaultdict[tuple, list[dict]] = defaultdict(list)
+    cells_c: defaultdict[tuple, list[dict]] = defaultdict(list)
     names = {}
     for records, cells in ((records_b, cells_b), (records_c, cells_c)):
         for r in records:
@@ -270,10 +309,26 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                 lost = tuple(sorted(s for s in values_b if s in seeds_c[cell] and s not in values_c))
                 if lost:  # a number in the baseline, null or absent in the candidate's ok record of that seed
                     center = statistics.fmean if kind == "quality" else statistics.median
-                    rows.append(Row(cell[0], names[cell[0]], cell[1], cell[2], metric, kind, list(values_b.values()),
-                                    list(values_c.values()), center(values_b.values()),
-                                    center(values_c.values()) if values_c else None, None, 0.0,
-                                    f"lost in seed {', '.join(map(str, lost))}", None, REGRESSED, lost=lost))
+                    rows.append(
+                        Row(
+                            cell[0],
+                            names[cell[0]],
+                            cell[1],
+                            cell[2],
+                            metric,
+                            kind,
+                            list(values_b.values()),
+                            list(values_c.values()),
+                            center(values_b.values()),
+                            center(values_c.values()) if values_c else None,
+                            None,
+                            0.0,
+                            f"lost in seed {', '.join(map(str, lost))}",
+                            None,
+                            REGRESSED,
+                            lost=lost,
+                        )
+                    )
                     continue
                 if not values_b or not values_c:
                     continue  # not defined for this role (e.g. kd_gain of a teacher), or new in the candidate
@@ -282,31 +337,66 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                     centers, p = (statistics.fmean(values_b.values()), statistics.fmean(values_c.values())), None
                     one_seed = one_seed or basis.startswith("floor only")
                 else:
-                    change, p, basis, verdict = compare_timing(metric, list(values_b.values()), list(values_c.values()),
-                                                               thresholds)
+                    change, p, basis, verdict = compare_timing(
+                        metric, list(values_b.values()), list(values_c.values()), thresholds
+                    )
                     threshold = 1.0 + thresholds.timing_threshold
                     centers = (statistics.median(values_b.values()), statistics.median(values_c.values()))
-                rows.append(Row(cell[0], names[cell[0]], cell[1], cell[2], metric, kind, list(values_b.values()),
-                                list(values_c.values()), *centers, change, threshold, basis, p, verdict,
-                                advisory=kind == "timing" and bool(differences)))
+                rows.append(
+                    Row(
+                        cell[0],
+                        names[cell[0]],
+                        cell[1],
+                        cell[2],
+                        metric,
+                        kind,
+                        list(values_b.values()),
+                        list(values_c.values()),
+                        *centers,
+                        change,
+                        threshold,
+                        basis,
+                        p,
+                        verdict,
+                        advisory=kind == "timing" and bool(differences),
+                    )
+                )
             if kind == "quality" and cell[2] == "student_kd":
                 row = _distillation_row(cell, names[cell[0]], cells_b, cells_c)
                 if row is not None:
                     rows.append(row)
     lost = [r for r in rows if r.metric == KD_EFFECT and r.verdict == REGRESSED]
     if lost:
-        notes.append(f"in {len(lost)} (dataset, framework) the distilled student equals the scratch student in every seed: "
-                     "the teacher had no effect (distill.alpha = 1, or the distillation term of the loss is lost)")
+        notes.append(
+            f"in {len(lost)} (dataset, framework) the distilled student equals the scratch student in every seed: "
+            "the teacher had no effect (distill.alpha = 1, or the distillation term of the loss is lost)"
+        )
     if any(r.lost for r in rows):
-        notes.append(f"{sum(bool(r.lost) for r in rows)} rows lost a metric: a number in the baseline is null or "
-                     "absent in the candidate's ok records (e.g. a metric that became NaN): each is a regression")
+        notes.append(
+            f"{sum(bool(r.lost) for r in rows)} rows lost a metric: a number in the baseline is null or "
+            "absent in the candidate's ok records (e.g. a metric that became NaN): each is a regression"
+        )
     if one_seed:
-        notes.append("some cells have one seed in both runs: their seed-to-seed spread is unknown, so the floor alone "
-                     "decides there (run more --seeds for a noise-aware comparison)")
+        notes.append(
+            "some cells have one seed in both runs: their seed-to-seed spread is unknown, so the floor alone "
+            "decides there (run more --seeds for a noise-aware comparison)"
+        )
     if any("too few" in r.basis for r in rows):
-        notes.append(f"too few seeds for the Mann-Whitney U test at alpha {thresholds.alpha:g} (3 per run are needed "
-                     "at 0.05): timing changes beyond the threshold are judged on the ratio of the medians alone")
+        notes.append(
+            f"too few seeds for the Mann-Whitney U test at alpha {thresholds.alpha:g} (3 per run are needed "
+            "at 0.05): timing changes beyond the threshold are judged on the ratio of the medians alone"
+        )
     if not rows:
         notes.append("the two runs have no (dataset, framework, role) with an ok job in common")
-    return Comparison(baseline_dir, candidate_dir, manifest_b, manifest_c, thresholds, rows,
-                      _job_changes(records_b, records_c), differences, notes, _flag_changes(shared, names, cells_b, cells_c))
+    return Comparison(
+        baseline_dir,
+        candidate_dir,
+        manifest_b,
+        manifest_c,
+        thresholds,
+        rows,
+        _job_changes(records_b, records_c),
+        differences,
+        notes,
+        _flag_changes(shared, names, cells_b, cells_c),
+    )

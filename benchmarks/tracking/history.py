@@ -12,6 +12,7 @@ import csv
 import math
 import statistics
 from collections import defaultdict
+from datetime import UTC
 from pathlib import Path
 
 from distillbench.benchmarks.store.metric_registry import TEST_METRICS
@@ -25,12 +26,41 @@ from distillbench.text import utc_time
 # `--metric primary`: each record's own primary metric (metric_registry.PRIMARY_METRIC of its task).
 EACH_PRIMARY = "primary"
 DEFAULT_METRICS = (EACH_PRIMARY, "kd_gain", "latency_p50_us")
-RECORD_METRICS = ("retention", "kd_gain", "speedup", "compression", "train_seconds", "train_cpu_seconds",
-                  "epochs", "latency_p50_us", "latency_p90_us", "latency_p99_us", "throughput_rows_per_s",
-                  "n_params", "model_bytes", "peak_rss_mb", "seconds_per_epoch")
+RECORD_METRICS = (
+    "retention",
+    "kd_gain",
+    "speedup",
+    "compression",
+    "train_seconds",
+    "train_cpu_seconds",
+    "epochs",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p99_us",
+    "throughput_rows_per_s",
+    "n_params",
+    "model_bytes",
+    "peak_rss_mb",
+    "seconds_per_epoch",
+)
 KNOWN_METRICS = (EACH_PRIMARY, *TEST_METRICS, *RECORD_METRICS)
-CSV_COLUMNS = ("run_id", "started", "commit", "dirty", "suite", "machine", "dataset_id", "dataset", "framework",
-               "role", "requested", "metric", "mean", "sd", "n")
+CSV_COLUMNS = (
+    "run_id",
+    "started",
+    "commit",
+    "dirty",
+    "suite",
+    "machine",
+    "dataset_id",
+    "dataset",
+    "framework",
+    "role",
+    "requested",
+    "metric",
+    "mean",
+    "sd",
+    "n",
+)
 
 
 def find_runs(folders: list[Path]) -> list[Path]:
@@ -57,8 +87,9 @@ def _value(record: dict, metric: str) -> tuple[str, float | None]:
         value = (record.get("metrics") or {}).get(metric)
     else:
         value = record.get(metric)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return metric, float(value) if ok else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return metric, float(value)
+    return metric, None
 
 
 def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
@@ -89,15 +120,29 @@ def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
                 if value is not None:
                     groups[(r["dataset_id"], framework_label(r), r["role"], wanted, metric)].append(value)
         for (dataset_id, framework, role, wanted, metric), values in sorted(
-                groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _role(kv[0][2]), metrics.index(kv[0][3]))):
-            rows.append({
-                "run_id": manifest.get("run_id"), "started": manifest.get("started"),
-                "commit": (git.get("commit") or "")[:12], "dirty": git.get("dirty"), "suite": manifest.get("suite"),
-                "machine": f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads",
-                "dataset_id": dataset_id, "dataset": names[dataset_id], "framework": framework, "role": role,
-                "requested": wanted, "metric": metric, "mean": statistics.fmean(values),
-                "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values),
-            })
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _role(kv[0][2]), metrics.index(kv[0][3]))
+        ):
+            rows.append(
+                {
+                    "run_id": manifest.get("run_id"),
+                    "started": manifest.get("started"),
+                    "commit": (git.get("commit") or "")[:12],
+                    "dirty": git.get("dirty"),
+                    "suite": manifest.get("suite"),
+                    "machine": (
+                        f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads"
+                    ),
+                    "dataset_id": dataset_id,
+                    "dataset": names[dataset_id],
+                    "framework": framework,
+                    "role": role,
+                    "requested": wanted,
+                    "metric": metric,
+                    "mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values) if len(values) > 1 else None,
+                    "n": len(values),
+                }
+            )
     return rows
 
 
@@ -119,22 +164,26 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    from datetime import datetime
+
     import matplotlib.pyplot as plt
-    from datetime import datetime, timezone
 
     metrics = list(dict.fromkeys(r["requested"] for r in rows))  # one row of panels per requested metric
     metrics.sort(key=lambda m: (order or metrics).index(m))
     datasets = sorted({(r["dataset_id"], r["dataset"]) for r in rows})
     runs = sorted({(r["started"] or 0, r["run_id"], r["commit"], bool(r["dirty"])) for r in rows})
-    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.2 * len(datasets), 3.0 * len(metrics) + 1.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics), len(datasets), figsize=(4.2 * len(datasets), 3.0 * len(metrics) + 1.2), squeeze=False
+    )
     styles = {"torch": "-", "tensorflow": "--"}
     series = defaultdict(list)
     for r in rows:
         series[(r["requested"], r["dataset_id"], r["framework"], r["role"])].append(r)
-    ticks = [datetime.fromtimestamp(s, timezone.utc) for s, *_ in runs]
-    labels = [f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s, timezone.utc):%m-%d %H:%M}"
-              for s, _, commit, dirty in runs]
+    ticks = [datetime.fromtimestamp(s, UTC) for s, *_ in runs]
+    labels = [
+        f"{commit[:7] or '?'}{'*' if dirty else ''}\n{datetime.fromtimestamp(s, UTC):%m-%d %H:%M}"
+        for s, _, commit, dirty in runs
+    ]
     lowest = {}  # per column, the lowest panel with data: it carries the x labels
     for i, metric in enumerate(metrics):
         for j, (dataset_id, dataset) in enumerate(datasets):
@@ -143,14 +192,23 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 if m != metric or d != dataset_id:
                     continue
                 points.sort(key=lambda p: p["started"] or 0)
-                x = [datetime.fromtimestamp(p["started"] or 0, timezone.utc) for p in points]
+                x = [datetime.fromtimestamp(p["started"] or 0, UTC) for p in points]
                 y = [p["mean"] for p in points]
                 err = [p["sd"] or 0.0 for p in points]
                 # A deployment format (role "<role>_<format>"): its model's colour, a marker of its own.
                 model_role, fmt = split_role(role)
-                ax.errorbar(x, y, yerr=err, marker=FORMATS.get(fmt, "o"), markersize=3, capsize=2, linewidth=1,
-                            linestyle=styles.get(framework, ":"), color=ROLE_COLOURS.get(model_role, "tab:gray"),
-                            label=f"{framework} {role}")
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=err,
+                    marker=FORMATS.get(fmt, "o"),
+                    markersize=3,
+                    capsize=2,
+                    linewidth=1,
+                    linestyle=styles.get(framework, ":"),
+                    color=ROLE_COLOURS.get(model_role, "tab:gray"),
+                    label=f"{framework} {role}",
+                )
             if not ax.has_data():  # e.g. accuracy of a regression dataset
                 ax.set_visible(False)
                 continue
@@ -170,11 +228,19 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
                 handles.append(handle)
                 names.append(name)
     order = sorted(range(len(names)), key=lambda k: (_role(names[k].split()[-1]), names[k]))
-    fig.suptitle("distillbench history: mean over seeds (bars: sd); x: run start (UTC), labelled with the commit (* = dirty)",
-                 fontsize=9)
+    fig.suptitle(
+        "distillbench history: mean over seeds (bars: sd); x: run start (UTC), labelled with the commit (* = dirty)",
+        fontsize=9,
+    )
     if handles:
-        fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center",
-                   ncol=min(len(names), 3), fontsize=8, frameon=False)
+        fig.legend(
+            [handles[k] for k in order],
+            [names[k] for k in order],
+            loc="lower center",
+            ncol=min(len(names), 3),
+            fontsize=8,
+            frameon=False,
+        )
     legend_rows = (min(len(names), 6) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 + 0.12 * legend_rows / (len(metrics) + 1), 1, 0.97))
     with replaced_atomically(path) as partial:
@@ -196,4 +262,3 @@ def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[P
     write_csv(rows, csv_path)
     plot(rows, png_path, metrics)
     return csv_path, png_path, rows
-

@@ -61,10 +61,14 @@ def run_notes(baseline: dict, candidate: dict) -> list[str]:
     if baseline.get("suite") != candidate.get("suite"):
         notes.append(f"the suites differ: {baseline.get('suite')} vs {candidate.get('suite')}")
     if baseline.get("deploy", False) != candidate.get("deploy", False):
-        notes.append("only the " + ("baseline" if baseline.get("deploy") else "candidate") + " measured the deployment "
-                     "formats (ONNX, int8; --no-deploy turns them off): their roles are compared only where both have them")
+        notes.append(
+            "only the " + ("baseline" if baseline.get("deploy") else "candidate") + " measured the deployment "
+            "formats (ONNX, int8; --no-deploy turns them off): their roles are compared only where both have them"
+        )
     if baseline.get("timing_budget_s") != candidate.get("timing_budget_s"):
-        notes.append(f"the timing budgets differ: {baseline.get('timing_budget_s')} s vs {candidate.get('timing_budget_s')} s")
+        notes.append(
+            f"the timing budgets differ: {baseline.get('timing_budget_s')} s vs {candidate.get('timing_budget_s')} s"
+        )
     for which, manifest in (("baseline", baseline), ("candidate", candidate)):
         if manifest.get("status") not in (None, "complete"):
             notes.append(f"the {which} run is not complete (status {manifest.get('status')})")

@@ -70,7 +70,9 @@ def sample_sd(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
-def compare_quality(metric: str, baseline: dict[int, float], candidate: dict[int, float], thresholds: Thresholds) -> tuple:
+def compare_quality(
+    metric: str, baseline: dict[int, float], candidate: dict[int, float], thresholds: Thresholds
+) -> tuple:
     """(change, margin, basis, verdict) for one quality cell, from the per-seed values of both runs.
 
     Where the runs share at least two seeds the comparison is paired: seed k is the same split and
@@ -92,6 +94,7 @@ def compare_quality(metric: str, baseline: dict[int, float], candidate: dict[int
         else:  # with one seed on one side, that side's spread is taken to be the other's
             sd_b = sd_c if sd_b is None else sd_b
             sd_c = sd_b if sd_c is None else sd_c
+            assert sd_b is not None and sd_c is not None  # one of them was not None
             se, how = math.sqrt(sd_b**2 / len(baseline) + sd_c**2 / len(candidate)), "unpaired"
     if se is None:
         margin, basis = floor, "floor only: 1 seed"
@@ -124,7 +127,12 @@ def compare_timing(metric: str, baseline: list[float], candidate: list[float], t
     if slowdown > limit or slowdown < 1.0 / limit:
         if not testable:
             verdict = REGRESSED if slowdown > limit else IMPROVED
-            return slowdown, None, f"ratio only: {len(baseline)} vs {len(candidate)} seeds, too few for the test", verdict
+            return (
+                slowdown,
+                None,
+                f"ratio only: {len(baseline)} vs {len(candidate)} seeds, too few for the test",
+                verdict,
+            )
         # "worse" is larger for lower-is-better metrics, smaller for throughput
         slower = "greater" if not higher_better else "less"
         faster = "less" if not higher_better else "greater"

@@ -43,10 +43,20 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # On every command, so that `distillbench run -q` works as well as `distillbench -q run`.
-        self.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                          help="more diagnostics on stderr (the debug messages)")
-        self.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
-                          help="fewer diagnostics on stderr: -q warnings and errors only, -qq errors only")
+        self.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="more diagnostics on stderr (the debug messages)",
+        )
+        self.add_argument(
+            "-q",
+            "--quiet",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="fewer diagnostics on stderr: -q warnings and errors only, -qq errors only",
+        )
 
     def error(self, message: str):
         command = self.prog.removeprefix("distillbench").strip()
@@ -92,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="distillbench",
         description="Knowledge-distillation benchmarks on tabular data, in PyTorch and TensorFlow/Keras. Exit "
-                    "status: 0 ok, 1 a check failed (compare: a regression; parity: a difference; run --strict: a "
-                    "failed job), 2 usage error, 3 internal error (a bug: its traceback is shown), 4 a run stopped by "
-                    "a disk or folder fault (--resume continues it), 130 or 143 interrupted (Ctrl-C, SIGTERM).",
+        "status: 0 ok, 1 a check failed (compare: a regression; parity: a difference; run --strict: a "
+        "failed job), 2 usage error, 3 internal error (a bug: its traceback is shown), 4 a run stopped by "
+        "a disk or folder fault (--resume continues it), 130 or 143 interrupted (Ctrl-C, SIGTERM).",
         epilog=EXAMPLES,
     )
     parser.add_argument("--version", action="version", version=f"distillbench {__version__}")
@@ -108,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
-    LOG.debug("distillbench %s, Python %s: %s", __version__, platform.python_version(),
-              shlex.join(sys.argv[1:] if argv is None else argv))
+    LOG.debug(
+        "distillbench %s, Python %s: %s",
+        __version__,
+        platform.python_version(),
+        shlex.join(sys.argv[1:] if argv is None else argv),
+    )
     with signals_interrupt():
         try:
             return int(args.func(args) or 0)

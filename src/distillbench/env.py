@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -11,19 +12,34 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("distillbench", "torch", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "openml",
-            "scikit-learn", "scipy", "matplotlib", "pyarrow", "dask", "distributed",
-            "onnx", "onnxruntime", "onnxscript", "tf2onnx")
+PACKAGES = (
+    "distillbench",
+    "torch",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "openml",
+    "scikit-learn",
+    "scipy",
+    "matplotlib",
+    "pyarrow",
+    "dask",
+    "distributed",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "tf2onnx",
+)
 _REPO = Path(__file__).resolve().parents[2]  # src/distillbench/env.py -> the checkout
 
 
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 
@@ -90,9 +106,10 @@ examples:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "env", epilog=ENV_EXAMPLES,
+        "env",
+        epilog=ENV_EXAMPLES,
         help="print the machine, code commit and package versions that results are stamped with",
         description="Print, as JSON, the provenance every run records in its manifest: Python and package "
-                    "versions, CPU model and cores, OS, host name, and the git commit with a dirty flag.",
+        "versions, CPU model and cores, OS, host name, and the git commit with a dirty flag.",
     )
     parser.set_defaults(func=lambda args: print(json.dumps(environment(), indent=1)) or 0)

@@ -35,8 +35,9 @@ def md_escape(text) -> str:
     for i, c in enumerate(text):
         if c in _MD_ENTITIES:
             out.append(_MD_ENTITIES[c])
-        elif c in _MD_BACKSLASHED or (c == "_" and not (0 < i < len(text) - 1 and text[i - 1].isalnum()
-                                                         and text[i + 1].isalnum())):
+        elif c in _MD_BACKSLASHED or (
+            c == "_" and not (0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum())
+        ):
             out.append("\\" + c)
         else:
             out.append(c)
@@ -45,8 +46,10 @@ def md_escape(text) -> str:
 
 def markdown_table(columns, rows) -> str:
     """A GFM table, every cell escaped (``md_escape``; cells are any values, each written as ``str``)."""
+
     def line(cells):
         return "| " + " | ".join(md_escape(c) for c in cells) + " |"
+
     columns = list(columns)
     return "\n".join([line(columns), "|" + "---|" * len(columns), *(line(row) for row in rows)])
 

@@ -127,13 +127,16 @@ def _written_path(text: str, kind: str) -> str:
     try:
         folder_name(path.name, "")
     except UserError:
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: name the {kind} itself (its last part must be a plain name: "
-                                         "not '/', '.' or '..', one line)") from None
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)}: name the {kind} itself (its last part must be a plain name: "
+            "not '/', '.' or '..', one line)"
+        ) from None
     resolved = path.resolve()
     for special in SPECIAL_FOLDERS:
         if special in (resolved, *resolved.parents):
-            raise argparse.ArgumentTypeError(f"{_shown(text)} is in {special}, a kernel file system: "
-                                             "not a place for files")
+            raise argparse.ArgumentTypeError(
+                f"{_shown(text)} is in {special}, a kernel file system: not a place for files"
+            )
     return text
 
 
