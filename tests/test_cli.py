@@ -86,7 +86,7 @@ def test_good_values_are_parsed_as_given() -> None:
     args = build_parser().parse_args(["run", "--datasets", " 61, 31 ", "--frameworks", "tensorflow", "--seeds", "2",
                                       "--timing-budget", "0.5", "--out", "results/my-run"])
     assert (args.datasets, args.frameworks, args.seeds, args.timing_budget, args.out) == (
-        [61, 31], ["tensorflow"], 2, 0.5, "results/my-run")
+        [61, 31], ["tensorflow"], [0, 1], 0.5, "results/my-run")
     assert build_parser().parse_args(["run"]).frameworks == ["torch", "tensorflow"]  # the default, parsed
 
 
