@@ -273,7 +273,9 @@ def test_report_and_compare_from_python(tmp_path) -> None:
     assert report.path == tmp_path / "report" and report.markdown == (tmp_path / "report" / "report.md").read_text()
     assert report._repr_markdown_().startswith("# distillbench report: run_small")
     shown = report._repr_html_()
-    assert shown.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;') and "<table" not in shown  # escaped, framed
+    assert (
+        shown.startswith('<iframe sandbox="" srcdoc="&lt;!DOCTYPE html&gt;') and "<table" not in shown
+    )  # escaped, framed
 
     one_seed = copy_run(tmp_path / "one-seed", keep=lambda r: r["seed"] == 0)
     result = db.compare(RUN_SMALL, one_seed, fail_on="quality", floor=["accuracy=0.5"])

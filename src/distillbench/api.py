@@ -115,7 +115,7 @@ def load(paths: Iterable[str | Path] | str | Path, skip_damaged: bool = True) ->
 @dataclass(frozen=True)
 class Report:
     """A report written by ``report``: its folder, Markdown and HTML; it shows itself in a notebook
-    (the self-contained HTML in a frame of its own, so that its style stays inside it)."""
+    (the self-contained HTML in a sandboxed frame of its own: its style stays inside, nothing in it runs)."""
 
     path: Path
 
@@ -132,7 +132,7 @@ class Report:
 
     def _repr_html_(self) -> str:
         return (
-            f'<iframe srcdoc="{html.escape(self.html, quote=True)}" title="{html.escape(str(self.path))}" '
+            f'<iframe sandbox="" srcdoc="{html.escape(self.html, quote=True)}" title="{html.escape(str(self.path))}" '
             'style="width: 100%; height: 640px; border: 1px solid #ddd"></iframe>'
         )
 
