@@ -146,7 +146,7 @@ class Ensemble(MLP):
 
 @register_teacher(
     "hist_gradient_boosting",
-    max_iter=ConfigField(100, lambda v: is_int(v) and v >= 1, "a positive integer"),
+    max_iter=ConfigField(1000, lambda v: is_int(v) and v >= 1, "a positive integer"),
     learning_rate=ConfigField(0.1, lambda v: 0 < v < math.inf, "> 0 and finite"),
     max_leaf_nodes=ConfigField(31, lambda v: is_int(v) and v >= 2, "an integer >= 2"),
 )

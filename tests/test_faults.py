@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import ARRAYS, get_prepared
 from distillbench.datasets.sources import DATASETS_SUBDIR, QUARANTINE, OpenMLCache
 from distillbench.errors import UserError
-from distillbench.implementations.roles import ROLES
+from distillbench.implementations.roles import REFERENCES, ROLES
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -307,17 +308,25 @@ def wait_gone(pids: list[int], timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def assert_complete(out: Path, jobs: int) -> None:
-    """Every planned job has all its records, ok, and the manifest says so; no job's records twice in
-    one invocation, and each job counted ok in exactly one invocation."""
+def assert_complete(out: Path, seeds: int) -> None:
+    """Every planned job (per seed, the reference job and the torch job) has all its records, ok, and
+    the manifest says so; no job's records twice in one invocation, and each job counted ok in
+    exactly one invocation."""
     records, m = lines(out), manifest(out)
     latest = {(r["dataset_id"], r["seed"], r["framework"], r["role"]): r for r in records}
-    assert len(latest) == jobs * len(ROLES) and all(r["status"] == "ok" for r in latest.values())
+    assert len(latest) == seeds * (len(ROLES) + len(REFERENCES)) and all(r["status"] == "ok" for r in latest.values())
     per_invocation = [(r["invocation"], r["dataset_id"], r["seed"], r["framework"], r["role"]) for r in records]
     assert len(per_invocation) == len(set(per_invocation))
     assert m["status"] == "complete" and m["invocations"][-1]["status"] == "complete"
+    jobs = 2 * seeds
     assert (m["jobs"]["planned"], m["jobs"]["ok"], m["jobs"]["failed"], m["jobs"]["missing"]) == (jobs, jobs, 0, 0)
     assert sum(i["jobs"]["ok"] for i in m["invocations"]) == jobs
+
+
+def torch_records(out: Path) -> int:
+    """How many records the torch jobs have written (each seed's reference job runs before them)."""
+    path = out / "records.jsonl"
+    return path.read_text().count('"framework": "torch"') if path.is_file() else 0
 
 
 # -- kill -9, SIGTERM, Ctrl-C twice
@@ -329,7 +338,7 @@ def test_kill_9_of_the_driver_then_resume(bench, tmp_path, when, seeds) -> None:
     proc = started(bench.run(out, "--seeds", seeds), tmp_path / "first")
     conditions = {"preparing": lambda: b"preparing" in (tmp_path / "first" / "stderr").read_bytes(),
                   "first-job": lambda: (out / "manifest.json").is_file(),
-                  "after-a-job": lambda: record_count(out) >= len(ROLES)}
+                  "after-a-job": lambda: torch_records(out) >= len(ROLES)}
     wait_until(conditions[when], proc)
     workers = workers_of(proc)
     proc.kill()  # the driver only: its workers see their input end and leave
@@ -341,7 +350,7 @@ def test_kill_9_of_the_driver_then_resume(bench, tmp_path, when, seeds) -> None:
 
     resumed = distillbench(bench.run(out, "--resume", "--seeds", seeds))
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
-    assert_complete(out, jobs=int(seeds))
+    assert_complete(out, seeds=int(seeds))
     assert lines(out)[: len(before)] == before  # nothing written before was lost or rewritten
     if (out / "manifest.json").is_file() and len(manifest(out)["invocations"]) == 2:
         assert manifest(out)["invocations"][0]["status"] == "interrupted"
@@ -350,7 +359,7 @@ def test_kill_9_of_the_driver_then_resume(bench, tmp_path, when, seeds) -> None:
 def test_kill_9_of_a_worker_fails_its_job_and_resume_reruns_it(bench, tmp_path) -> None:
     out = tmp_path / "run"
     proc = started(bench.run(out), tmp_path / "first")
-    wait_until(lambda: record_count(out) >= len(ROLES) and workers_of(proc), proc)
+    wait_until(lambda: torch_records(out) >= len(ROLES) and workers_of(proc), proc)
     for pid in workers_of(proc):
         os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=180) == 0
@@ -359,15 +368,15 @@ def test_kill_9_of_a_worker_fails_its_job_and_resume_reruns_it(bench, tmp_path) 
     assert manifest(out)["jobs"]["failed"] == 1
 
     resumed = distillbench(bench.run(out, "--resume"))
-    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
-    assert_complete(out, jobs=2)
+    assert resumed.returncode == 0 and "1 jobs (3 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, seeds=2)
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT-twice"])
 def test_sigterm_and_a_second_ctrl_c_mark_the_run_interrupted(bench, tmp_path, how) -> None:
     out = tmp_path / "run"
     proc = started(bench.run(out, "--seeds", "3"), tmp_path / "first")
-    wait_until(lambda: record_count(out) >= len(ROLES), proc)
+    wait_until(lambda: torch_records(out) >= len(ROLES), proc)
     workers = workers_of(proc)
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
@@ -380,12 +389,12 @@ def test_sigterm_and_a_second_ctrl_c_mark_the_run_interrupted(bench, tmp_path, h
                    rf"distillbench: interrupted \({how.split('-')[0]}\); the run is marked interrupted in .*--resume")
     m = manifest(out)
     assert m["status"] == "interrupted" and m["invocations"][-1]["status"] == "interrupted"
-    assert m["jobs"]["ok"] + m["jobs"]["missing"] == 3
+    assert m["jobs"]["ok"] + m["jobs"]["missing"] == 6
     wait_gone(workers, timeout=5)  # the driver ended its workers
 
     resumed = distillbench(bench.run(out, "--resume", "--seeds", "3"))
     assert resumed.returncode == 0, resumed.stderr
-    assert_complete(out, jobs=3)
+    assert_complete(out, seeds=3)
 
 
 # -- a full disk (a small tmpfs, where this machine lets us mount one), a folder that takes no new file
@@ -415,15 +424,16 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(bench, tmp_pat
     one_clean_line(result.returncode, result.stderr, 4,
                    r"distillbench: error: writing .*records.jsonl: No space left on device; .*marked failed.*--resume")
     records = lines(out)  # whole lines only, and whole jobs only: a job's records are written all or none
-    assert len(records) % len(ROLES) == 0
+    jobs = Counter((r["seed"], r["framework"]) for r in records)
+    assert all(n == len(REFERENCES if framework == "reference" else ROLES) for (_, framework), n in jobs.items())
     m = manifest(out)
     assert m["status"] == "failed" and "No space left on device" in m["invocations"][-1]["reason"]
-    assert 0 < m["jobs"]["ok"] == len(records) // len(ROLES) and m["jobs"]["missing"] == 8 - m["jobs"]["ok"]
+    assert 0 < m["jobs"]["ok"] == len(jobs) and m["jobs"]["missing"] == 16 - m["jobs"]["ok"]
 
     subprocess.run(["mount", "-o", "remount,size=1m", str(disk)], check=True)
     resumed = distillbench(bench.run(out, "--resume", "--seeds", "8"))
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
-    assert_complete(out, jobs=8)
+    assert_complete(out, seeds=8)
     assert lines(out)[: len(records)] == records
 
 
@@ -448,7 +458,7 @@ def test_a_folder_that_stops_accepting_files_mid_run(bench, tmp_path) -> None:
 
     resumed = distillbench(bench.run(out, "--resume", "--seeds", "1"))
     assert resumed.returncode == 0, resumed.stderr
-    assert_complete(out, jobs=1)
+    assert_complete(out, seeds=1)
 
 
 # -- corrupt and hostile run folders: one reader, one clean line (or a warning naming the line)
@@ -518,7 +528,7 @@ def test_nan_in_records_reads_as_null(finished, tmp_path) -> None:
     out = copy_of(finished, tmp_path)
     rewrite(out, lambda text: [re.sub(r'"accuracy": [0-9.]+', '"accuracy": NaN', t) for t in text])
     run = read_run(out)
-    assert len(run.jobs.ok) == 2 and all(r["metrics"]["accuracy"] is None for r in run.records)
+    assert len(run.jobs.ok) == 4 and all(r["metrics"]["accuracy"] is None for r in run.records)
 
 
 def test_a_corrupt_line_through_every_command(finished, tmp_path, capsys) -> None:
@@ -543,8 +553,8 @@ def test_a_corrupt_line_through_every_command(finished, tmp_path, capsys) -> Non
     resumed = distillbench(command(*finished_args(finished, out), "--resume"))
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     assert re.search(rf"warning: {where}.*skipped", resumed.stderr)
-    assert "warning: moved 1 damaged line(s) of" in resumed.stderr and "1 jobs (1 already done)" in resumed.stderr
-    assert_complete(out, jobs=2)
+    assert "warning: moved 1 damaged line(s) of" in resumed.stderr and "1 jobs (3 already done)" in resumed.stderr
+    assert_complete(out, seeds=2)
     assert (out / "records.rejected.jsonl").read_text() == "}{ not json\n"
     assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "none")[0] == 0
 
@@ -595,10 +605,10 @@ def test_resume_with_another_plan_is_refused_and_changes_nothing(finished, tmp_p
 
 def test_a_moved_run_resumes_and_counts_its_jobs(finished, tmp_path) -> None:
     out = copy_of(finished, tmp_path, "moved-elsewhere")
-    rewrite(out, lambda text: text[:3])  # seed 1's job lost
+    rewrite(out, lambda text: [t for t in text if not ('"seed": 1,' in t and '"framework": "torch"' in t)])  # seed 1's job lost
     resumed = distillbench(command(*finished_args(finished, out), "--resume"))
-    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
-    assert_complete(out, jobs=2)
+    assert resumed.returncode == 0 and "1 jobs (3 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, seeds=2)
     assert manifest(out)["run_id"] == manifest(finished)["run_id"] == "run"  # the run keeps its identity
     assert {r["run_id"] for r in lines(out)} == {"run"}
 
@@ -611,18 +621,18 @@ def test_a_job_with_a_missing_record_is_not_done(finished, tmp_path, capsys) -> 
     rewrite(out, lambda text: [t for t in text if not ('"seed": 1' in t and '"role": "student_scratch"' in t)])
     run = read_run(out)
     why = "incomplete: 2 of its 3 records were written (none for student_scratch)"
-    assert run.jobs.counts() == {"planned": 2, "ok": 1, "failed": 0, "missing": 1}
+    assert run.jobs.counts() == {"planned": 4, "ok": 3, "failed": 0, "missing": 1}
     assert run.jobs.unfinished[(61, 1, "torch")].startswith(why)
     assert why in str(failed_table(run.records, run.manifest, {}).rows)  # the report's Failed jobs
     one_clean_line(*in_process(capsys, "baseline", "update", str(out), "--name", "x", "--allow-failed",
                                "--baselines", str(tmp_path / "b")),
-                   2, r"distillbench: error: .*1 of its 2 jobs are incomplete or not run .*--resume")
+                   2, r"distillbench: error: .*1 of its 4 jobs are incomplete or not run .*--resume")
     # compare: a job the candidate lacks is a regression (exit 1), as documented
     assert in_process(capsys, "compare", str(finished), str(out), "--fail-on", "quality")[0] == 1
 
     resumed = distillbench(command(*finished_args(finished, out), "--resume"))
-    assert resumed.returncode == 0 and "1 jobs (1 already done)" in resumed.stderr, resumed.stderr
-    assert_complete(out, jobs=2)
+    assert resumed.returncode == 0 and "1 jobs (3 already done)" in resumed.stderr, resumed.stderr
+    assert_complete(out, seeds=2)
     assert in_process(capsys, "baseline", "update", str(out), "--name", "x", "--baselines", str(tmp_path / "b"))[0] == 0
 
 
