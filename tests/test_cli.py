@@ -101,7 +101,7 @@ def test_good_values_are_parsed_as_given() -> None:
     assert (args.datasets, args.frameworks, args.seeds, args.timing_budget, args.out) == (
         [61, 31],
         ["tensorflow"],
-        2,
+        [0, 1],
         0.5,
         "results/my-run",
     )

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     report.set_defaults(func=_report)
 
 
-def _report(args) -> int:
+def report_folder(args) -> Path:
+    """Write the report of parsed `report` arguments; its folder (the CLI's and ``distillbench.report``'s)."""
     from distillbench.benchmarks.store.run_folder import newest_run
 
     run_dir = Path(args.run_dir) if args.run_dir else newest_run()
@@ -56,6 +57,10 @@ def _report(args) -> int:
         raise UserError(f"{run_dir}: no such run folder")
     from distillbench.benchmarks.reporting.report import write_report  # scipy and matplotlib: only once there is work
 
-    out = write_report(run_dir, Path(args.out) if args.out else None)
+    return write_report(run_dir, Path(args.out) if args.out else None)
+
+
+def _report(args) -> int:
+    out = report_folder(args)
     log.info(f"report: {out / 'report.html'} and {out / 'report.md'} (figures/, tables/ beside them)")
     return 0

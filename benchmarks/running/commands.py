@@ -75,10 +75,11 @@ def register(subparsers) -> None:
     )
     run.add_argument(
         "--seeds",
-        type=validate.seed_count,
-        default=3,
-        metavar="N",
-        help=f"seeds (splits and initialisations) 0..N-1 per dataset, N from 1 to {validate.MAX_SEEDS} (default 3)",
+        type=validate.seeds,
+        default="3",
+        metavar="N|A,B,...",
+        help=f"seeds (splits and initialisations) per dataset: N for 0..N-1, N from 1 to "
+        f"{validate.MAX_SEEDS} (default 3), or a list of seeds such as 0,3,7 (one seed K: K,)",
     )
     run.add_argument(
         "--config",
@@ -163,12 +164,10 @@ def register(subparsers) -> None:
     run.set_defaults(func=_run)
 
 
-def _run(args) -> int:
-    from distillbench.benchmarks.reporting.summary import format_table, summary_rows, warnings
+def run_options(args):
+    """The ``runner.RunOptions`` of parsed `run` arguments, checked (the CLI's and ``distillbench.run``'s)."""
     from distillbench.benchmarks.running.fallback import suite_fallback
-    from distillbench.benchmarks.running.runner import RunOptions, default_run_id, run
-    from distillbench.benchmarks.store.record import is_ok
-    from distillbench.benchmarks.store.run_folder import read_run
+    from distillbench.benchmarks.running.runner import RunOptions, default_run_id
     from distillbench.datasets.suites import SuiteEntry, load_suite
     from distillbench.implementations.spec import load_spec
 
@@ -201,7 +200,7 @@ def _run(args) -> int:
         entries=entries,
         suite=suite_name,
         frameworks=frameworks,
-        seeds=list(range(args.seeds)),
+        seeds=args.seeds,
         spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)),
         resume=args.resume,
@@ -221,6 +220,17 @@ def _run(args) -> int:
         options.threads = args.threads
     elif args.scheduler:
         options.threads = 1  # this machine's cores say nothing about the cluster's: --threads sets them
+    return options
+
+
+def _run(args) -> int:
+    from distillbench.benchmarks.reporting.summary import format_table, summary_rows, warnings
+    from distillbench.benchmarks.running.runner import run
+    from distillbench.benchmarks.store.record import is_ok
+    from distillbench.benchmarks.store.run_folder import read_run
+
+    options = run_options(args)
+    fallback = options.fallback
     out = run(options)
     records = read_run(out).records
     print(format_table(summary_rows(records)))

@@ -189,15 +189,26 @@ def register(subparsers) -> None:
     history.set_defaults(func=_history)
 
 
-def _compare(args) -> int:
+def comparison_of(args):
+    """The ``compare.Comparison`` of parsed `compare` arguments (the CLI's and ``distillbench.compare``'s)."""
     from distillbench.benchmarks.tracking.baseline import resolve_run
     from distillbench.benchmarks.tracking.compare import compare_runs
-    from distillbench.benchmarks.tracking.comparison_text import comparison_json, format_comparison
     from distillbench.benchmarks.tracking.verdicts import DEFAULT_FLOORS, Thresholds, parse_floor
-    from distillbench.files import write_atomic
 
     floors = dict(DEFAULT_FLOORS)
     floors.update(parse_floor(text) for text in args.floor)
+    baseline, candidate = resolve_run(args.baseline), resolve_run(args.candidate)
+    if baseline.resolve() == candidate.resolve():
+        log.warning(f"distillbench compare: note: {baseline} is compared with itself")
+    return compare_runs(
+        baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired)
+    )
+
+
+def _compare(args) -> int:
+    from distillbench.benchmarks.tracking.comparison_text import comparison_json, format_comparison
+    from distillbench.files import write_atomic
+
     files = {
         option: Path(name) for option, name in (("--md", args.md), ("--json", args.json)) if name not in (None, "-")
     }
@@ -205,12 +216,7 @@ def _compare(args) -> int:
         if path.is_dir() or not path.parent.is_dir():
             why = "a folder" if path.is_dir() else f"no such folder {path.parent}"
             raise UserError(f"{option} {path}: cannot write there ({why})")
-    baseline, candidate = resolve_run(args.baseline), resolve_run(args.candidate)
-    if baseline.resolve() == candidate.resolve():
-        log.warning(f"distillbench compare: note: {baseline} is compared with itself")
-    comparison = compare_runs(
-        baseline, candidate, Thresholds(args.k, floors, args.timing_threshold, args.alpha, paired=not args.unpaired)
-    )
+    comparison = comparison_of(args)
     as_json = json.dumps(comparison_json(comparison, args.fail_on), indent=1, allow_nan=False) + "\n"
     print(as_json if args.json == "-" else format_comparison(comparison, args.fail_on), end="")
     for option, path in files.items():

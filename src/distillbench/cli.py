@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "distillbench.datasets.commands",
     "distillbench.benchmarks.running.commands",
     "distillbench.benchmarks.reporting.commands",
+    "distillbench.benchmarks.reporting.export",
     "distillbench.benchmarks.tracking.commands",
     "distillbench.env",
 ]
@@ -98,8 +99,10 @@ def configure_logging(verbosity: int) -> None:
         LOG.addHandler(handler)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
+def build_parser(parser_class: type[Parser] = Parser) -> argparse.ArgumentParser:
+    """The `distillbench` parser; its subcommands' parsers are of ``parser_class`` too (``api`` raises
+    a UserError where the command line exits 2)."""
+    parser = parser_class(
         prog="distillbench",
         description="Knowledge-distillation benchmarks on tabular data, in PyTorch and TensorFlow/Keras. Exit "
         "status: 0 ok, 1 a check failed (compare: a regression; parity: a difference; run --strict: a "

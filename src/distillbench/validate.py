@@ -69,6 +69,18 @@ def seed(text: str) -> int:
     return _int(text, 0, SEED_LIMIT - 1, "a seed from 0 to 2^32 - 1")
 
 
+def seeds(text: str) -> list[int]:
+    """``--seeds``: a count N (the seeds 0..N-1), or a list of seeds ``A,B,...`` (``K,`` for seed K
+    alone), each once; the seeds in increasing order."""
+    if "," not in text:
+        return list(range(seed_count(text)))
+    items = text.strip().removesuffix(",") if text.count(",") == 1 else text
+    chosen = sorted(comma_list(seed, "seed")(items))
+    if len(chosen) > MAX_SEEDS:
+        raise _type_error(text, f"at most {MAX_SEEDS} seeds")
+    return chosen
+
+
 def dataset_id(text: str) -> int:
     return _int(text, 1, None, "an OpenML dataset ID (a whole number of at least 1)")
 
