@@ -19,7 +19,7 @@ from distillbench.benchmarks.store.metric_registry import TEST_METRICS
 from distillbench.benchmarks.store.record import framework_label, is_ok
 from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, Run, read_run
 from distillbench.errors import UserError
-from distillbench.files import replaced_atomically
+from distillbench.files import replaced_atomically, write_atomic
 from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES, split_role
 from distillbench.text import utc_time
 
@@ -259,17 +259,25 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
     plt.close(fig)
 
 
-def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[Path, Path, list[dict]]:
+def write_history(
+    folders: list[Path], metrics: list[str], out: Path, page: bool = False
+) -> tuple[list[Path], list[dict]]:
+    """Write OUT/history.csv, OUT/history.png and, with ``page``, OUT/history.html; returns the files and the rows."""
     for metric in metrics:
         if metric not in KNOWN_METRICS:
             raise UserError(f"--metric {metric}: unknown (known: {', '.join(KNOWN_METRICS)})")
-    runs = find_runs(folders)
+    runs = ordered_runs(find_runs(folders))
     metrics = list(dict.fromkeys(metrics))
-    rows = history_rows(runs, metrics)
+    rows = [row for run in runs for row in run_rows(run, metrics)]
     if not rows:
         raise UserError(f"no ok records with {', '.join(metrics)} in {len(runs)} run(s)")
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / "history.csv", out / "history.png"
-    write_csv(rows, csv_path)
-    plot(rows, png_path, metrics)
-    return csv_path, png_path, rows
+    files = [out / "history.csv", out / "history.png"]
+    write_csv(rows, files[0])
+    plot(rows, files[1], metrics)
+    if page:
+        from distillbench.benchmarks.tracking.history_page import history_page
+
+        files.append(out / "history.html")
+        write_atomic(files[2], history_page(runs, metrics))
+    return files, rows
