@@ -1,4 +1,5 @@
-"""The trend of chosen metrics across runs (`distillbench history`): a CSV table and a PNG figure.
+"""The trend of chosen metrics across runs (`distillbench history`): a CSV table and a PNG figure (with
+``--html`` also a page, ``history_page.py``).
 
 Runs are found in the folders named: a run folder itself, or a folder of run folders (``results/``;
 ``results/baselines/`` is looked into only when named). Runs are ordered by their start time; the
