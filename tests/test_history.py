@@ -49,7 +49,7 @@ def read_csv(path):
 
 def test_history_of_a_results_folder(results, tmp_path) -> None:
     out = tmp_path / "history"
-    csv_path, png_path, rows = write_history([results], ["accuracy", "latency_p50_us"], out)
+    (csv_path, png_path), rows = write_history([results], ["accuracy", "latency_p50_us"], out)
     assert png_path.read_bytes()[:8] == PNG and png_path.stat().st_size > 10_000
     table = read_csv(csv_path)
     assert (

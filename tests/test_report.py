@@ -501,12 +501,14 @@ PAGE_STATE = """Promise.all([...document.images].map(i => i.decode().then(() => 
 ERROR_EVENTS = ("Runtime.exceptionThrown", "Page.javascriptDialogOpening")
 
 
-@pytest.mark.slow
-def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> None:
+def browse(page: Path, expression: str, profile: Path, width: int = 1280, height: int = 2000):
+    """Open ``page`` in headless chromium (skipped where it is not installed): the value of the
+    JavaScript ``expression`` evaluated on it, a screenshot (PNG bytes), and the errors the page
+    raised (script errors, dialogs, resources refused by the page's policy, console errors)."""
     binary = shutil.which("chromium")
     if binary is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-    browser = Chromium(binary, tmp_path / "profile")
+    browser = Chromium(binary, profile, width, height)
     try:
         target = next(t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
         session = browser.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)["sessionId"]
@@ -515,22 +517,20 @@ def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) ->
         browser.send(
             "Emulation.setDeviceMetricsOverride",
             session=session,
-            width=1280,
-            height=2000,
+            width=width,
+            height=height,
             deviceScaleFactor=1,
             mobile=False,
         )
-        browser.events.clear()  # from here on: the report's page only
-        browser.send("Page.navigate", session=session, url=(report / "report.html").resolve().as_uri())
+        browser.events.clear()  # from here on: this page only
+        browser.send("Page.navigate", session=session, url=page.resolve().as_uri())
         browser.wait_for("Page.loadEventFired")
-        page = browser.send(
-            "Runtime.evaluate", session=session, expression=PAGE_STATE, awaitPromise=True, returnByValue=True
+        value = browser.send(
+            "Runtime.evaluate", session=session, expression=expression, awaitPromise=True, returnByValue=True
         )["result"]["value"]
         shot = base64.b64decode(browser.send("Page.captureScreenshot", session=session, format="png")["data"])
     finally:
         browser.close()
-    (report / "browser-screenshot.png").write_bytes(shot)  # to look at: beside the report under pytest's tmp
-
     errors = [
         e
         for e in browser.events
@@ -538,6 +538,14 @@ def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) ->
         or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
         or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
     ]
+    return value, shot, errors
+
+
+@pytest.mark.slow
+def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> None:
+    page, shot, errors = browse(report / "report.html", PAGE_STATE, tmp_path / "profile")
+    (report / "browser-screenshot.png").write_bytes(shot)  # to look at: beside the report under pytest's tmp
+
     assert errors == []  # no script error, no alert, no resource refused by the page's policy
     assert len(page["images"]) == len(FIGURES)
     assert all(i["src"] == "data:image/png;base64," and i["decoded"] and i["width"] > 300 for i in page["images"])

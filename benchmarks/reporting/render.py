@@ -150,17 +150,21 @@ def _html_cell(value) -> str:
     return f"<td{' class=num' if _numeric(value) else ''}>{html.escape(cell(value))}</td>"
 
 
+def html_table(table: Table) -> str:
+    """A table as HTML, every cell escaped."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "\n".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in table.rows)
+    return (
+        f'<div class="scroll"><table id="table-{table.name}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>\n{body}\n</tbody></table></div>"
+    )
+
+
 def to_html(title: str, blocks: list) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>"]
     for block in blocks:
         if isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-            body = "\n".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in block.rows)
-            parts.append(
-                f'<div class="scroll"><table id="table-{block.name}"><thead><tr>{head}</tr></thead>'
-                f"<tbody>\n{body}\n</tbody></table></div>"
-                f'<p class="files">tables/{block.name}.csv, tables/{block.name}.tex</p>'
-            )
+            parts.append(html_table(block) + f'<p class="files">tables/{block.name}.csv, tables/{block.name}.tex</p>')
         elif isinstance(block, Figure):
             data = base64.b64encode(block.png).decode("ascii")
             caption = html.escape(block.caption)
@@ -171,7 +175,11 @@ def to_html(title: str, blocks: list) -> str:
         else:
             kind, text = block
             parts.append(f"<h2>{html.escape(text)}</h2>" if kind == "h2" else f"<p>{html.escape(text)}</p>")
-    body = "\n".join(parts)
+    return html_page(title, "\n".join(parts))
+
+
+def html_page(title: str, body: str, css: str = "") -> str:
+    """One self-contained page around ``body`` (HTML whose every outside string is already escaped)."""
     # The policy forbids scripts and any outside resource: the page is data only, even if an escape were missed.
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -180,7 +188,7 @@ def to_html(title: str, blocks: list) -> str:
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<style>{CSS}</style>
+<style>{CSS}{css}</style>
 </head>
 <body>
 <main>

@@ -56,6 +56,7 @@ HISTORY_EXAMPLES = """\
 examples:
   distillbench history results/  # every run under results/, into reports/history/
   distillbench history results/ --metric primary --metric train_seconds --out reports/trend
+  distillbench history results/ --html  # also reports/history/history.html, steps judged as compare judges
 """
 
 
@@ -167,7 +168,7 @@ def register(subparsers) -> None:
         description="Draw the trend of the chosen metrics across the runs in RESULTS_DIR... (run folders, or folders "
         "of run folders such as results/): one panel per (metric, dataset), one line per (framework, role), "
         "the mean over seeds with the sd as error bars; x is the run's start time, labelled with its "
-        "commit. Writes OUT/history.png and OUT/history.csv.",
+        "commit. Writes OUT/history.png and OUT/history.csv (and OUT/history.html with --html).",
     )
     history.add_argument("folders", nargs="+", metavar="RESULTS_DIR", help="run folders or folders of run folders")
     history.add_argument(
@@ -185,6 +186,12 @@ def register(subparsers) -> None:
         default=str(Path("reports") / "history"),
         metavar="DIR",
         help="output folder (default reports/history)",
+    )
+    history.add_argument(
+        "--html",
+        action="store_true",
+        help="also write OUT/history.html: one plot per (dataset, framework, role, metric), each step between "
+        "consecutive runs marked where compare calls it a change",
     )
     history.set_defaults(func=_history)
 
@@ -243,9 +250,9 @@ def _baseline_update(args) -> int:
 def _history(args) -> int:
     from distillbench.benchmarks.tracking.history import DEFAULT_METRICS, write_history
 
-    csv_path, png_path, rows = write_history(
-        [Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS), Path(args.out)
+    files, rows = write_history(
+        [Path(f) for f in args.folders], args.metrics or list(DEFAULT_METRICS), Path(args.out), page=args.html
     )
     runs = len({r["run_id"] for r in rows})
-    print(f"history of {runs} runs, {len(rows)} rows: {csv_path}, {png_path}")
+    print(f"history of {runs} runs, {len(rows)} rows: {', '.join(map(str, files))}")
     return 0

@@ -1,4 +1,5 @@
-"""The trend of chosen metrics across runs (`distillbench history`): a CSV table and a PNG figure.
+"""The trend of chosen metrics across runs (`distillbench history`): a CSV table and a PNG figure (with
+``--html`` also a page, ``history_page.py``).
 
 Runs are found in the folders named: a run folder itself, or a folder of run folders (``results/``;
 ``results/baselines/`` is looked into only when named). Runs are ordered by their start time; the
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from distillbench.benchmarks.store.metric_registry import TEST_METRICS
 from distillbench.benchmarks.store.record import framework_label, is_ok
-from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, read_run
+from distillbench.benchmarks.store.run_folder import MANIFEST, RECORDS, Run, read_run
 from distillbench.errors import UserError
-from distillbench.files import replaced_atomically
+from distillbench.files import replaced_atomically, write_atomic
 from distillbench.implementations.roles import FORMATS, ROLE_COLOURS, ROLES, split_role
 from distillbench.text import utc_time
 
@@ -92,58 +93,69 @@ def _value(record: dict, metric: str) -> tuple[str, float | None]:
     return metric, None
 
 
-def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
-    """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
+def ordered_runs(runs: list[Path]) -> list[Run]:
+    """These run folders read, each run once (a run and the baseline made from it are the same run),
+    ordered by start time: the order of every history."""
     loaded, seen = [], set()
     for path in runs:
         run = read_run(path, skip_damaged=True)  # a damaged line: a warning, the trend goes on
-        manifest, records = run.manifest, run.records
-        key = (manifest.get("run_id"), manifest.get("started"))
-        if key in seen:
+        key = (run.manifest.get("run_id"), run.manifest.get("started"))
+        if key not in seen:
+            seen.add(key)
+            loaded.append(run)
+    return sorted(loaded, key=lambda run: run.manifest.get("started") or 0)
+
+
+def run_fields(manifest: dict) -> dict:
+    """What says which run a value comes from: run id, start, commit, suite and machine."""
+    env = manifest.get("environment") or {}
+    git = env.get("git") or {}
+    machine = env.get("machine") or {}
+    return {
+        "run_id": manifest.get("run_id"),
+        "started": manifest.get("started"),
+        "commit": (git.get("commit") or "")[:12],
+        "dirty": git.get("dirty"),
+        "suite": manifest.get("suite"),
+        "machine": f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads",
+    }
+
+
+def history_rows(runs: list[Path], metrics: list[str]) -> list[dict]:
+    """One row per (run, dataset, framework, role, metric): the mean and sd over the run's ok seeds."""
+    return [row for run in ordered_runs(runs) for row in run_rows(run, metrics)]
+
+
+def run_rows(run: Run, metrics: list[str]) -> list[dict]:
+    """One run's rows of the history."""
+    groups = defaultdict(list)
+    names = {}
+    for r in run.records:
+        if not is_ok(r):
             continue
-        seen.add(key)
-        loaded.append((manifest, records))
-    loaded.sort(key=lambda item: item[0].get("started") or 0)
-    rows = []
-    for manifest, records in loaded:
-        env = manifest.get("environment") or {}
-        git = env.get("git") or {}
-        machine = env.get("machine") or {}
-        groups = defaultdict(list)
-        names = {}
-        for r in records:
-            if not is_ok(r):
-                continue
-            names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
-            for wanted in metrics:
-                metric, value = _value(r, wanted)
-                if value is not None:
-                    groups[(r["dataset_id"], framework_label(r), r["role"], wanted, metric)].append(value)
+        names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
+        for wanted in metrics:
+            metric, value = _value(r, wanted)
+            if value is not None:
+                groups[(r["dataset_id"], framework_label(r), r["role"], wanted, metric)].append(value)
+    fields = run_fields(run.manifest)
+    return [
+        {
+            **fields,
+            "dataset_id": dataset_id,
+            "dataset": names[dataset_id],
+            "framework": framework,
+            "role": role,
+            "requested": wanted,
+            "metric": metric,
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values),
+        }
         for (dataset_id, framework, role, wanted, metric), values in sorted(
             groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _role(kv[0][2]), metrics.index(kv[0][3]))
-        ):
-            rows.append(
-                {
-                    "run_id": manifest.get("run_id"),
-                    "started": manifest.get("started"),
-                    "commit": (git.get("commit") or "")[:12],
-                    "dirty": git.get("dirty"),
-                    "suite": manifest.get("suite"),
-                    "machine": (
-                        f"{machine.get('cpu', '?')} x{machine.get('cores', '?')}, {manifest.get('threads')} threads"
-                    ),
-                    "dataset_id": dataset_id,
-                    "dataset": names[dataset_id],
-                    "framework": framework,
-                    "role": role,
-                    "requested": wanted,
-                    "metric": metric,
-                    "mean": statistics.fmean(values),
-                    "sd": statistics.stdev(values) if len(values) > 1 else None,
-                    "n": len(values),
-                }
-            )
-    return rows
+        )
+    ]
 
 
 def _role(role: str) -> int:
@@ -248,17 +260,25 @@ def plot(rows: list[dict], path: Path, order: list[str] | None = None) -> None:
     plt.close(fig)
 
 
-def write_history(folders: list[Path], metrics: list[str], out: Path) -> tuple[Path, Path, list[dict]]:
+def write_history(
+    folders: list[Path], metrics: list[str], out: Path, page: bool = False
+) -> tuple[list[Path], list[dict]]:
+    """Write OUT/history.csv, OUT/history.png and, with ``page``, OUT/history.html; returns the files and the rows."""
     for metric in metrics:
         if metric not in KNOWN_METRICS:
             raise UserError(f"--metric {metric}: unknown (known: {', '.join(KNOWN_METRICS)})")
-    runs = find_runs(folders)
+    runs = ordered_runs(find_runs(folders))
     metrics = list(dict.fromkeys(metrics))
-    rows = history_rows(runs, metrics)
+    rows = [row for run in runs for row in run_rows(run, metrics)]
     if not rows:
         raise UserError(f"no ok records with {', '.join(metrics)} in {len(runs)} run(s)")
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / "history.csv", out / "history.png"
-    write_csv(rows, csv_path)
-    plot(rows, png_path, metrics)
-    return csv_path, png_path, rows
+    files = [out / "history.csv", out / "history.png"]
+    write_csv(rows, files[0])
+    plot(rows, files[1], metrics)
+    if page:
+        from distillbench.benchmarks.tracking.history_page import history_page
+
+        files.append(out / "history.html")
+        write_atomic(files[2], history_page(runs, metrics))
+    return files, rows
