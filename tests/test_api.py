@@ -304,10 +304,13 @@ def test_report_and_compare_from_python(tmp_path) -> None:
 # ---- real runs: a list of seeds, killed and resumed, and the API's run against the CLI's
 #
 # Columns that say when, where and in which invocation a job ran, or what it measured of time: they
-# differ between any two runs of the same jobs. Everything else (identity, qualities, sizes, the
-# training's course, the manifest's commit and versions) must be equal.
+# differ between any two runs of the same jobs; so may the code's commit and dirty flag, when the
+# checkout changes while the tests run. Everything else (identity, qualities, sizes, the training's
+# course, the package versions) must be equal.
 MEASURED = (
     "run_dir",
+    "commit",
+    "dirty",
     "train_seconds",
     "train_cpu_seconds",
     "latency_p50_us",
