@@ -77,6 +77,8 @@ def onnx_served(
         len(model),
         macs_per_row,
         tolerance=ONNX_TOLERANCE,
+        file=model,
+        suffix=".onnx",
     )
 
 
@@ -120,6 +122,8 @@ def tflite_served(
         len(flatbuffer),
         macs_per_row,
         tolerance=None,
+        file=flatbuffer,
+        suffix=".tflite",
     )
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import itertools
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -151,6 +154,10 @@ class Served:
     # outputs that still counts as the same model, relative to max(1, max |output|) (see
     # ``deploy.check_tolerance``); None where the difference is the point (int8) or for the original.
     tolerance: float | None = None
+    # A converted model: its file (``model_bytes`` long) and the file's suffix, as ``--save-models``
+    # writes it; None for the original (``Backend.save`` writes that one).
+    file: bytes | None = None
+    suffix: str = ""
 
 
 class Trainer(abc.ABC):
@@ -178,6 +185,7 @@ class Backend(abc.ABC):
 
     name: str
     version: str
+    suffix: str  # of the file ``save`` writes
 
     @abc.abstractmethod
     def configure(self, seed: int, threads: int | None = None, device: str = "cpu") -> None:
@@ -223,8 +231,15 @@ class Backend(abc.ABC):
         return self.serving_fn(model)[0](np.ascontiguousarray(x, dtype=np.float32))
 
     @abc.abstractmethod
+    def save(self, model, path: Path) -> None:
+        """Write the model in the framework's native save format (a file ending in ``suffix``)."""
+
     def serialized_size(self, model) -> int:
         """Bytes of the model in the framework's native save format."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"model{self.suffix}"
+            self.save(model, path)
+            return path.stat().st_size
 
     def n_params(self, model) -> int:
         return int(sum(w.size for w in self.get_weights(model)))
@@ -257,6 +272,12 @@ class NeutralModel(abc.ABC):
 
     @abc.abstractmethod
     def serve(self) -> Served: ...
+
+    suffix: str  # of the file ``save`` writes
+
+    @abc.abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the model to a file ending in ``suffix``."""
 
 
 def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
@@ -470,6 +491,13 @@ class Pipeline:
         if isinstance(model, NeutralModel):  # a tree teacher has no ONNX/int8 conversion here
             return {}
         return self.backend.deployments(model, self.data.x_train)
+
+    def saver(self, model) -> tuple[Callable[[Path], None], str]:
+        """How the model is saved in its own format: a function writing it to a path, and the
+        path's suffix (a framework's native format, or a neutral model's)."""
+        if isinstance(model, NeutralModel):
+            return model.save, model.suffix
+        return functools.partial(self.backend.save, model), self.backend.suffix
 
     def outputs(self, model, x: np.ndarray) -> np.ndarray:
         """Logits (n, C) for classification, values (n,) for regression."""

@@ -15,9 +15,7 @@ import io
 import logging
 import math
 import os
-import tempfile
 import warnings
-from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hides the oneDNN notice; changes no result
@@ -135,6 +133,7 @@ def _with_forward(model: keras.Model, n_in: int) -> keras.Model:
 class TensorFlowBackend(Backend):
     name = "tensorflow"
     version = tf.__version__
+    suffix = ".keras"
     threads: int | None = None
     device = "cpu"
 
@@ -197,11 +196,8 @@ class TensorFlowBackend(Backend):
         model = keras.Model(inputs, EnsembleMean(task == "classification")([member(inputs) for member in members]))
         return _with_forward(model, members[0].input_shape[-1])
 
-    def serialized_size(self, model) -> int:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.keras"
-            model.save(path)
-            return path.stat().st_size
+    def save(self, model, path) -> None:
+        model.save(path)
 
     def get_weights(self, model) -> list[np.ndarray]:
         return [w.copy() for w in model.get_weights()]

@@ -114,6 +114,7 @@ class Ensemble(nn.Module):
 class TorchBackend(Backend):
     name = "torch"
     version = torch.__version__
+    suffix = ".pt"  # the state_dict: the architecture is the config's (build, then load_state_dict)
     device = torch.device("cpu")
     threads: int | None = None
 
@@ -211,10 +212,11 @@ class TorchBackend(Backend):
 
         return call, f"torch eager nn.Module call under torch.inference_mode() on {self.device.type}"
 
-    def serialized_size(self, model) -> int:
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        return buffer.getbuffer().nbytes
+    def save(self, model, path) -> None:
+        # Through a file object, the archive's inner folder is "archive" whatever the file's name,
+        # so the file is exactly as large as the model_bytes measured.
+        with open(path, "wb") as file:
+            torch.save(model.state_dict(), file)
 
     def deployments(self, model, x_calibration: np.ndarray) -> dict:
         """ONNX exported by torch.onnx (the torch.export-based exporter) with a dynamic batch
@@ -268,6 +270,8 @@ class TorchBackend(Backend):
                 buffer.getbuffer().nbytes,
                 self.macs_per_row(model),
                 tolerance=None,
+                file=buffer.getvalue(),
+                suffix=".pt",
             )
 
         return {"onnx": onnx, "int8": int8}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import pickle
+from pathlib import Path
 
 import numpy as np
 import sklearn
@@ -47,7 +48,10 @@ def _threads(threads: int | None):
 class SklearnModel(NeutralModel):
     """A fitted scikit-learn estimator served as the pipeline serves its models: raw outputs, logits
     (n, C) in label order or values (n, 1), through ``decision_function`` / ``predict`` on numpy,
-    with its OpenMP threads held to ``threads``. Subclasses say how big it is."""
+    with its OpenMP threads held to ``threads``. Subclasses say how big it is. Saved as the
+    estimator alone, by joblib (``joblib.load`` needs scikit-learn, not distillbench)."""
+
+    suffix = ".joblib"
 
     def __init__(self, estimator, n_classes: int, threads: int | None = None):
         self.estimator, self.n_classes, self.threads = estimator, n_classes, threads
@@ -66,6 +70,11 @@ class SklearnModel(NeutralModel):
     def size(self) -> tuple[int, int | None]:
         """(n_params, macs_per_row)."""
         raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        import joblib  # scikit-learn's own dependency
+
+        joblib.dump(self.estimator, path)
 
     def serve(self) -> Served:
         method = "decision_function" if self.n_classes else "predict"

@@ -132,6 +132,16 @@ def register(subparsers) -> None:
         help="skip the deployment formats (ONNX under onnxruntime, int8) measured for every model by default",
     )
     run.add_argument(
+        "--save-models",
+        action="store_true",
+        help="keep every model in OUT/models, in its own format and its deployment formats, each with a model card",
+    )
+    run.add_argument(
+        "--save-predictions",
+        action="store_true",
+        help="keep every model's predictions on the test split in OUT/predictions (one Parquet file per job)",
+    )
+    run.add_argument(
         "--fallback-suite",
         metavar="NAME|FILE",
         help="run this suite instead (e.g. builtin: datasets bundled with scikit-learn) when openml.org "
@@ -211,6 +221,8 @@ def run_options(args):
         fresh_process=args.fresh_process,
         timing_budget=args.timing_budget,
         deploy=args.deploy,
+        save_models=args.save_models,
+        save_predictions=args.save_predictions,
         fallback=fallback,
         executor=args.executor,
         scheduler=args.scheduler,

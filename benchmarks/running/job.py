@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distillbench.benchmarks.running import metrics, timing
+from distillbench.benchmarks.running import keep, metrics, timing
+from distillbench.benchmarks.running.keep import Made
 from distillbench.benchmarks.running.quiet import Quiet
 from distillbench.benchmarks.store.flags import model_flags
 from distillbench.benchmarks.store.metric_registry import PRIMARY_METRIC
@@ -60,6 +61,10 @@ class Job:
     # The primary metric of each reference role on this (dataset, seed), for the sanity flags; None
     # when there is none (the reference job itself, or one that failed).
     references: dict | None = None
+    # Where to keep the job's models and their test predictions (``keep.py``; the run folder's
+    # ``models`` and ``predictions``); None: not kept.
+    models: str | None = None
+    predictions: str | None = None
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -177,11 +182,11 @@ def _derive(records: dict[str, dict], data, outputs: dict[str, np.ndarray]) -> N
 
 
 def _deployed(
-    job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet
+    job: Job, data, pipeline: Pipeline, role: str, model, outputs, teacher: dict, quiet: Quiet, made: dict[str, Made]
 ) -> dict[str, dict]:
     """Records of the model converted to each deployment format (role ``<role>_<format>``), each
-    checked against the framework's own outputs. A format that fails is a failed record of its
-    own: the job's other results stand."""
+    checked against the framework's own outputs; each converted model that passed goes to ``made``.
+    A format that fails is a failed record of its own: the job's other results stand."""
     metric = PRIMARY_METRIC[data.task]
     out = {}
     for fmt, convert in pipeline.deployments(model).items():
@@ -201,6 +206,7 @@ def _deployed(
             )
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
                 record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
+            made[name] = Made.converted(converted, served)
         except Exception as exc:  # noqa: BLE001 - a format that fails fails its own record only
             record.update(status=FAILED, error=_reason(exc))
         out[name] = record
@@ -303,9 +309,11 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     }
     records: dict[str, dict] = {}  # per role: reused or trained below
     models, outputs, deployed = {}, {}, {}
+    made: dict[str, dict[str, Made]] = {}  # per role: the model and its deployment formats, as kept
     reused = {role for role, key in keys.items() if key in shared}
     for role in reused:
         models[role], outputs[role] = shared[keys[role]]["model"], shared[keys[role]]["outputs"]
+        made[role] = shared[keys[role]]["made"]
         records[role] = copy.deepcopy(shared[keys[role]]["record"]) | {
             "reused": True,
             "reused_from": shared[keys[role]]["label"],
@@ -342,8 +350,9 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     for role in trained:
         records[role]["flags"] = model_flags(records[role], job.references if same_rows else None)
     for role in trained:
+        made[role] = {role: Made(outputs[role], *pipeline.saver(models[role]))}
         deployed[role] = (
-            _deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet)
+            _deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet, made[role])
             if job.deploy
             else {}
         )
@@ -353,12 +362,18 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
             "record": copy.deepcopy(records[role]),
             "deployed": copy.deepcopy(deployed[role]),
             "label": variant.label,
+            "made": made[role],
         }
     out = [records[role] for role in ROLES] + [r for role in ROLES for r in deployed[role].values()]
     if variant.label is not None:
         records["student_kd"]["teacher_reused"] = "teacher" in reused
         for record in out:
             record.update(_variant_fields(variant, len(pipeline.data.x_train)))
+    if keep.wanted(job):
+        everything = {name: m for role in ROLES for name, m in made[role].items()}
+        keep.keep(
+            job, data, variant.label, variant.spec.to_dict(), {r["role"]: r for r in out}, everything, backend.version
+        )
     return out
 
 
@@ -385,6 +400,7 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
         data = get_prepared(
             job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source)
         )
+        keep.clear(job)
         if job.framework == REFERENCE:
             return _run_references(job, data, quiet, started)
         backend = get_backend(job.framework)
@@ -443,14 +459,18 @@ def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
     train = labelled_data(
         Data(data.task, data.n_classes, data.x_train, data.y_train, data.x_val, data.y_val), spec, job.seed
     )[0]
-    records, models = {}, {}
+    records, models, made = {}, {}, {}
     for role, fit in FITS.items():
         models[role], cost = _train(partial(fit, train, spec.training, job.seed, job.threads), None, quiet)
         records[role] = _base(job, data) | {"role": role, "status": OK, "framework_version": sklearn.__version__} | cost
     for role in REFERENCES:  # timed only now, with no fitting running
-        records[role].update(_measure(models[role].serve(), data, job.timing_budget, quiet)[0])
+        measured, outputs = _measure(models[role].serve(), data, job.timing_budget, quiet)
+        records[role].update(measured)
         records[role]["flags"] = model_flags(records[role], None)
+        made[role] = Made(outputs, models[role].save, models[role].suffix)
         records[role].update(started=started, finished=time.time())
+    if keep.wanted(job):
+        keep.keep(job, data, None, job.config, records, made, sklearn.__version__)
     return list(records.values())
 
 

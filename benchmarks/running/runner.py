@@ -21,6 +21,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.running.executors import make_executor, worker_env
 from distillbench.benchmarks.running.job import Job, failed_records
+from distillbench.benchmarks.running.keep import MODELS, PREDICTIONS
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.record import OK, SCHEMA_VERSION, is_ok, job_key
 from distillbench.benchmarks.store.run_folder import (
@@ -63,6 +64,8 @@ class RunOptions:
     fresh_process: bool = False
     timing_budget: float = 2.0
     deploy: bool = True  # also measure every model in its deployment formats (ONNX, int8)
+    save_models: bool = False  # keep every model, each with its card, in OUT/models (keep.py)
+    save_predictions: bool = False  # keep every model's test predictions in OUT/predictions
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     fallback: dict | None = None  # set when this run replaces a suite that could not be loaded (fallback.py)
     executor: str = "local"  # local | dask (executors.py)
@@ -261,6 +264,8 @@ def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list
             options.timing_budget,
             options.deploy,
             quiet=str((folder.path / QUIET).resolve()),
+            models=str((folder.path / MODELS).resolve()) if options.save_models else None,
+            predictions=str((folder.path / PREDICTIONS).resolve()) if options.save_predictions else None,
         )
         for framework in (REFERENCE, *options.frameworks)
         for entry in options.entries
@@ -370,7 +375,8 @@ def _end(folder: RunFolder, manifest: dict, written: list[dict], ending: BaseExc
 
 def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, dict]) -> None:
     """--resume continues the run as it was planned: the same datasets (and targets), seeds,
-    frameworks, deployment formats and config; a one-line UserError says what differs."""
+    frameworks, deployment formats, config, and what it keeps (models, predictions: off in a run
+    from before they could be kept); a one-line UserError says what differs."""
     before = {d["id"]: d.get("target") for d in previous["datasets"]}
     now = {i: d.get("target") for i, d in datasets.items()}
     differences = []
@@ -388,9 +394,12 @@ def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, di
         ("frameworks", options.frameworks),
         ("deploy", options.deploy),
         ("config", options.spec.to_dict()),
+        ("save_models", options.save_models),
+        ("save_predictions", options.save_predictions),
     ):
-        if name in previous and previous[name] != value:
-            shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(previous[name])}"
+        before = previous.get(name, False if name.startswith("save_") else value)
+        if before != value:
+            shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(before)}"
             differences.append(shown)
     if differences:
         raise UserError(
@@ -429,6 +438,8 @@ def _manifest(options: RunOptions, out: Path, previous: dict | None, datasets: d
         "job_timeout_s": options.job_timeout,
         "timing_budget_s": options.timing_budget,
         "deploy": options.deploy,
+        "save_models": options.save_models,
+        "save_predictions": options.save_predictions,
         "worker": executor.description,
         "concurrency": executor.concurrency,
         "executor": executor.info(),
