@@ -553,3 +553,37 @@ def test_the_html_renders_in_a_headless_browser(report: Path, tmp_path: Path) ->
     assert page["scripts"] == 0 and XSS in page["text"]  # the name shows as text, and never ran
     pixels = image.imread(io.BytesIO(shot))
     assert pixels.shape[:2] == (2000, 1280) and pixels[..., :3].std() > 0.05  # not blank
+
+
+def test_the_sanity_table_says_why_a_student_is_below_the_linear_reference() -> None:
+    """Made-up records of one split (accuracy; linear 0.90): three jobs where a student is flagged
+    below the linear reference because its teacher is, because the other student is too, or
+    because distillation alone pulled it below."""
+    from distillbench.benchmarks.reporting.convergence import sanity_blocks
+
+    def model(framework: str, role: str, accuracy: float, flags=()) -> dict:
+        return {
+            "dataset_id": 1, "seed": 0, "framework": framework, "role": role, "status": "ok", "error": None,
+            "primary_metric": "accuracy", "metrics": {"accuracy": accuracy}, "stop_reason": "early_stopping",
+            "flags": list(flags),
+        }  # fmt: skip
+
+    below = ("below_linear",)
+    records = [
+        model("reference", "linear", 0.90),
+        model("reference", "hgb", 0.91),
+        *(model("a", "teacher", 0.85), model("a", "student_kd", 0.86, below), model("a", "student_scratch", 0.95)),
+        *(
+            model("b", "teacher", 0.95),
+            model("b", "student_kd", 0.80, below),
+            model("b", "student_scratch", 0.80, below),
+        ),
+        *(model("c", "teacher", 0.95), model("c", "student_kd", 0.80, below), model("c", "student_scratch", 0.93)),
+    ]
+    (table,) = [b for b in sanity_blocks(records, {1: "d"}) if isinstance(b, Table)]
+    why = {(row[1], row[3]): row[-1] for row in table.rows}
+    assert why[("a", "student_kd")].startswith("its teacher is below the linear reference too")
+    assert why[("b", "student_kd")].startswith("student_scratch too") and why[("b", "student_scratch")].startswith(
+        "student_kd too"
+    )
+    assert why[("c", "student_kd")].startswith("only the distilled student")

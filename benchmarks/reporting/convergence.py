@@ -8,11 +8,11 @@ import statistics
 from collections import Counter, defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
-from distillbench.benchmarks.store.flags import FAR_BELOW_HGB, FLAGS
+from distillbench.benchmarks.store.flags import FAR_BELOW_HGB, FLAGS, below_linear
 from distillbench.benchmarks.store.metric_registry import DEFAULT_FLOORS
 from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
 from distillbench.implementations.pipeline import BUDGET_REASONS, STOP_REASONS
-from distillbench.implementations.roles import REFERENCE, REFERENCES, role_sort_key
+from distillbench.implementations.roles import REFERENCE, REFERENCES, STUDENTS, role_sort_key
 
 SANITY_FLAGS = ("diverged", "below_linear", "far_below_hgb")
 
@@ -108,18 +108,44 @@ def convergence_blocks(records: list[dict], labels: dict[int, str]) -> list:
     return blocks
 
 
+def _why_below_linear(record: dict, job: dict[str, dict], linear: float | None) -> str:
+    """Which other models of the same job (and configuration) are below the linear reference too:
+    whether the student inherited it from its teacher, shares it with the other student (the
+    student's size or training falls short on this data), or owes it to distillation."""
+    metric = record["primary_metric"]
+
+    def below(role: str) -> bool:
+        other = job.get(role)
+        return other is not None and below_linear(metric, other["metrics"].get(metric), linear)
+
+    if below("teacher"):
+        return "its teacher is below the linear reference too: a student follows its teacher"
+    others = [role for role in STUDENTS if role != record["role"] and role in job]
+    if others and all(below(role) for role in others):
+        return f"{', '.join(others)} too: this student falls short of a linear model on this data"
+    if record["role"] == "student_kd":
+        return "only the distilled student: distillation pulled it below (its teacher and the scratch student are not)"
+    return "only this student"
+
+
 def sanity_blocks(records: list[dict], labels: dict[int, str]) -> list:
     """The models flagged diverged, below the linear reference or far below HGB, each with the
-    reference's number on the same split."""
+    reference's number on the same split and, for a student below the linear reference, why."""
     refs = {
         (r["dataset_id"], r["seed"], r["role"]): r["metrics"].get(r["primary_metric"])
         for r in records
         if is_ok(r) and r["framework"] == REFERENCE and r["role"] in REFERENCES
     }
+    jobs: dict[tuple, dict[str, dict]] = defaultdict(dict)  # every ok model of a job's configuration
+    for r in records:
+        if is_ok(r) and not is_deployment(r):
+            jobs[(r["dataset_id"], r["seed"], r["framework"], r.get("variant"))][r["role"]] = r
     rows = []
     for r in _models(records):
         for flag in (f for f in r.get("flags") or [] if f in SANITY_FLAGS):
             against = {"below_linear": "linear", "far_below_hgb": "hgb"}.get(flag)
+            reference = refs.get((r["dataset_id"], r["seed"], against)) if against else None
+            job = jobs[(r["dataset_id"], r["seed"], r["framework"], r.get("variant"))]
             rows.append(
                 [
                     labels.get(r["dataset_id"], r["dataset_id"]),
@@ -128,8 +154,9 @@ def sanity_blocks(records: list[dict], labels: dict[int, str]) -> list:
                     r["role"],
                     FLAGS[flag],
                     r["metrics"].get(r["primary_metric"]),
-                    against and refs.get((r["dataset_id"], r["seed"], against)),
+                    reference,
                     r["primary_metric"],
+                    _why_below_linear(r, job, reference) if flag == "below_linear" else "",
                 ]
             )
     floors = ", ".join(f"{metric} {DEFAULT_FLOORS[metric]}" for metric in FAR_BELOW_HGB)
@@ -150,7 +177,9 @@ def sanity_blocks(records: list[dict], labels: dict[int, str]) -> list:
     if rows:
         rows.sort(key=lambda row: (str(row[0]), row[1], row[2], role_sort_key(row[3])))
         blocks.append(
-            Table("sanity", ["dataset", "framework", "seed", "role", "flag", "value", "reference", "metric"], rows)
+            Table(
+                "sanity", ["dataset", "framework", "seed", "role", "flag", "value", "reference", "metric", "why"], rows
+            )
         )
     else:
         blocks.append(("p", "No model is flagged."))

@@ -39,6 +39,13 @@ def _worse_by_more_than(metric: str, value: float, reference: float, margin: str
     return worse > allowed
 
 
+def below_linear(metric: str, value: float | None, linear: float | None) -> bool:
+    """Worse than the linear reference's ``linear`` by more than compare's noise floor of ``metric``."""
+    return (
+        value is not None and linear is not None and _worse_by_more_than(metric, value, linear, DEFAULT_FLOORS[metric])
+    )
+
+
 def model_flags(record: dict, references: dict[str, float] | None) -> list[str]:
     """The flags of a model's ok record: from its own ``stop_reason``, and against ``references``
     (the primary metric of the reference roles on the same split; None: no comparison)."""
@@ -50,11 +57,7 @@ def model_flags(record: dict, references: dict[str, float] | None) -> list[str]:
     metric = record.get("primary_metric")
     value = (record.get("metrics") or {}).get(metric)
     if references and metric is not None and value is not None:
-        if (
-            record["role"] in STUDENTS
-            and references.get("linear") is not None
-            and _worse_by_more_than(metric, value, references["linear"], DEFAULT_FLOORS[metric])
-        ):
+        if record["role"] in STUDENTS and below_linear(metric, value, references.get("linear")):
             flags.append("below_linear")
         if (
             record["role"] == "teacher"
