@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -28,6 +29,26 @@ logger = logging.getLogger(__name__)
 # Bump when the preparation changes, so that arrays cached by older code are not reused.
 PREP_VERSION = 2  # 2: onehot_groups
 ARRAYS = ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which rows are held out for testing: with ``folds`` None, the seeded holdout split (test_fraction
+    of the rows); with ``folds`` K, fold ``fold`` (0..K-1) of the seeded K-fold of the rows, stratified
+    for classification. Validation rows are carved from the rest in either case."""
+
+    seed: int
+    fold: int | None = None
+    folds: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fold is None) != (self.folds is None):
+            raise ValueError(f"a split has a fold and a number of folds, or neither: {self}")
+        if self.folds is not None and not (self.folds >= 2 and 0 <= self.fold < self.folds):  # type: ignore[operator]
+            raise ValueError(f"fold {self.fold} of {self.folds} folds")
+
+    def __str__(self) -> str:
+        return f"seed {self.seed}" + ("" if self.folds is None else f" fold {self.fold}/{self.folds}")
 
 
 @dataclass(frozen=True)
@@ -75,23 +96,40 @@ class Prepared:
     # column in feature order: a generator of rows (a transfer set) treats each group as one
     # attribute, so that a generated row stays one-hot. Every other column is standardised numeric.
     onehot_groups: list[list[int]] = field(default_factory=list)
+    # With --folds: this split's fold and the number of folds (None: the holdout split).
+    fold: int | None = None
+    folds: int | None = None
 
     def unstandardise(self, y: np.ndarray) -> np.ndarray:
         """Regression targets or predictions back in the dataset's units (float64)."""
         return np.asarray(y, dtype=np.float64) * self.y_std + self.y_mean
 
 
-def _split(raw: RawDataset, seed: int, settings: PrepSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Row indices of train, validation and test for `seed`, stratified for classification, and notes."""
+def _split(
+    raw: RawDataset, split: Split, settings: PrepSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Row indices of train, validation and test of ``split``, stratified for classification, and notes.
+    The test rows are the holdout's or the fold's; validation takes val_fraction / (1 - test_fraction)
+    of the rest (60/20/20 by default) with the same seed."""
     strata = raw.y.cat.codes.to_numpy() if raw.task == "classification" else None
+    rows = np.arange(len(raw.y))
 
-    def split(strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rest, test = train_test_split(
-            np.arange(len(raw.y)), test_size=settings.test_fraction, random_state=seed, stratify=strata
-        )
+    def test_rows(strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if split.folds is None:
+            return train_test_split(rows, test_size=settings.test_fraction, random_state=split.seed, stratify=strata)
+        if strata is None:
+            kfold = KFold(split.folds, shuffle=True, random_state=split.seed)
+        else:
+            kfold = StratifiedKFold(split.folds, shuffle=True, random_state=split.seed)
+        with warnings.catch_warnings():  # a class with fewer rows than folds: a fold without it
+            warnings.simplefilter("error", UserWarning)
+            return list(kfold.split(rows, strata))[split.fold]  # type: ignore[index]
+
+    def train_val_test(strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rest, test = test_rows(strata)
         val_size = settings.val_fraction / (1 - settings.test_fraction)
         train, val = train_test_split(
-            rest, test_size=val_size, random_state=seed, stratify=None if strata is None else strata[rest]
+            rest, test_size=val_size, random_state=split.seed, stratify=None if strata is None else strata[rest]
         )
         return train, val, test
 
@@ -99,15 +137,24 @@ def _split(raw: RawDataset, seed: int, settings: PrepSettings) -> tuple[np.ndarr
     attempts = [(None, [])] if strata is None else [(strata, []), (None, unstratified)]
     for strata, notes in attempts:
         try:
-            return (*split(strata), notes)
-        except ValueError as exc:
+            return (*train_val_test(strata), notes)
+        except (ValueError, UserWarning) as exc:
             error = exc
     raise UserError(f"{raw.label} cannot be split into training, validation and test rows ({one_line(error)})")
 
 
-def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings()) -> Prepared:
-    """Split with `seed`; impute, standardise and one-hot encode, fitted on the training split."""
-    train, val, test, notes = _split(raw, seed, settings)
+def prepare(
+    raw: RawDataset,
+    seed: int,
+    settings: PrepSettings = PrepSettings(),
+    *,
+    fold: int | None = None,
+    folds: int | None = None,
+) -> Prepared:
+    """Split with `seed` (the holdout split, or with `folds` that fold of the seed's K-fold); impute,
+    standardise and one-hot encode, fitted on the training split."""
+    split = Split(seed, fold, folds)
+    train, val, test, notes = _split(raw, split, settings)
     numeric = [c for c in raw.X.columns if c not in raw.categorical]
     encoder = ColumnTransformer(
         [
@@ -156,7 +203,9 @@ def prepare(raw: RawDataset, seed: int, settings: PrepSettings = PrepSettings())
         name=raw.name,
         task=raw.task,
         target=raw.target,
-        seed=seed,
+        seed=split.seed,
+        fold=split.fold,
+        folds=split.folds,
         n_classes=raw.n_classes,
         class_names=raw.class_names,
         feature_names=feature_names,
@@ -197,13 +246,18 @@ def get_prepared(
     target: str | None = None,
     cache: OpenMLCache | None = None,
     settings: PrepSettings = PrepSettings(),
+    fold: int | None = None,
+    folds: int | None = None,
 ) -> Prepared:
-    """`prepare(load_dataset(...), seed, settings)`, cached on disk under the OpenML cache.
+    """`prepare(load_dataset(...), seed, settings, fold=fold, folds=folds)`, cached on disk under the
+    OpenML cache.
 
-    The key is the dataset, the checksums of its data file and description, the target, the seed,
-    the settings and the preparation's version; a hit returns bit-identical arrays without
-    importing openml or parsing the data.
+    The key is the dataset, the checksums of its data file and description, the target, the seed
+    (and with folds, the fold and their number), the settings and the preparation's version; a hit
+    returns bit-identical arrays without importing openml or parsing the data. The holdout split's
+    key is what it was before folds existed.
     """
+    split = Split(seed, fold, folds)
     cache = cache or OpenMLCache.resolve()
     data_file = cache.data_file(dataset_id)
     key = {
@@ -214,24 +268,26 @@ def get_prepared(
         "seed": seed,
         "settings": dataclasses.asdict(settings),
         "version": [PREP_VERSION, sklearn.__version__, np.__version__],
+        **({} if folds is None else {"fold": fold, "folds": folds}),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache.root / "distillbench-prepared" / f"{dataset_id}-seed{seed}-{digest}.npz"
+    stem = f"{dataset_id}-seed{seed}" + ("" if folds is None else f"-fold{fold}of{folds}")
+    path = cache.root / "distillbench-prepared" / f"{stem}-{digest}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return Prepared(**json.loads(str(stored["meta"])), **{name: stored[name] for name in ARRAYS})
         except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
             logger.warning(
-                "dataset %d seed %d: the prepared arrays %s do not load (%s); preparing them again",
+                "dataset %d %s: the prepared arrays %s do not load (%s); preparing them again",
                 dataset_id,
-                seed,
+                split,
                 path,
                 one_line(exc),
             )
             path.unlink(missing_ok=True)
 
-    prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings)
+    prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings, fold=fold, folds=folds)
     meta = {f.name: getattr(prepared, f.name) for f in dataclasses.fields(prepared) if f.name not in ARRAYS}
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as partial, open(partial, "wb") as fh:

@@ -96,7 +96,7 @@ def test_superseded_records_torn_and_damaged_lines_are_read_as_the_harness_reads
     df = db.load(run)
     assert "line 6: not valid JSON" in caplog.text
     assert len(df) == 125
-    job = df[(df["dataset_id"] == damaged[0]) & (df["seed"] == damaged[1]) & (df["framework"] == damaged[2])]
+    job = df[(df["dataset_id"] == damaged[0]) & (df["seed"] == damaged[1]) & (df["framework"] == damaged[3])]
     assert set(job["status"]) == {"failed"} and job["error"].str.startswith("incomplete").all()
     with pytest.raises(UserError, match="line 6"):
         db.load(run, skip_damaged=False)

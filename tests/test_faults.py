@@ -592,9 +592,9 @@ def test_a_corrupt_line_is_named_refused_or_skipped(finished, tmp_path, kind, ca
     assert str(refused.value).startswith(where) and "\n" not in str(refused.value)
     run = read_run(out, skip_damaged=True)
     assert where in caplog.text + capsys.readouterr().err  # a warning (through logging)
-    assert [d.line for d in run.damaged] == [line] and (61, 1, "torch") in run.jobs.unfinished
+    assert [d.line for d in run.damaged] == [line] and (61, 1, None, "torch") in run.jobs.unfinished
     why = "incomplete: 2 of its 3 records were written (none for student_kd)"
-    assert run.jobs.unfinished[(61, 1, "torch")].startswith(why)
+    assert run.jobs.unfinished[(61, 1, None, "torch")].startswith(why)
 
 
 def test_nan_in_records_reads_as_null(finished, tmp_path) -> None:
@@ -716,7 +716,7 @@ def test_a_job_with_a_missing_record_is_not_done(finished, tmp_path, capsys) -> 
     run = read_run(out)
     why = "incomplete: 2 of its 3 records were written (none for student_scratch)"
     assert run.jobs.counts() == {"planned": 4, "ok": 3, "failed": 0, "missing": 1}
-    assert run.jobs.unfinished[(61, 1, "torch")].startswith(why)
+    assert run.jobs.unfinished[(61, 1, None, "torch")].startswith(why)
     assert why in str(failed_table(run.records, run.manifest, {}).rows)  # the report's Failed jobs
     one_clean_line(
         *in_process(

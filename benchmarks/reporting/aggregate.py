@@ -4,6 +4,7 @@ framework against framework, across datasets, ranks, and the kinds of machine th
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from distillbench.benchmarks.reporting import stats
 from distillbench.benchmarks.running.metrics import retention
 from distillbench.benchmarks.store.flags import flag_note
 from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER
-from distillbench.benchmarks.store.record import is_deployment, is_ok, job_machines
+from distillbench.benchmarks.store.record import is_deployment, is_ok, job_machines, split_key
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES, STUDENTS
 
 
@@ -31,20 +32,41 @@ def run_order(records: list[dict], manifest: dict) -> tuple[list[int], list[str]
     return datasets, frameworks
 
 
+CORRECTED_CI = (
+    "With cross-validation (--folds), an interval over the (repeat, fold) results is the corrected "
+    "resampled t-test's (Nadeau and Bengio 2003): the folds' training sets overlap, so the variance of "
+    "the mean is taken as s² (1/J + n_test/n_train), J the number of results, not s²/J."
+)
+
+
+def ratio_test_train(manifest: dict, dataset_id: int) -> float | None:
+    """n_test / n_train of a dataset's splits in a run with folds (n_train: the rows outside the test
+    fold, training and validation), for the corrected interval (``stats.mean_ci``); None with the
+    holdout split, where the seeds' intervals are the plain t-intervals."""
+    if manifest.get("folds") is None:
+        return None
+    rows = next((d.get("rows") for d in manifest.get("datasets", []) if d.get("id") == dataset_id), None)
+    if rows:
+        return rows["test"] / (rows["train"] + rows["val"])
+    return 1 / (manifest["folds"] - 1)  # a dataset that failed to load: the folds' nominal sizes
+
+
 def summarize(records: list[dict], manifest: dict) -> list[dict]:
     """One entry per (dataset, framework) with any ok job: per role, quality (mean and 95% CI over
-    seeds, noted with its models' sanity flags), retention, KD gain, speed-up, parameters, p50
-    latency, training time, throughput; the reference roles of the dataset (the same in every
-    framework's entry) and the distilled student's retention against the better reference of each seed."""
+    seeds, or (seed, fold) splits with folds, noted with its models' sanity flags), retention, KD
+    gain, speed-up, parameters, p50 latency, training time, throughput; the reference roles of the
+    dataset (the same in every framework's entry) and the distilled student's retention against the
+    better reference of each split. ``by_seed`` is keyed by ``record.split_key``; ``test_train`` is
+    what corrects every interval of the entry (``ratio_test_train``)."""
     labels = dataset_labels(records, manifest)
     datasets, frameworks = run_order(records, manifest)
-    ok: defaultdict[tuple, dict[int, dict]] = defaultdict(dict)  # (dataset, framework, role) -> {seed: record}
-    failed: defaultdict[tuple, set[int]] = defaultdict(set)  # (dataset, framework) -> seeds
+    ok: defaultdict[tuple, dict] = defaultdict(dict)  # (dataset, framework, role) -> {split: record}
+    failed: defaultdict[tuple, set] = defaultdict(set)  # (dataset, framework) -> splits
     for r in records:
         if is_ok(r):
-            ok[(r["dataset_id"], r["framework"], r["role"])][r["seed"]] = r
+            ok[(r["dataset_id"], r["framework"], r["role"])][split_key(r)] = r
         elif not is_deployment(r):  # a deployment format that failed fails its own record, not the job
-            failed[(r["dataset_id"], r["framework"])].add(r["seed"])
+            failed[(r["dataset_id"], r["framework"])].add(split_key(r))
     entries = []
     for dataset_id in datasets:
         for framework in frameworks:
@@ -53,6 +75,8 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
                 continue
             by_seed |= {role: dict(sorted(ok[(dataset_id, REFERENCE, role)].items())) for role in REFERENCES}
             metric = next(iter(by_seed["teacher"].values()))["primary_metric"]
+            test_train = ratio_test_train(manifest, dataset_id)
+            ci = partial(stats.mean_ci, test_train=test_train)
 
             def values(role, key, by_seed=by_seed):
                 return [r.get(key) for r in by_seed[role].values()]
@@ -65,16 +89,17 @@ def summarize(records: list[dict], manifest: dict) -> list[dict]:
                     "metric": metric,
                     "higher_is_better": HIGHER_IS_BETTER[metric],
                     "by_seed": by_seed,
+                    "test_train": test_train,
                     "quality": {
-                        role: stats.mean_ci([r["metrics"].get(metric) for r in by_seed[role].values()])._replace(
+                        role: ci([r["metrics"].get(metric) for r in by_seed[role].values()])._replace(
                             note=flag_note(list(by_seed[role].values()))
                         )
                         for role in ROLES + REFERENCES
                     },
-                    "retention_best_reference": stats.mean_ci(_best_reference_retention(by_seed, metric)),
-                    "retention": {role: stats.mean_ci(values(role, "retention")) for role in STUDENTS},
-                    "kd_gain": stats.mean_ci(values("student_kd", "kd_gain")),
-                    "speedup": stats.mean_ci(values("student_kd", "speedup")),
+                    "retention_best_reference": ci(_best_reference_retention(by_seed, metric)),
+                    "retention": {role: ci(values(role, "retention")) for role in STUDENTS},
+                    "kd_gain": ci(values("student_kd", "kd_gain")),
+                    "speedup": ci(values("student_kd", "speedup")),
                     "n_params": {role: next(iter(values(role, "n_params")), None) for role in ROLES},
                     "latency_p50_us": {role: stats.median(values(role, "latency_p50_us")) for role in ROLES},
                     "train_seconds": {role: stats.mean_ci(values(role, "train_seconds")).mean for role in ROLES},
@@ -113,7 +138,9 @@ def framework_rows(entries: list[dict], pairs: list[tuple[str, str]]) -> list[li
             for role in ROLES:
                 a, b = e["by_seed"][role], partner["by_seed"][role]
                 seeds = sorted(a.keys() & b.keys())
-                diff = stats.paired_diff_ci([_quality(a[s]) for s in seeds], [_quality(b[s]) for s in seeds])
+                diff = stats.paired_diff_ci(
+                    [_quality(a[s]) for s in seeds], [_quality(b[s]) for s in seeds], test_train=e["test_train"]
+                )
                 agree = (
                     None if diff.low is None or diff.high is None else ("yes" if diff.low <= 0 <= diff.high else "no")
                 )

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from distillbench.benchmarks.reporting.blocks import Table
 from distillbench.benchmarks.store.flags import FAR_BELOW_HGB, FLAGS, below_linear
 from distillbench.benchmarks.store.metric_registry import DEFAULT_FLOORS
-from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok, job_key, split_key, split_label
 from distillbench.implementations.pipeline import BUDGET_REASONS, STOP_REASONS
 from distillbench.implementations.roles import REFERENCE, REFERENCES, STUDENTS, role_sort_key
 
@@ -72,7 +72,7 @@ def convergence_blocks(records: list[dict], labels: dict[int, str]) -> list:
     )
     bound = sorted(
         (r for r in models if r["stop_reason"] in BUDGET_REASONS),
-        key=lambda r: (labels.get(r["dataset_id"], ""), framework_label(r), r["seed"], role_sort_key(r["role"])),
+        key=lambda r: (labels.get(r["dataset_id"], ""), framework_label(r), split_key(r), role_sort_key(r["role"])),
     )
     share = f"{len(bound)} of {len(models)} models"
     if bound:
@@ -89,7 +89,7 @@ def convergence_blocks(records: list[dict], labels: dict[int, str]) -> list:
                     [
                         labels.get(r["dataset_id"], r["dataset_id"]),
                         framework_label(r),
-                        r["seed"],
+                        split_label(split_key(r)),
                         r["role"],
                         r["stop_reason"],
                         r.get("steps"),
@@ -132,25 +132,25 @@ def sanity_blocks(records: list[dict], labels: dict[int, str]) -> list:
     """The models flagged diverged, below the linear reference or far below HGB, each with the
     reference's number on the same split and, for a student below the linear reference, why."""
     refs = {
-        (r["dataset_id"], r["seed"], r["role"]): r["metrics"].get(r["primary_metric"])
+        (*job_key(r)[:3], r["role"]): r["metrics"].get(r["primary_metric"])
         for r in records
         if is_ok(r) and r["framework"] == REFERENCE and r["role"] in REFERENCES
     }
     jobs: dict[tuple, dict[str, dict]] = defaultdict(dict)  # every ok model of a job's configuration
     for r in records:
         if is_ok(r) and not is_deployment(r):
-            jobs[(r["dataset_id"], r["seed"], r["framework"], r.get("variant"))][r["role"]] = r
+            jobs[(*job_key(r), r.get("variant"))][r["role"]] = r
     rows = []
     for r in _models(records):
         for flag in (f for f in r.get("flags") or [] if f in SANITY_FLAGS):
             against = {"below_linear": "linear", "far_below_hgb": "hgb"}.get(flag)
-            reference = refs.get((r["dataset_id"], r["seed"], against)) if against else None
-            job = jobs[(r["dataset_id"], r["seed"], r["framework"], r.get("variant"))]
+            reference = refs.get((*job_key(r)[:3], against)) if against else None
+            job = jobs[(*job_key(r), r.get("variant"))]
             rows.append(
                 [
                     labels.get(r["dataset_id"], r["dataset_id"]),
                     framework_label(r),
-                    r["seed"],
+                    split_label(split_key(r)),
                     r["role"],
                     FLAGS[flag],
                     r["metrics"].get(r["primary_metric"]),

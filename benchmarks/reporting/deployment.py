@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting import figures, stats
-from distillbench.benchmarks.reporting.aggregate import dataset_labels, run_order
+from distillbench.benchmarks.reporting.aggregate import dataset_labels, ratio_test_train, run_order
 from distillbench.benchmarks.reporting.blocks import Table, make_figure
 from distillbench.benchmarks.running.metrics import ratio as _ratio
 from distillbench.benchmarks.running.metrics import retention as _retention
-from distillbench.benchmarks.store.record import is_deployment, is_ok
+from distillbench.benchmarks.store.record import is_deployment, is_ok, split_key
 from distillbench.implementations.roles import FORMATS, ROLES
 
 
@@ -37,7 +37,8 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
             for role in roles:
                 if (dataset_id, framework, role) not in models:
                     continue
-                floats = {r["seed"]: r for r in cells[(dataset_id, framework, role, "float32")] if is_ok(r)}
+                floats = {split_key(r): r for r in cells[(dataset_id, framework, role, "float32")] if is_ok(r)}
+                test_train = ratio_test_train(manifest, dataset_id)
                 for fmt in formats:
                     rs = cells.get((dataset_id, framework, role, fmt))
                     if not rs:
@@ -49,7 +50,7 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
                         return [r.get(key) for r in records if r.get(key) is not None]
 
                     # Against the same model in float32, seed by seed: quality kept (%), size, speed.
-                    pairs = [(r, floats[r["seed"]]) for r in ok if r["seed"] in floats]
+                    pairs = [(r, floats[split_key(r)]) for r in ok if split_key(r) in floats]
                     entries.append(
                         {
                             "dataset_id": dataset_id,
@@ -58,8 +59,8 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
                             "role": role,
                             "format": fmt,
                             "metric": metric,
-                            "quality": stats.mean_ci([r["metrics"].get(metric) for r in ok]),
-                            "retention": stats.mean_ci(values("retention")),
+                            "quality": stats.mean_ci([r["metrics"].get(metric) for r in ok], test_train=test_train),
+                            "retention": stats.mean_ci(values("retention"), test_train=test_train),
                             "vs_float": stats.mean_ci(
                                 [
                                     _retention(r["metrics"][metric], f["metrics"][metric], metric)
@@ -67,7 +68,8 @@ def deployment_entries(records: list[dict], manifest: dict) -> list[dict]:
                                     if metric is not None
                                     and r["metrics"].get(metric) is not None
                                     and f["metrics"].get(metric) is not None
-                                ]
+                                ],
+                                test_train=test_train,
                             ),
                             "max_abs_diff": max(values("max_abs_diff"), default=None),
                             "agreement": min(values("agreement"), default=None),

@@ -194,6 +194,7 @@ def _rows(run: Run) -> list[dict]:
         return (
             _index(datasets, row["dataset_id"]),
             row["seed"],
+            -1 if row.get("fold") is None else row["fold"],  # with --folds; none with the holdout split
             _index(frameworks, row["framework"]),
             _index(variants, row.get("variant")),
             role_sort_key(row["role"]),

@@ -28,12 +28,18 @@ def _gap(entry: dict) -> dict:
         [by_seed[role][seed]["metrics"][metric] for seed in seeds]
         for role in ("teacher", "student_kd", "student_scratch")
     )
-    gap = stats.mean_ci([sign * (a - b) for a, b in zip(t, s)])
+    gap = stats.mean_ci([sign * (a - b) for a, b in zip(t, s)], test_train=entry.get("test_train"))
     if len(seeds) >= 2:
         present = gap.low is not None and gap.low > 0
     else:
         present = bool(seeds) and by_seed["student_kd"][seeds[0]].get("gap_closed") is not None
-    closed = stats.mean_ci([100.0 * (k - b) / (a - b) for a, k, b in zip(t, kd, s) if a != b]) if present else None
+    closed = (
+        stats.mean_ci(
+            [100.0 * (k - b) / (a - b) for a, k, b in zip(t, kd, s) if a != b], test_train=entry.get("test_train")
+        )
+        if present
+        else None
+    )
     return {"gap": gap, "present": present, "closed": closed}
 
 

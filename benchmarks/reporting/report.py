@@ -14,6 +14,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.reporting import figures
 from distillbench.benchmarks.reporting.aggregate import (
+    CORRECTED_CI,
     across_rows,
     dataset_labels,
     framework_rows,
@@ -121,6 +122,11 @@ def datasets(data: ReportData) -> list:
     return blocks
 
 
+def _corrected(data: ReportData) -> list:
+    """The note beside a table of intervals over folds: they are corrected (``aggregate.CORRECTED_CI``)."""
+    return [("p", CORRECTED_CI)] if data.manifest.get("folds") else []
+
+
 @section(tables=("results",), figures=("quality", "retention_speedup"))
 def results(data: ReportData) -> list:
     entries, frameworks = data.entries, data.frameworks
@@ -139,6 +145,7 @@ def results(data: ReportData) -> list:
             "(budget: ended on the training budget, see Convergence; below linear, far below hgb, diverged: see "
             "Sanity checks).",
         ),
+        *_corrected(data),
     ]
     if entries:
         blocks.append(
@@ -224,6 +231,7 @@ def frameworks_compared(data: ReportData) -> list:
                 f"are means over seeds of the first framework over {reference}'s (above 1: slower training, "
                 "slower inference, higher throughput).",
             ),
+            *_corrected(data),
             Table(
                 "frameworks",
                 [

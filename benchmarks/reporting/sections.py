@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from distillbench.benchmarks.reporting.blocks import Table
-from distillbench.benchmarks.store.record import is_deployment, is_ok
-from distillbench.implementations.roles import REFERENCE
+from distillbench.benchmarks.store.record import is_deployment, is_ok, job_key, split_label
+from distillbench.benchmarks.store.run_folder import planned_jobs
 from distillbench.implementations.teachers import TEACHER_KINDS
 from distillbench.text import utc_time
 
@@ -97,6 +97,11 @@ def run_table(manifest: dict) -> Table:
         ("versions", f"Python {env.get('python', '?')}; " + ", ".join(f"{k} {v}" for k, v in packages.items())),
         ("frameworks", ", ".join(manifest.get("frameworks", []))),
         ("seeds", ", ".join(map(str, manifest.get("seeds", [])))),
+        *(
+            [("folds", f"{manifest['folds']} per seed (cross-validation: one job per fold, tested on it)")]
+            if manifest.get("folds")
+            else []
+        ),
         (
             "config",
             f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; "
@@ -162,27 +167,28 @@ def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) ->
     per_variant: defaultdict[tuple, dict] = defaultdict(dict)
     for r in records:
         if not is_ok(r) and not is_deployment(r):  # failed deployment formats: the Deployment section
-            reasons[(r["dataset_id"], r["seed"], r["framework"])] = r.get("error") or "failed (no reason recorded)"
-            per_variant[(r["dataset_id"], r["seed"], r["framework"])][r.get("variant")] = reasons[
-                (r["dataset_id"], r["seed"], r["framework"])
-            ]
+            reasons[job_key(r)] = r.get("error") or "failed (no reason recorded)"
+            per_variant[job_key(r)][r.get("variant")] = reasons[job_key(r)]
     for key, why in per_variant.items():  # a sweep: say which configurations failed, unless all did for one reason
         configurations = len(manifest.get("variants") or [None])
         if len(set(why.values())) > 1 or (None not in why and len(why) < configurations):
             reasons[key] = "; ".join(f"{variant}: {error}" for variant, error in why.items())
-    recorded = {(r["dataset_id"], r["seed"], r["framework"]) for r in records}
-    # The reference job of each (dataset, seed) too, in a run that planned them.
-    frameworks = [*manifest.get("frameworks", []), *([REFERENCE] if manifest.get("reference_roles") else [])]
-    for d in manifest.get("datasets", []):
-        for seed in manifest.get("seeds", []):
-            for framework in frameworks:
-                if (d["id"], seed, framework) not in recorded:
-                    reasons[(d["id"], seed, framework)] = f"not run (run status: {manifest.get('status')})"
+    recorded = {job_key(r) for r in records}
+    # The reference job of each (dataset, seed, fold) too, in a run that planned them.
+    for key in planned_jobs(manifest):
+        if key not in recorded:
+            reasons[key] = f"not run (run status: {manifest.get('status')})"
     seeds = defaultdict(list)
-    for (dataset_id, seed, framework), why in sorted(reasons.items()):
-        seeds[(dataset_id, framework, why)].append(seed)
+    for (dataset_id, seed, fold, framework), why in sorted(reasons.items(), key=lambda item: _job_order(item[0])):
+        seeds[(dataset_id, framework, why)].append(split_label(seed if fold is None else (seed, fold)))
     return Table(
         "failed",
         ["dataset", "id", "framework", "seeds", "reason"],
-        [[labels.get(i, str(i)), i, f, ", ".join(map(str, s)), why] for (i, f, why), s in seeds.items()],
+        [[labels.get(i, str(i)), i, f, ", ".join(s), why] for (i, f, why), s in seeds.items()],
     )
+
+
+def _job_order(key: tuple) -> tuple:
+    """A job key in the order of its dataset, seed, fold and framework (a fold None sorts first)."""
+    dataset_id, seed, fold, framework = key
+    return (dataset_id, seed, -1 if fold is None else fold, framework)

@@ -36,8 +36,13 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-def mean_ci(values, level: float = 0.95) -> Estimate:
-    """Mean and Student-t confidence interval, ``mean +- t(n-1) * s / sqrt(n)``; None values are skipped."""
+def mean_ci(values, level: float = 0.95, test_train: float | None = None) -> Estimate:
+    """Mean and Student-t confidence interval, ``mean +- t(n-1) * s / sqrt(n)``; None values are skipped.
+
+    ``test_train``: the values come from resampled splits whose training sets overlap (the folds of
+    cross-validation, over repeats), and this is n_test / n_train of a split. The values are then
+    correlated and ``s^2 / n`` understates the variance of their mean: the interval is the corrected
+    resampled t-test's, ``mean +- t(n-1) * s * sqrt(1/n + n_test/n_train)`` (Nadeau & Bengio 2003)."""
     values = _finite(values)
     n = len(values)
     if n == 0:
@@ -45,13 +50,14 @@ def mean_ci(values, level: float = 0.95) -> Estimate:
     mean = statistics.fmean(values)
     if n < 2:
         return Estimate(mean, None, n)
-    sem = statistics.stdev(values) / math.sqrt(n)
+    sem = statistics.stdev(values) * math.sqrt(1 / n + (test_train or 0.0))
     return Estimate(mean, float(stats.t.ppf(0.5 + level / 2, n - 1) * sem), n)
 
 
-def paired_diff_ci(a, b, level: float = 0.95) -> Estimate:
-    """Mean difference ``a - b`` of paired values (pairs with a None are skipped) and its t-interval."""
-    return mean_ci([x - y for x, y in zip(a, b) if x is not None and y is not None], level)
+def paired_diff_ci(a, b, level: float = 0.95, test_train: float | None = None) -> Estimate:
+    """Mean difference ``a - b`` of paired values (pairs with a None are skipped) and its t-interval
+    (``mean_ci``'s, corrected with ``test_train`` for overlapping training sets)."""
+    return mean_ci([x - y for x, y in zip(a, b) if x is not None and y is not None], level, test_train)
 
 
 def ratio_of_means(numerators, denominators) -> float | None:

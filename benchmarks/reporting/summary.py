@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 
 from distillbench.benchmarks.store.flags import FLAGS
-from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok, split_key, split_label
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.text import text_table
 
@@ -46,7 +46,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
                 "kd gain %": _mean([r["kd_gain"] for r in by_role["student_kd"]]),
                 "speed-up": _mean([r["speedup"] for r in by_role["student_kd"]]),
                 "ok/failed": f"{len(by_role['teacher'])}/"
-                f"{len({r['seed'] for r in group if not is_ok(r) and not is_deployment(r)})}",
+                f"{len({split_key(r) for r in group if not is_ok(r) and not is_deployment(r)})}",
             }
         )
     return rows
@@ -62,8 +62,8 @@ def warnings(records: list[dict]) -> list[str]:
     lines = []
     for flag, rs in flagged.items():
         models = ", ".join(
-            f"{r.get('dataset_name') or r['dataset_id']} {framework_label(r)} seed {r['seed']} {r['role']}"
-            + (f" ({r['stop_reason']})" if flag == "budget" else "")
+            f"{r.get('dataset_name') or r['dataset_id']} {framework_label(r)} "
+            f"seed {split_label(split_key(r))} {r['role']}" + (f" ({r['stop_reason']})" if flag == "budget" else "")
             for r in rs[:6]
         )
         lines.append(f"warning: {len(rs)} model(s) {FLAGS[flag]}: {models}" + (" ..." if len(rs) > 6 else ""))

@@ -36,8 +36,8 @@ record ("dataset_source").
 RUN_EXAMPLES = """\
 examples:
   distillbench run --suite smoke --seeds 1 --frameworks torch  # the smallest real run: 2 datasets, 1 framework
-  distillbench run --suite quick --seeds 3 --out results/mine  # what CI runs (tox -e bench)
   distillbench run --suite quick --seeds 3 --out results/mine --resume  # continue it after a kill or Ctrl-C
+  distillbench run --suite smoke --seeds 2 --folds 5  # cross-validation: 2 repeats of 5 folds
 """
 
 
@@ -80,6 +80,14 @@ def register(subparsers) -> None:
         metavar="N|A,B,...",
         help=f"seeds (splits and initialisations) per dataset: N for 0..N-1, N from 1 to "
         f"{validate.MAX_SEEDS} (default 3), or a list of seeds such as 0,3,7 (one seed K: K,)",
+    )
+    run.add_argument(
+        "--folds",
+        type=validate.folds,
+        metavar="K",
+        help="cross-validation: each seed (a repeat) splits each dataset into K folds (stratified for "
+        "classification), one job per fold tested on it, validation carved from the rest; default: "
+        "none, each seed's 60/20/20 holdout split",
     )
     run.add_argument(
         "--config",
@@ -211,6 +219,7 @@ def run_options(args):
         suite=suite_name,
         frameworks=frameworks,
         seeds=args.seeds,
+        folds=args.folds,
         spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)),
         resume=args.resume,

@@ -65,10 +65,21 @@ class Job:
     # ``models`` and ``predictions``); None: not kept.
     models: str | None = None
     predictions: str | None = None
+    # With --folds K: the fold of the seed's K-fold whose rows are the test split, and K; None: the
+    # seed's holdout split.
+    fold: int | None = None
+    folds: int | None = None
 
     @property
-    def key(self) -> tuple[int, int, str]:
-        return (self.dataset_id, self.seed, self.framework)
+    def key(self) -> tuple[int, int, int | None, str]:
+        """(dataset, seed, fold, framework): ``store.record.job_key`` of its records."""
+        return (self.dataset_id, self.seed, self.fold, self.framework)
+
+    @property
+    def name(self) -> str:
+        """The job in a file or folder name: ``<dataset>-<seed>[-fold<k>]-<framework>``."""
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{self.dataset_id}-{self.seed}{fold}-{self.framework}"
 
 
 def _peak_rss_reset() -> None:
@@ -222,6 +233,7 @@ def _base(job: Job, data) -> dict:
         dataset_id=job.dataset_id,
         dataset_source=dataset_source(job.dataset_id),
         seed=job.seed,
+        **({} if job.folds is None else {"fold": job.fold, "folds": job.folds}),
         framework=job.framework,
         threads=job.threads,
         device=job.device,
@@ -384,7 +396,7 @@ def run_job(job: Job) -> list[dict]:
     run may work at the same time on this machine; none does while this one times a model."""
     started = time.time()
     try:
-        with Quiet(quiet_folder(job), f"{job.dataset_id}-{job.seed}-{job.framework}") as quiet:
+        with Quiet(quiet_folder(job), job.name) as quiet:
             return _run_job(job, quiet, started)
     except OSError as exc:  # the lock folder cannot be made or written (the job itself never raises)
         return failed_records(job, _reason(exc), started)
@@ -398,7 +410,12 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
     data = None
     try:
         data = get_prepared(
-            job.dataset_id, job.seed, target=job.target, cache=OpenMLCache.resolve(job.cache, job.source)
+            job.dataset_id,
+            job.seed,
+            target=job.target,
+            cache=OpenMLCache.resolve(job.cache, job.source),
+            fold=job.fold,
+            folds=job.folds,
         )
         keep.clear(job)
         if job.framework == REFERENCE:

@@ -3,7 +3,7 @@ a model card, and their predictions on the test split (README, "Keeping the mode
 
 The worker that ran the job writes them (it holds the models); the driver writes only the records
 and the manifest. Per configuration of the job (one without a sweep), named
-``<dataset>-<seed>-<framework>[-<configuration>]``:
+``<dataset>-<seed>[-fold<k>]-<framework>[-<configuration>]`` (``Job.name``):
 
 - ``models/<name>/<role>.<ext>`` and ``<role>.json``: each model in its own format (a framework's
   native one, a deployment format's file, a scikit-learn estimator by joblib) and its card. The
@@ -90,9 +90,9 @@ def wanted(job) -> bool:
 
 
 def name(job, label: str | None) -> str:
-    """The name of a job's configuration: ``<dataset>-<seed>-<framework>``, and the configuration's
-    label made safe for a file name (``temperature=2, alpha=0.3``: ``temperature=2_alpha=0.3``)."""
-    base = f"{job.dataset_id}-{job.seed}-{job.framework}"
+    """The name of a job's configuration: ``Job.name``, and the configuration's label made safe for a
+    file name (``temperature=2, alpha=0.3``: ``temperature=2_alpha=0.3``)."""
+    base = job.name
     return base if label is None else f"{base}-{re.sub(r'[^A-Za-z0-9.=+-]+', '_', label).strip('_')}"
 
 
@@ -151,6 +151,7 @@ def _card(job, data, label: str | None, config: dict, record: dict, path: Path, 
         "run_id": Path(job.models).parent.name,
         "dataset": dataset,
         "split_seed": job.seed,
+        **({} if job.folds is None else {"split_fold": job.fold, "split_folds": job.folds}),
         "framework": job.framework,
         "framework_version": version,
         "variant": label,
@@ -183,6 +184,7 @@ def _predictions(job, data, label: str | None, made: dict[str, Made]):
         "dataset_id": job.dataset_id,
         "dataset_name": data.name,
         "split_seed": job.seed,
+        **({} if job.folds is None else {"split_fold": job.fold, "split_folds": job.folds}),
         "framework": job.framework,
         "variant": label,
         "class_names": data.class_names if data.task == "classification" else None,

@@ -1,4 +1,4 @@
-"""The driver of `distillbench run`: plans the (dataset, seed, framework) jobs, prepares the data,
+"""The driver of `distillbench run`: plans the (dataset, seed, fold, framework) jobs, prepares the data,
 hands the jobs to an executor (``executors.py``), and appends the records as each job ends, in
 whatever order the jobs end. The driver is the only writer of the run folder, whatever the executor.
 
@@ -34,6 +34,7 @@ from distillbench.benchmarks.store.run_folder import (
     RunFolder,
     account,
     latest_records,
+    planned_folds,
     read_lines,
     read_manifest,
 )
@@ -55,6 +56,7 @@ class RunOptions:
     seeds: list[int]
     spec: PipelineSpec
     out: Path
+    folds: int | None = None  # K: each seed's K-fold, one job per fold; None: each seed's holdout split
     resume: bool = False
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     device: str = "cpu"
@@ -116,7 +118,10 @@ class Progress:
     def finish(self, job: Job, name: str, status: str, reason: str | None) -> None:
         self.done += 1
         eta = _duration((time.perf_counter() - self.started) / self.done * (self.total - self.done))
-        self._line(f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed} {job.framework} {status}")
+        fold = "" if job.fold is None else f" fold {job.fold}"
+        self._line(
+            f"ETA {eta}", f"done: {name} (dataset {job.dataset_id}) seed {job.seed}{fold} {job.framework} {status}"
+        )
         if status != OK:
             self.close()
             log.warning(f"  failed: {reason}")
@@ -132,18 +137,22 @@ def _duration(seconds: float) -> str:
 
 
 def prepare_datasets(options: RunOptions) -> dict[int, dict]:
-    """Load and prepare every (dataset, seed) once in the driver, which fills the on-disk cache the
-    workers read. Returns per dataset: name, task, checksum, or the error that fails its jobs."""
+    """Load and prepare every (dataset, seed, fold) once in the driver, which fills the on-disk cache
+    the workers read. Returns per dataset: name, task, checksum, or the error that fails its jobs."""
     from distillbench.datasets.prepare import get_prepared
     from distillbench.datasets.sources import OpenMLCache
 
     cache = OpenMLCache.resolve(options.cache, options.source)
     info = {}
+    folds = _folds(options)
     for entry in options.entries:
-        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds)} splits)")
+        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds) * len(folds)} splits)")
         try:
             for seed in options.seeds:
-                prepared = get_prepared(entry.dataset_id, seed, target=entry.target, cache=cache)
+                for fold in folds:
+                    prepared = get_prepared(
+                        entry.dataset_id, seed, target=entry.target, cache=cache, fold=fold, folds=options.folds
+                    )
             info[entry.dataset_id] = {
                 "id": entry.dataset_id,
                 "name": prepared.name,
@@ -169,6 +178,11 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
             else f"none of the {len(info)} datasets could be loaded (first: {next(iter(info.values()))['error']})"
         )
     return info
+
+
+def _folds(options: RunOptions) -> list[int | None]:
+    """The folds of each seed: ``store.run_folder.planned_folds`` of the run's manifest."""
+    return planned_folds({"folds": options.folds})
 
 
 def run(options: RunOptions) -> Path:
@@ -249,7 +263,7 @@ def _records_so_far(folder: RunFolder) -> list[dict]:
 
 def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list[dict], threads: int) -> list[Job]:
     """Open this invocation in the manifest and write it; the jobs it runs: those not done ok, first
-    each (dataset, seed)'s reference job, then the frameworks' jobs (which get its results)."""
+    each (dataset, seed, fold)'s reference job, then the frameworks' jobs (which get its results)."""
     jobs = [
         Job(
             entry.dataset_id,
@@ -266,10 +280,13 @@ def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list
             quiet=str((folder.path / QUIET).resolve()),
             models=str((folder.path / MODELS).resolve()) if options.save_models else None,
             predictions=str((folder.path / PREDICTIONS).resolve()) if options.save_predictions else None,
+            fold=fold,
+            folds=options.folds,
         )
         for framework in (REFERENCE, *options.frameworks)
         for entry in options.entries
         for seed in options.seeds
+        for fold in _folds(options)
     ]
     done = account(manifest, written)[1].ok
     todo = [job for job in jobs if job.key not in done]
@@ -333,13 +350,7 @@ def _run_jobs(
     try:
         execute([job for job in todo if job.framework == REFERENCE])
         references = _references(written + appended)  # this invocation's and an earlier one's
-        execute(
-            [
-                replace(job, references=references.get((job.dataset_id, job.seed)))
-                for job in todo
-                if job.framework != REFERENCE
-            ]
-        )
+        execute([replace(job, references=references.get(job.key[:3])) for job in todo if job.framework != REFERENCE])
         invocation["status"] = COMPLETE
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (errors.Interrupted)
         ending, invocation["status"], invocation["reason"] = exc, INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"
@@ -351,12 +362,12 @@ def _run_jobs(
     return appended, ending
 
 
-def _references(records: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
-    """Per (dataset, seed), the primary metric of each reference role that ended ok."""
-    out: dict[tuple[int, int], dict[str, float]] = {}
+def _references(records: list[dict]) -> dict[tuple, dict[str, float]]:
+    """Per (dataset, seed, fold), the primary metric of each reference role that ended ok."""
+    out: dict[tuple, dict[str, float]] = {}
     for r in latest_records(records):
         if r["framework"] == REFERENCE and is_ok(r) and r["role"] in REFERENCES:
-            out.setdefault((r["dataset_id"], r["seed"]), {})[r["role"]] = r["metrics"][r["primary_metric"]]
+            out.setdefault(job_key(r)[:3], {})[r["role"]] = r["metrics"][r["primary_metric"]]
     return out
 
 
@@ -374,7 +385,7 @@ def _end(folder: RunFolder, manifest: dict, written: list[dict], ending: BaseExc
 
 
 def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, dict]) -> None:
-    """--resume continues the run as it was planned: the same datasets (and targets), seeds,
+    """--resume continues the run as it was planned: the same datasets (and targets), seeds, folds,
     frameworks, deployment formats, config, and what it keeps (models, predictions: off in a run
     from before they could be kept); a one-line UserError says what differs."""
     before = {d["id"]: d.get("target") for d in previous["datasets"]}
@@ -391,13 +402,14 @@ def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, di
         differences += targets
     for name, value in (
         ("seeds", options.seeds),
+        ("folds", options.folds),
         ("frameworks", options.frameworks),
         ("deploy", options.deploy),
         ("config", options.spec.to_dict()),
         ("save_models", options.save_models),
         ("save_predictions", options.save_predictions),
     ):
-        before = previous.get(name, False if name.startswith("save_") else value)
+        before = previous.get(name, False if name.startswith("save_") else None if name == "folds" else value)
         if before != value:
             shown = "another config" if name == "config" else f"{name} {_shown(value)}, not {_shown(before)}"
             differences.append(shown)
@@ -413,6 +425,8 @@ def _ids(ids) -> str:
 
 
 def _shown(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -431,6 +445,7 @@ def _manifest(options: RunOptions, out: Path, previous: dict | None, datasets: d
         "config": options.spec.to_dict(),
         "datasets": list(datasets.values()),
         "seeds": options.seeds,
+        "folds": options.folds,
         "frameworks": options.frameworks,
         "reference_roles": list(REFERENCES),
         "threads": executor.threads,
@@ -495,8 +510,8 @@ def _account(manifest: dict, written: list[dict]) -> dict:
     manifest.update(
         jobs=jobs.counts(),
         unfinished=[
-            {"dataset_id": d, "seed": s, "framework": f, "why": why}
-            for (d, s, f), why in sorted(jobs.unfinished.items())
+            {"dataset_id": d, "seed": s, **({} if k is None else {"fold": k}), "framework": f, "why": why}
+            for (d, s, k, f), why in sorted(jobs.unfinished.items())
         ],
     )
     return manifest

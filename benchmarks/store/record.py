@@ -10,7 +10,8 @@ Schema versions: 1, records and manifests with no ``schema_version`` (before the
 reference roles (framework ``reference``); 4, records also carry ``invocation`` and ``job_records``
 (below) and the manifest an account of every invocation (``running.runner``); 5, a distilled
 student's ``gap``, ``gap_noise`` and ``gap_closed`` and, with a transfer set, its ``transfer_*``
-fields and ``labelled_rows``. A reader takes any version up to ``SCHEMA_VERSION``
+fields and ``labelled_rows``; 6, with ``--folds``, ``fold`` and ``folds`` (absent: the holdout
+split). A reader takes any version up to ``SCHEMA_VERSION``
 (``run_folder.read_run``) and refuses a newer one.
 """
 
@@ -21,7 +22,7 @@ import types
 import typing
 from typing import Any, NotRequired, TypedDict
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 OK, FAILED = "ok", "failed"
 
 
@@ -111,6 +112,10 @@ class Record(TypedDict):
     teacher_reused: NotRequired[bool]
     reused: NotRequired[bool]
     reused_from: NotRequired[str]
+    # With --folds K (schema 6): the fold of the seed's K-fold whose rows are the test split, and K;
+    # absent in a run with the seeded holdout split (fold None).
+    fold: NotRequired[int]
+    folds: NotRequired[int]
     # The run folder's bookkeeping (schema 3), stamped by the driver on every record of a job as it
     # writes them: which invocation of `distillbench run` on the folder wrote it (1, then 2, ... with
     # --resume), and how many records the job wrote then. Fewer there: the job is incomplete.
@@ -190,14 +195,29 @@ def is_deployment(record: dict) -> bool:
     return bool(record.get("format"))
 
 
-def job_key(record: dict) -> tuple[int, int, str]:
-    """(dataset, seed, framework): the job that wrote the record (``running.job.Job.key``)."""
-    return (record["dataset_id"], record["seed"], record["framework"])
+SplitKey = int | tuple[int, int]  # a seed, or (seed, fold)
+
+
+def split_key(record: dict) -> SplitKey:
+    """The split a record was tested on: its seed, or (seed, fold) with folds. Two runs' records of
+    the same split key saw the same rows (compare pairs by it; a report's intervals are over it)."""
+    return record["seed"] if record.get("fold") is None else (record["seed"], record["fold"])
+
+
+def split_label(split: SplitKey) -> str:
+    """A ``split_key`` as people read it: ``3``, or ``3 fold 1``."""
+    return str(split) if isinstance(split, int) else f"{split[0]} fold {split[1]}"
+
+
+def job_key(record: dict) -> tuple[int, int, int | None, str]:
+    """(dataset, seed, fold, framework): the job that wrote the record (``running.job.Job.key``);
+    fold None for the holdout split."""
+    return (record["dataset_id"], record["seed"], record.get("fold"), record["framework"])
 
 
 def record_key(record: dict) -> tuple:
-    """(dataset, seed, framework, configuration of a sweep, role): what a record is the result of;
-    a resumed run appends records with the key of an earlier one, which they replace."""
+    """(dataset, seed, fold, framework, configuration of a sweep, role): what a record is the result
+    of; a resumed run appends records with the key of an earlier one, which they replace."""
     return (*job_key(record), record.get("variant"), record["role"])
 
 

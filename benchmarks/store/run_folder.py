@@ -161,6 +161,9 @@ def manifest_problem(manifest: object) -> str | None:
     for name, good in items.items():
         if not all(good(item) for item in manifest[name]):
             return f"{name}: not {expected[name][1]}"
+    folds = manifest.get("folds")
+    if folds is not None and not (type(folds) is int and folds >= 2):
+        return f"folds: {json.dumps(folds)[:40]} is not null or an integer of at least 2"
     for name in ("jobs", "environment"):
         if not isinstance(manifest.get(name, {}), dict):
             return f"{name}: not an object"
@@ -240,14 +243,21 @@ def read_run(run_dir: Path, skip_damaged: bool = False) -> Run:
     return Run(Path(run_dir), manifest, records, jobs, damaged)
 
 
+def planned_folds(manifest: dict) -> list[int | None]:
+    """The folds of each seed a run plans: 0..K-1 with ``folds`` K, else [None] (the holdout split)."""
+    folds = manifest.get("folds")
+    return [None] if folds is None else list(range(folds))
+
+
 def planned_jobs(manifest: dict) -> list[tuple]:
-    """The (dataset, seed, framework) jobs a run plans: with the reference job of each (dataset, seed)
-    where the manifest names reference roles (schema >= 3)."""
+    """The (dataset, seed, fold, framework) jobs a run plans (``record.job_key``): with the reference
+    job of each (dataset, seed, fold) where the manifest names reference roles (schema >= 3)."""
     frameworks = ([REFERENCE] if manifest.get("reference_roles") else []) + list(manifest["frameworks"])
     return [
-        (d["id"], seed, framework)
+        (d["id"], seed, fold, framework)
         for d in manifest["datasets"]
         for seed in manifest["seeds"]
+        for fold in planned_folds(manifest)
         for framework in frameworks
     ]
 
@@ -269,7 +279,7 @@ def account(manifest: dict, written: list[dict]) -> tuple[list[dict], Jobs]:
         # a reference job fits its roles once, for the base configuration
         wanted = (
             [(None, role) for role in REFERENCES]
-            if key[2] == REFERENCE
+            if key[-1] == REFERENCE
             else [(variant, role) for variant in configurations for role in ROLES]
         )
         lacking = [

@@ -56,10 +56,11 @@ def update_baseline(
         )
     failed = sorted({job_key(r) for r in records if not is_ok(r)})
     if run.jobs.unfinished:  # --allow-failed or not: a baseline must hold every job the run planned
-        (d, s, f), why = next(iter(sorted(run.jobs.unfinished.items())))
+        (d, s, k, f), why = next(iter(sorted(run.jobs.unfinished.items())))
+        fold = "" if k is None else f" fold {k}"
         raise UserError(
             f"{run_dir}: {len(run.jobs.unfinished)} of its {len(run.jobs.planned)} jobs are incomplete "
-            f"or not run (first: dataset {d} seed {s} {f}: {why}); finish the run with "
+            f"or not run (first: dataset {d} seed {s}{fold} {f}: {why}); finish the run with "
             f"`distillbench run --resume --out {run_dir}`"
         )
     if not allow_failed:
@@ -69,9 +70,9 @@ def update_baseline(
                 f"`distillbench run --resume --out {run_dir}`, or pass --allow-failed)"
             )
         if failed:
-            shown = ", ".join(f"dataset {d} seed {s} {f}" for d, s, f in failed[:3]) + (
-                " ..." if len(failed) > 3 else ""
-            )
+            shown = ", ".join(
+                f"dataset {d} seed {s}{'' if k is None else f' fold {k}'} {f}" for d, s, k, f in failed[:3]
+            ) + (" ..." if len(failed) > 3 else "")
             raise UserError(
                 f"{run_dir}: {len(failed)} failed jobs ({shown}): a baseline with failed jobs hides "
                 "regressions; rerun them with --resume, or pass --allow-failed"

@@ -35,7 +35,14 @@ from pathlib import Path
 
 from distillbench.benchmarks.store.flags import FLAGS
 from distillbench.benchmarks.store.metric_registry import DERIVED_QUALITY, TEST_METRICS, TIMING_METRICS
-from distillbench.benchmarks.store.record import framework_label, is_deployment, is_ok
+from distillbench.benchmarks.store.record import (
+    SplitKey,
+    framework_label,
+    is_deployment,
+    is_ok,
+    split_key,
+    split_label,
+)
 from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.run_differences import job_machine_differences, machine_differences, run_notes
 from distillbench.benchmarks.tracking.verdicts import (
@@ -74,7 +81,9 @@ class Row:
     p_value: float | None
     verdict: str
     advisory: bool = False
-    lost: tuple[int, ...] = ()  # seeds whose ok candidate record has no number where the baseline had one
+    # splits (record.split_key: seeds, or (seed, fold)) whose ok candidate record has no number where
+    # the baseline had one
+    lost: tuple = ()
 
     @property
     def fails(self) -> bool:
@@ -92,6 +101,7 @@ class JobChange:
     roles: list[str]
     status: str  # missing | failed | new | new, failed | fixed
     error: str | None = None
+    fold: int | None = None  # with --folds: the fold of the seed; None: the holdout split
 
     @property
     def is_regression(self) -> bool:
@@ -148,8 +158,9 @@ class Comparison:
 # ---- the comparison
 
 
-def _values(records: list[dict], metric: str, kind: str) -> dict[int, float]:
-    """Per seed, the metric's value (finite numbers only)."""
+def _values(records: list[dict], metric: str, kind: str) -> dict[SplitKey, float]:
+    """Per split (``record.split_key``: the seed, or (seed, fold)), the metric's value (finite numbers
+    only): the two runs' values of the same split are paired."""
     out = {}
     for r in records:
         if kind == "quality" and metric not in DERIVED_QUALITY:
@@ -157,7 +168,7 @@ def _values(records: list[dict], metric: str, kind: str) -> dict[int, float]:
         else:
             value = r.get(metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[r["seed"]] = float(value)
+            out[split_key(r)] = float(value)
     return out
 
 
@@ -168,12 +179,17 @@ def _metric_names(records: list[dict]) -> list[str]:
 
 
 def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]:
-    base = {(r["dataset_id"], r["seed"], framework_label(r), r["role"]): r for r in baseline}
-    cand = {(r["dataset_id"], r["seed"], framework_label(r), r["role"]): r for r in candidate}
+    def key_of(r: dict) -> tuple:  # (dataset, seed, fold, framework and configuration, role)
+        return (r["dataset_id"], r["seed"], r.get("fold"), framework_label(r), r["role"])
+
+    def order(k: tuple) -> tuple:
+        return (k[0], k[1], -1 if k[2] is None else k[2], k[3], role_sort_key(k[4]))
+
+    base, cand = {key_of(r): r for r in baseline}, {key_of(r): r for r in candidate}
     per_job: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     errors, names = {}, {}
     candidate_deploys = any(is_deployment(r) for r in candidate)
-    for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2], role_sort_key(k[3]))):
+    for key in sorted(set(base) | set(cand), key=order):
         b, c = base.get(key), cand.get(key)
         b_ok = b is not None and is_ok(b)
         c_ok = c is not None and is_ok(c)
@@ -189,25 +205,17 @@ def _job_changes(baseline: list[dict], candidate: list[dict]) -> list[JobChange]
             status = "fixed"
         else:
             continue
-        job = key[:3]
-        per_job[job][status].append(key[3])
+        job = key[:4]
+        per_job[job][status].append(key[4])
         names[job] = next((r.get("dataset_name") for r in (c, b) if r and r.get("dataset_name")), None) or str(key[0])
         if c is not None and not c_ok:
             errors[job] = c.get("error")
     out = []
-    for (dataset_id, seed, framework), statuses in per_job.items():
+    for job, statuses in per_job.items():
+        dataset_id, seed, fold, framework = job
         for status, roles in statuses.items():
-            out.append(
-                JobChange(
-                    dataset_id,
-                    names[(dataset_id, seed, framework)],
-                    seed,
-                    framework,
-                    roles,
-                    status,
-                    errors.get((dataset_id, seed, framework)) if "failed" in status else None,
-                )
-            )
+            error = errors.get(job) if "failed" in status else None
+            out.append(JobChange(dataset_id, names[job], seed, framework, roles, status, error, fold))
     return out
 
 
@@ -236,8 +244,8 @@ def _distillation_row(cell: tuple, name: str, cells_b: dict, cells_c: dict) -> R
     scratch_cell = (cell[0], cell[1], "student_scratch")
     values = []
     for cells in (cells_b, cells_c):
-        scratch = {r["seed"]: r for r in cells.get(scratch_cell, [])}
-        per_seed = {r["seed"]: _kd_effect(r, scratch[r["seed"]]) for r in cells[cell] if r["seed"] in scratch}
+        scratch = {split_key(r): r for r in cells.get(scratch_cell, [])}
+        per_seed = {split_key(r): _kd_effect(r, scratch[split_key(r)]) for r in cells[cell] if split_key(r) in scratch}
         values.append({s: v for s, v in per_seed.items() if v is not None})
     base, cand = values
     if not base or not cand:
@@ -298,7 +306,7 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                 cells[(r["dataset_id"], framework_label(r), r["role"])].append(r)
                 names[r["dataset_id"]] = r.get("dataset_name") or str(r["dataset_id"])
 
-    seeds_c = {cell: {r["seed"] for r in group} for cell, group in cells_c.items()}
+    seeds_c = {cell: {split_key(r) for r in group} for cell, group in cells_c.items()}
     rows, one_seed = [], False
     shared = sorted(set(cells_b) & set(cells_c), key=lambda k: (names[k[0]], k[0], k[1], role_sort_key(k[2])))
     for cell in shared:
@@ -323,7 +331,7 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                             center(values_c.values()) if values_c else None,
                             None,
                             0.0,
-                            f"lost in seed {', '.join(map(str, lost))}",
+                            f"lost in seed {', '.join(map(split_label, lost))}",
                             None,
                             REGRESSED,
                             lost=lost,

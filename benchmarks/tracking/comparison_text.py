@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distillbench.benchmarks.store.flags import FLAGS
 from distillbench.benchmarks.store.metric_registry import BY_NAME
+from distillbench.benchmarks.store.record import split_label
 from distillbench.benchmarks.tracking.compare import KD_EFFECT, Comparison, FlagChange, JobChange, Row
 from distillbench.benchmarks.tracking.verdicts import IMPROVED, REGRESSED, UNCHANGED, sample_sd
 from distillbench.implementations.roles import REFERENCES, ROLES
@@ -89,7 +90,8 @@ JOB_COLUMNS = ("dataset", "seed", "framework", "roles", "status", "reason")
 def _job_cells(job: JobChange) -> list[str]:
     roles = "all" if sorted(job.roles) in (sorted(ROLES), sorted(REFERENCES)) else ", ".join(job.roles)
     status = job.status.upper() if job.is_regression else job.status
-    return [f"{job.dataset} ({job.dataset_id})", str(job.seed), job.framework, roles, status, job.error or ""]
+    split = split_label(job.seed if job.fold is None else (job.seed, job.fold))
+    return [f"{job.dataset} ({job.dataset_id})", split, job.framework, roles, status, job.error or ""]
 
 
 FLAG_COLUMNS = ("dataset", "framework", "role", "flag", "seeds flagged: baseline", "candidate", "status")

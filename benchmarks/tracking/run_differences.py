@@ -65,6 +65,12 @@ def run_notes(baseline: dict, candidate: dict) -> list[str]:
             "only the " + ("baseline" if baseline.get("deploy") else "candidate") + " measured the deployment "
             "formats (ONNX, int8; --no-deploy turns them off): their roles are compared only where both have them"
         )
+    if baseline.get("folds") != candidate.get("folds"):
+        splits = [f"{m['folds']}-fold" if m.get("folds") else "holdout" for m in (baseline, candidate)]
+        notes.append(
+            f"the runs split the data differently ({splits[0]} vs {splits[1]}): no split is shared, "
+            "so nothing is paired and every job of one shows as missing or new in the other"
+        )
     if baseline.get("timing_budget_s") != candidate.get("timing_budget_s"):
         notes.append(
             f"the timing budgets differ: {baseline.get('timing_budget_s')} s vs {candidate.get('timing_budget_s')} s"

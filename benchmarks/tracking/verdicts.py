@@ -25,6 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from distillbench.benchmarks.store.metric_registry import DEFAULT_FLOORS, HIGHER_IS_BETTER, QUALITY_METRICS
+from distillbench.benchmarks.store.record import SplitKey
 from distillbench.errors import UserError
 
 # The metrics, their directions and their default floors (the least change that counts): the registry.
@@ -71,7 +72,7 @@ def sample_sd(values: list[float]) -> float | None:
 
 
 def compare_quality(
-    metric: str, baseline: dict[int, float], candidate: dict[int, float], thresholds: Thresholds
+    metric: str, baseline: dict[SplitKey, float], candidate: dict[SplitKey, float], thresholds: Thresholds
 ) -> tuple:
     """(change, margin, basis, verdict) for one quality cell, from the per-seed values of both runs.
 

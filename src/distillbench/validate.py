@@ -65,6 +65,10 @@ def seed_count(text: str) -> int:
     return _int(text, 1, MAX_SEEDS, f"a number of seeds from 1 to {MAX_SEEDS}")
 
 
+def folds(text: str) -> int:
+    return _int(text, 2, MAX_SEEDS, f"a number of folds from 2 to {MAX_SEEDS}")
+
+
 def seed(text: str) -> int:
     return _int(text, 0, SEED_LIMIT - 1, "a seed from 0 to 2^32 - 1")
 
