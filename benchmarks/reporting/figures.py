@@ -310,14 +310,19 @@ def pareto_figure(points: list[dict], frameworks: list[str], xlabel: str) -> Fig
         xs = [p["x"] for p in mine if p["x"]]
         if xs and max(xs) >= 10 * min(xs):  # sizes spanning a decade or more: log scale
             _log(ax, "x", xs)
-        ax.set_title(label, parse_math=False)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.legend(fontsize=6)
+        _quality_panel(ax, label, xlabel, metric, higher)
     for ax in axes[len(datasets) :]:
         ax.set_axis_off()
     return fig
+
+
+def _quality_panel(ax, label: str, xlabel: str, metric: str, higher: bool) -> None:
+    """Title, axis labels (the metric with its direction) and legend of one dataset's panel."""
+    ax.set_title(label, parse_math=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.legend(fontsize=6)
 
 
 def scaling_figure(fits: list[dict], frameworks: list[str]) -> Figure:
@@ -448,11 +453,7 @@ def transfer_size_figure(points: list[dict], frameworks: list[str]) -> Figure:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xticks(sizes, [f"{s:g}x" for s in sizes])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(label, parse_math=False)
-        ax.set_xlabel("transfer set (times the training rows)")
-        ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.legend(fontsize=6)
+        _quality_panel(ax, label, "transfer set (times the training rows)", metric, higher)
     for ax in axes[len(datasets) :]:
         ax.set_axis_off()
     return fig

@@ -87,18 +87,8 @@ MANIFEST_COLUMNS = (
 _TAKEN = {*IDENTITY, *FIELDS, *MANIFEST_COLUMNS}  # a metric of one of these names becomes metric_<name>
 TIMES = ("started", "finished", "run_started")
 NEVER_MISSING_INTS = ("dataset_id", "seed")
-CATEGORIES = (
-    "run_dir",
-    "run_id",
-    "dataset",
-    "task",
-    "framework",
-    "variant",
-    "role",
-    "model_role",
-    "format",
-    "status",
-    "primary_metric",
+CATEGORIES = (  # the identity's names, and the record's other names from a small set
+    *(name for name in IDENTITY if name not in (*NEVER_MISSING_INTS, "error")),
     "stop_reason",
     "dataset_source",
     "device",
