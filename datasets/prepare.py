@@ -40,6 +40,8 @@ class Split:
     seed: int
     fold: int | None = None
     folds: int | None = None
+    # An OpenML task's split (its repeat is the seed): the row indices of its training and test part.
+    rows: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if (self.fold is None) != (self.folds is None):
@@ -96,9 +98,11 @@ class Prepared:
     # column in feature order: a generator of rows (a transfer set) treats each group as one
     # attribute, so that a generated row stays one-hot. Every other column is standardised numeric.
     onehot_groups: list[list[int]] = field(default_factory=list)
-    # With --folds: this split's fold and the number of folds (None: the holdout split).
+    # With --folds or a task: this split's fold and the number of folds (None: the holdout split);
+    # the OpenML task whose split it is (None: the seed's own split).
     fold: int | None = None
     folds: int | None = None
+    task_id: int | None = None
 
     def unstandardise(self, y: np.ndarray) -> np.ndarray:
         """Regression targets or predictions back in the dataset's units (float64)."""
@@ -115,6 +119,8 @@ def _split(
     rows = np.arange(len(raw.y))
 
     def test_rows(strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if split.rows is not None:
+            return split.rows
         if split.folds is None:
             return train_test_split(rows, test_size=settings.test_fraction, random_state=split.seed, stratify=strata)
         if strata is None:
@@ -150,10 +156,14 @@ def prepare(
     *,
     fold: int | None = None,
     folds: int | None = None,
+    task: tuple[int, np.ndarray, np.ndarray] | None = None,
 ) -> Prepared:
-    """Split with `seed` (the holdout split, or with `folds` that fold of the seed's K-fold); impute,
-    standardise and one-hot encode, fitted on the training split."""
-    split = Split(seed, fold, folds)
+    """Split with `seed` (the holdout split, or with `folds` that fold of the seed's K-fold, or with
+    `task` (its ID, training and test rows) that task's split); impute, standardise and one-hot
+    encode, fitted on the training split."""
+    if task is not None:
+        _check_task_rows(raw, *task)
+    split = Split(seed, fold, folds, None if task is None else task[1:])
     train, val, test, notes = _split(raw, split, settings)
     numeric = [c for c in raw.X.columns if c not in raw.categorical]
     encoder = ColumnTransformer(
@@ -206,6 +216,7 @@ def prepare(
         seed=split.seed,
         fold=split.fold,
         folds=split.folds,
+        task_id=None if task is None else task[0],
         n_classes=raw.n_classes,
         class_names=raw.class_names,
         feature_names=feature_names,
@@ -221,6 +232,15 @@ def prepare(
         notes=notes,
         onehot_groups=onehot_groups,
     )
+
+
+def _check_task_rows(raw: RawDataset, task_id: int, train: np.ndarray, test: np.ndarray) -> None:
+    """A task's row indices are the dataset's rows as OpenML numbers them: all of them must still be
+    there, in order (no row dropped for a missing target), and the two parts must not overlap."""
+    if any(note.startswith("dropped") and "rows without a target" in note for note in raw.notes):
+        raise UserError(f"OpenML task {task_id}: {raw.label} lost rows without a target: its split rows do not apply")
+    if len(np.intersect1d(train, test)) or max(train.max(initial=0), test.max(initial=0)) >= len(raw.y):
+        raise UserError(f"OpenML task {task_id}: its split does not fit {raw.label} ({len(raw.y)} rows)")
 
 
 def _onehot_groups(encoder: ColumnTransformer) -> list[list[int]]:
@@ -248,9 +268,11 @@ def get_prepared(
     settings: PrepSettings = PrepSettings(),
     fold: int | None = None,
     folds: int | None = None,
+    task: int | None = None,
 ) -> Prepared:
     """`prepare(load_dataset(...), seed, settings, fold=fold, folds=folds)`, cached on disk under the
-    OpenML cache.
+    OpenML cache. With `task` (an OpenML task's ID), the split is that task's (repeat `seed`, `fold`
+    of its `folds`), read from its cached split file (``tasks.py``).
 
     The key is the dataset, the checksums of its data file and description, the target, the seed
     (and with folds, the fold and their number), the settings and the preparation's version; a hit
@@ -259,6 +281,10 @@ def get_prepared(
     """
     split = Split(seed, fold, folds)
     cache = cache or OpenMLCache.resolve()
+    if task is not None:
+        from distillbench.datasets.tasks import load_task
+
+        splits_sha256 = load_task(task, cache).splits_sha256
     data_file = cache.data_file(dataset_id)
     key = {
         "dataset_id": dataset_id,
@@ -269,9 +295,14 @@ def get_prepared(
         "settings": dataclasses.asdict(settings),
         "version": [PREP_VERSION, sklearn.__version__, np.__version__],
         **({} if folds is None else {"fold": fold, "folds": folds}),
+        **({} if task is None else {"task": task, "splits": splits_sha256}),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    stem = f"{dataset_id}-seed{seed}" + ("" if folds is None else f"-fold{fold}of{folds}")
+    stem = (
+        f"{dataset_id}-seed{seed}"
+        + ("" if folds is None else f"-fold{fold}of{folds}")
+        + ("" if task is None else f"-task{task}")
+    )
     path = cache.root / "distillbench-prepared" / f"{stem}-{digest}.npz"
     if path.is_file():
         try:
@@ -287,7 +318,13 @@ def get_prepared(
             )
             path.unlink(missing_ok=True)
 
-    prepared = prepare(load_dataset(dataset_id, target=target, cache=cache), seed, settings, fold=fold, folds=folds)
+    rows = None
+    if task is not None:
+        from distillbench.datasets.tasks import task_split
+
+        rows = (task, *task_split(task, seed, fold or 0, cache))
+    raw = load_dataset(dataset_id, target=target, cache=cache)
+    prepared = prepare(raw, seed, settings, fold=fold, folds=folds, task=rows)
     meta = {f.name: getattr(prepared, f.name) for f in dataclasses.fields(prepared) if f.name not in ARRAYS}
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as partial, open(partial, "wb") as fh:

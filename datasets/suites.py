@@ -2,7 +2,8 @@
 
 A suite file (see suites/*.toml) has an optional `name` (default: the file's stem), an optional
 `description` and a non-empty `datasets` array whose items are either a dataset ID or a table
-`{ id = 187, target = "class", note = "wine" }` (`target` overrides the dataset's default target).
+`{ id = 187, target = "class", note = "wine" }` (`target` overrides the dataset's default target), or
+an OpenML task `"openml/t/N"` (its dataset, target and cross-validation splits: ``tasks.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ SUITES_DIR = Path(__file__).parent / "suites"
 ENTRY_KEYS = {"id", "target", "note"}
 
 
+TASK_PREFIX = "openml/t/"
+
+
 @dataclass(frozen=True)
 class SuiteEntry:
-    dataset_id: int
+    dataset_id: int  # 0 for a task entry until its task is read (``tasks.resolve``)
     target: str | None = None  # None: the dataset's default target
     note: str = ""
+    task_id: int | None = None  # an OpenML task: its dataset, target and splits (``tasks.py``)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ def load_suite(name_or_path: str) -> Suite:
     entries = [_entry(item, path) for item in datasets]
     seen = set()
     for entry in entries:
+        if entry.task_id is not None:
+            continue  # its dataset is known when its task is read; a run refuses a dataset twice
         if (entry.dataset_id, entry.target) in seen:
             raise UserError(f"suite file {path} lists dataset {entry.dataset_id} twice")
         seen.add((entry.dataset_id, entry.target))
@@ -68,7 +75,17 @@ def load_suite(name_or_path: str) -> Suite:
     return Suite(name=name, description=str(data.get("description", "")), entries=entries)
 
 
+def task_entry(text: str, what: str) -> SuiteEntry:
+    """``openml/t/N``: OpenML task N, or a UserError naming ``what``."""
+    number = text[len(TASK_PREFIX) :] if text.startswith(TASK_PREFIX) else ""
+    if not (number.isdigit() and int(number) > 0):
+        raise UserError(f"{what} {text!r}: an OpenML task is written openml/t/N, N a positive task ID")
+    return SuiteEntry(0, task_id=int(number))
+
+
 def _entry(item: object, path: Path) -> SuiteEntry:
+    if isinstance(item, str) and item.startswith(TASK_PREFIX):
+        return task_entry(item, f"suite file {path}: entry")
     table = item if isinstance(item, dict) else {"id": item}
     dataset_id, target, note = table.get("id"), table.get("target"), table.get("note", "")
     if (
@@ -79,7 +96,7 @@ def _entry(item: object, path: Path) -> SuiteEntry:
         or not isinstance(note, str)
     ):
         raise UserError(
-            f"suite file {path}: bad dataset entry {item!r}: give an OpenML dataset ID, "
-            "or a table with an integer `id` and optional strings `target` and `note`"
+            f"suite file {path}: bad dataset entry {item!r}: give an OpenML dataset ID, an OpenML task "
+            "as 'openml/t/N', or a table with an integer `id` and optional strings `target` and `note`"
         )
     return SuiteEntry(dataset_id, target, note)

@@ -33,22 +33,29 @@ def run_order(records: list[dict], manifest: dict) -> tuple[list[int], list[str]
 
 
 CORRECTED_CI = (
-    "With cross-validation (--folds), an interval over the (repeat, fold) results is the corrected "
-    "resampled t-test's (Nadeau and Bengio 2003): the folds' training sets overlap, so the variance of "
-    "the mean is taken as s² (1/J + n_test/n_train), J the number of results, not s²/J."
+    "With cross-validation (--folds, or an OpenML task's folds), an interval over the (repeat, fold) "
+    "results is the corrected resampled t-test's (Nadeau and Bengio 2003): the folds' training sets "
+    "overlap, so the variance of the mean is taken as s² (1/J + n_test/n_train), J the number of results, not s²/J."
 )
 
 
+def cross_validated(manifest: dict) -> bool:
+    """Whether a run's splits are folds (``--folds``, or OpenML tasks' folds) of some dataset."""
+    return bool(manifest.get("folds")) or any(d.get("openml_task") for d in manifest.get("datasets", []))
+
+
 def ratio_test_train(manifest: dict, dataset_id: int) -> float | None:
-    """n_test / n_train of a dataset's splits in a run with folds (n_train: the rows outside the test
-    fold, training and validation), for the corrected interval (``stats.mean_ci``); None with the
-    holdout split, where the seeds' intervals are the plain t-intervals."""
-    if manifest.get("folds") is None:
+    """n_test / n_train of a dataset's splits in a run with folds (--folds, or a task's: n_train is
+    the rows outside the test fold, training and validation), for the corrected interval
+    (``stats.mean_ci``); None with the holdout split, where the seeds' intervals are plain t-intervals."""
+    dataset: dict = next((d for d in manifest.get("datasets", []) if d.get("id") == dataset_id), {})
+    folds = (dataset.get("openml_task") or {}).get("folds") or manifest.get("folds")
+    if folds is None:
         return None
-    rows = next((d.get("rows") for d in manifest.get("datasets", []) if d.get("id") == dataset_id), None)
+    rows = dataset.get("rows")
     if rows:
         return rows["test"] / (rows["train"] + rows["val"])
-    return 1 / (manifest["folds"] - 1)  # a dataset that failed to load: the folds' nominal sizes
+    return 1 / (folds - 1)  # a dataset that failed to load: the folds' nominal sizes
 
 
 def summarize(records: list[dict], manifest: dict) -> list[dict]:

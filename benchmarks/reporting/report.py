@@ -16,6 +16,7 @@ from distillbench.benchmarks.reporting import figures
 from distillbench.benchmarks.reporting.aggregate import (
     CORRECTED_CI,
     across_rows,
+    cross_validated,
     dataset_labels,
     framework_rows,
     machine_kinds,
@@ -124,7 +125,7 @@ def datasets(data: ReportData) -> list:
 
 def _corrected(data: ReportData) -> list:
     """The note beside a table of intervals over folds: they are corrected (``aggregate.CORRECTED_CI``)."""
-    return [("p", CORRECTED_CI)] if data.manifest.get("folds") else []
+    return [("p", CORRECTED_CI)] if cross_validated(data.manifest) else []
 
 
 @section(tables=("results",), figures=("quality", "retention_speedup"))

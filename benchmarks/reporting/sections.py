@@ -102,6 +102,7 @@ def run_table(manifest: dict) -> Table:
             if manifest.get("folds")
             else []
         ),
+        *([("OpenML tasks", _tasks_text(manifest))] if _tasks_text(manifest) else []),
         (
             "config",
             f"{config.get('name', '?')}: teacher {_teacher_text(teacher)}; "
@@ -158,6 +159,15 @@ def datasets_table(manifest: dict) -> Table:
             ]
         )
     return Table("datasets", ["id", "name", "task", "target", "rows train/val/test", "features", "note"], rows)
+
+
+def _tasks_text(manifest: dict) -> str:
+    """The OpenML tasks of a run, as its run table says them; "" when it ran none."""
+    return ", ".join(
+        f"{t['id']} (dataset {d['id']}: {t['repeats']} x {t['folds']} folds)"
+        for d in manifest.get("datasets", [])
+        if (t := d.get("openml_task"))
+    )
 
 
 def failed_table(records: list[dict], manifest: dict, labels: dict[int, str]) -> Table:

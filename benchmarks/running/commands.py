@@ -59,13 +59,21 @@ def register(subparsers) -> None:
     which.add_argument(
         "--suite",
         metavar="NAME|FILE",
-        help=f"a suite ({', '.join(list_suites())}) or a suite .toml file (default: quick)",
+        help=f"a suite ({', '.join(list_suites())}), a suite .toml file, or an OpenML suite openml/s/N "
+        "(its tasks, as --tasks) (default: quick)",
     )
     which.add_argument(
         "--datasets",
         type=validate.comma_list(validate.dataset_id, "dataset"),
         metavar="ID,ID,...",
         help="OpenML dataset IDs instead of a suite",
+    )
+    which.add_argument(
+        "--tasks",
+        type=validate.comma_list(validate.task_id, "task"),
+        metavar="ID,ID,...",
+        help="OpenML task IDs instead of a suite: each task's dataset, target and cross-validation "
+        "splits (its repeats and folds replace --seeds and --folds); read from the cache",
     )
     run.add_argument(
         "--frameworks",
@@ -186,14 +194,26 @@ def run_options(args):
     """The ``runner.RunOptions`` of parsed `run` arguments, checked (the CLI's and ``distillbench.run``'s)."""
     from distillbench.benchmarks.running.fallback import suite_fallback
     from distillbench.benchmarks.running.runner import RunOptions, default_run_id
+    from distillbench.datasets.sources import OpenMLCache
     from distillbench.datasets.suites import SuiteEntry, load_suite
+    from distillbench.datasets.tasks import SUITE_PREFIX, openml_suite
+    from distillbench.datasets.tasks import resolve as resolve_tasks
     from distillbench.implementations.spec import load_spec
 
     if args.datasets is not None:
         entries, suite = [SuiteEntry(i, None, "") for i in args.datasets], None
+    elif args.tasks is not None:
+        entries, suite = [SuiteEntry(0, task_id=t) for t in args.tasks], None
+    elif (args.suite or "").startswith(SUITE_PREFIX):
+        suite = openml_suite(args.suite, OpenMLCache.resolve(args.cache, args.openml_source))
+        entries = suite.entries
     else:
         suite = load_suite(args.suite or "quick")
         entries = suite.entries
+    if any(e.task_id is not None for e in entries):
+        if args.folds is not None:
+            raise UserError("--folds: OpenML tasks bring their own folds (and repeats): run them without --folds")
+        entries = resolve_tasks(entries, OpenMLCache.resolve(args.cache, args.openml_source))
     cores = os.cpu_count() or 1
     for option, value in (("--threads", args.threads), ("--workers", args.workers)):
         # More threads than cores make every timing meaningless (training ran ~125x slower with 1000);
@@ -208,7 +228,8 @@ def run_options(args):
     source, fallback = args.openml_source, None
     if args.fallback_suite:
         replacement = load_suite(args.fallback_suite)  # checked even when it is not needed
-        asked = suite.name if suite else f"--datasets {','.join(map(str, args.datasets))}"
+        given = ("--datasets", args.datasets) if args.datasets is not None else ("--tasks", args.tasks)
+        asked = suite.name if suite else f"{given[0]} {','.join(map(str, given[1]))}"
         fallback = suite_fallback(entries, asked, replacement, args.cache, args.openml_source)
         if fallback:
             log.warning(f"distillbench: {fallback['message']}")
@@ -218,7 +239,8 @@ def run_options(args):
         entries=entries,
         suite=suite_name,
         frameworks=frameworks,
-        seeds=args.seeds,
+        # a run of tasks only: the seeds are the tasks' repeats (the manifest's plan says each task's)
+        seeds=sorted({s for e in entries for s in _repeats(e, args)}) if _only_tasks(entries) else args.seeds,
         folds=args.folds,
         spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)),
@@ -242,6 +264,17 @@ def run_options(args):
     elif args.scheduler:
         options.threads = 1  # this machine's cores say nothing about the cluster's: --threads sets them
     return options
+
+
+def _only_tasks(entries) -> bool:
+    return all(e.task_id is not None for e in entries)
+
+
+def _repeats(entry, args) -> range:
+    from distillbench.datasets.sources import OpenMLCache
+    from distillbench.datasets.tasks import load_task
+
+    return range(load_task(entry.task_id, OpenMLCache.resolve(args.cache, args.openml_source)).repeats)
 
 
 def _run(args) -> int:

@@ -69,6 +69,7 @@ class Job:
     # seed's holdout split.
     fold: int | None = None
     folds: int | None = None
+    task: int | None = None  # an OpenML task whose split (repeat = seed, fold) this job runs
 
     @property
     def key(self) -> tuple[int, int, int | None, str]:
@@ -234,6 +235,7 @@ def _base(job: Job, data) -> dict:
         dataset_source=dataset_source(job.dataset_id),
         seed=job.seed,
         **({} if job.folds is None else {"fold": job.fold, "folds": job.folds}),
+        **({} if job.task is None else {"task_id": job.task}),
         framework=job.framework,
         threads=job.threads,
         device=job.device,
@@ -416,6 +418,7 @@ def _run_job(job: Job, quiet: Quiet, started: float) -> list[dict]:
             cache=OpenMLCache.resolve(job.cache, job.source),
             fold=job.fold,
             folds=job.folds,
+            task=job.task,
         )
         keep.clear(job)
         if job.framework == REFERENCE:

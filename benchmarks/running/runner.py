@@ -34,7 +34,7 @@ from distillbench.benchmarks.store.run_folder import (
     RunFolder,
     account,
     latest_records,
-    planned_folds,
+    planned_splits,
     read_lines,
     read_manifest,
 )
@@ -144,15 +144,21 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
 
     cache = OpenMLCache.resolve(options.cache, options.source)
     info = {}
-    folds = _folds(options)
     for entry in options.entries:
-        log.info(f"preparing dataset {entry.dataset_id} ({len(options.seeds) * len(folds)} splits)")
+        splits = _splits(options, entry)
+        task = {} if entry.task_id is None else {"openml_task": _task(entry, cache)}
+        log.info(f"preparing dataset {entry.dataset_id} ({len(splits)} splits)")
         try:
-            for seed in options.seeds:
-                for fold in folds:
-                    prepared = get_prepared(
-                        entry.dataset_id, seed, target=entry.target, cache=cache, fold=fold, folds=options.folds
-                    )
+            for seed, fold, folds in splits:
+                prepared = get_prepared(
+                    entry.dataset_id,
+                    seed,
+                    target=entry.target,
+                    cache=cache,
+                    fold=fold,
+                    folds=folds,
+                    task=entry.task_id,
+                )
             info[entry.dataset_id] = {
                 "id": entry.dataset_id,
                 "name": prepared.name,
@@ -163,13 +169,14 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
                 "rows": {"train": len(prepared.y_train), "val": len(prepared.y_val), "test": len(prepared.y_test)},
                 "features": prepared.x_train.shape[1],
                 "notes": prepared.notes,
+                **task,
             }
             log.debug(
                 f"  dataset {entry.dataset_id}: {prepared.name}, {prepared.task}, target {prepared.target}, "
                 f"rows {info[entry.dataset_id]['rows']}, {prepared.x_train.shape[1]} features"
             )
         except UserError as exc:
-            info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note}
+            info[entry.dataset_id] = {"id": entry.dataset_id, "error": str(exc), "note": entry.note, **task}
             log.warning(f"  dataset {entry.dataset_id} fails its jobs: {exc}")
     if all("error" in d for d in info.values()):
         raise UserError(
@@ -180,9 +187,22 @@ def prepare_datasets(options: RunOptions) -> dict[int, dict]:
     return info
 
 
-def _folds(options: RunOptions) -> list[int | None]:
-    """The folds of each seed: ``store.run_folder.planned_folds`` of the run's manifest."""
-    return planned_folds({"folds": options.folds})
+def _task(entry: SuiteEntry, cache) -> dict:
+    """What the manifest says of a task entry's task: its ID and its repeats x folds."""
+    from distillbench.datasets.tasks import load_task
+
+    task = load_task(entry.task_id, cache)  # type: ignore[arg-type]
+    return {"id": task.task_id, "repeats": task.repeats, "folds": task.folds, "splits_sha256": task.splits_sha256}
+
+
+def _splits(options: RunOptions, entry: SuiteEntry) -> list[tuple[int, int | None, int | None]]:
+    """(seed, fold, folds) of each split of an entry: ``store.run_folder.planned_splits``."""
+    from distillbench.datasets.sources import OpenMLCache
+
+    dataset: dict = {"id": entry.dataset_id}
+    if entry.task_id is not None:
+        dataset["openml_task"] = _task(entry, OpenMLCache.resolve(options.cache, options.source))
+    return planned_splits({"seeds": options.seeds, "folds": options.folds}, dataset)
 
 
 def run(options: RunOptions) -> Path:
@@ -281,12 +301,12 @@ def _begin(options: RunOptions, folder: RunFolder, manifest: dict, written: list
             models=str((folder.path / MODELS).resolve()) if options.save_models else None,
             predictions=str((folder.path / PREDICTIONS).resolve()) if options.save_predictions else None,
             fold=fold,
-            folds=options.folds,
+            folds=folds,
+            task=entry.task_id,
         )
         for framework in (REFERENCE, *options.frameworks)
         for entry in options.entries
-        for seed in options.seeds
-        for fold in _folds(options)
+        for seed, fold, folds in _splits(options, entry)
     ]
     done = account(manifest, written)[1].ok
     todo = [job for job in jobs if job.key not in done]
@@ -400,6 +420,12 @@ def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, di
             if None not in (now[i], before[i]) and now[i] != before[i]
         ]
         differences += targets
+        tasks_before = {d["id"]: (d.get("openml_task") or {}).get("id") for d in previous["datasets"]}
+        differences += [
+            f"dataset {i} task {_shown((d.get('task') or {}).get('id'))}, not {_shown(tasks_before[i])}"
+            for i, d in datasets.items()
+            if "error" not in d and (d.get("openml_task") or {}).get("id") != tasks_before[i]
+        ]
     for name, value in (
         ("seeds", options.seeds),
         ("folds", options.folds),

@@ -116,6 +116,7 @@ class Record(TypedDict):
     # absent in a run with the seeded holdout split (fold None).
     fold: NotRequired[int]
     folds: NotRequired[int]
+    task_id: NotRequired[int]  # an OpenML task's split (seed = its repeat): the task (also schema 6)
     # The run folder's bookkeeping (schema 3), stamped by the driver on every record of a job as it
     # writes them: which invocation of `distillbench run` on the folder wrote it (1, then 2, ... with
     # --resume), and how many records the job wrote then. Fewer there: the job is incomplete.

@@ -249,6 +249,15 @@ def planned_folds(manifest: dict) -> list[int | None]:
     return [None] if folds is None else list(range(folds))
 
 
+def planned_splits(manifest: dict, dataset: dict) -> list[tuple[int, int | None, int | None]]:
+    """(seed, fold, folds) of each split a run plans for a dataset (an entry of the manifest's
+    ``datasets``): an OpenML task's repeats x folds (its ``task``), else the run's seeds x folds."""
+    task = dataset.get("openml_task")
+    if task:
+        return [(r, k, task["folds"]) for r in range(task["repeats"]) for k in range(task["folds"])]
+    return [(seed, fold, manifest.get("folds")) for seed in manifest["seeds"] for fold in planned_folds(manifest)]
+
+
 def planned_jobs(manifest: dict) -> list[tuple]:
     """The (dataset, seed, fold, framework) jobs a run plans (``record.job_key``): with the reference
     job of each (dataset, seed, fold) where the manifest names reference roles (schema >= 3)."""
@@ -256,8 +265,7 @@ def planned_jobs(manifest: dict) -> list[tuple]:
     return [
         (d["id"], seed, fold, framework)
         for d in manifest["datasets"]
-        for seed in manifest["seeds"]
-        for fold in planned_folds(manifest)
+        for seed, fold, _ in planned_splits(manifest, d)
         for framework in frameworks
     ]
 

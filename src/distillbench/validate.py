@@ -85,6 +85,10 @@ def seeds(text: str) -> list[int]:
     return chosen
 
 
+def task_id(text: str) -> int:
+    return _int(text, 1, None, "an OpenML task ID (a whole number of at least 1)")
+
+
 def dataset_id(text: str) -> int:
     return _int(text, 1, None, "an OpenML dataset ID (a whole number of at least 1)")
 
