@@ -237,3 +237,14 @@ def test_compare_pairs_by_seed_and_fold(folds_run, tmp_path) -> None:
     )
     comparison = compare_runs(folds_run["out"], candidate)
     assert {(j.seed, j.fold, j.framework, j.status) for j in comparison.jobs} == {(0, 2, "torch", "missing")}
+
+
+def test_compare_says_when_the_runs_split_the_data_differently() -> None:
+    from distillbench.benchmarks.tracking.run_differences import run_notes
+
+    holdout = {"folds": None, "datasets": [{"id": 61}]}
+    folds = {"folds": 3, "datasets": [{"id": 61}]}
+    task = {"folds": None, "datasets": [{"id": 61, "openml_task": {"id": 59, "repeats": 1, "folds": 10}}]}
+    assert [n for n in run_notes(holdout, holdout) if "split" in n] == []
+    assert any("(holdout vs 3-fold)" in n for n in run_notes(holdout, folds))
+    assert any("(3-fold vs OpenML tasks 59)" in n for n in run_notes(folds, task))

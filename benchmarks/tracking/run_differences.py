@@ -65,11 +65,11 @@ def run_notes(baseline: dict, candidate: dict) -> list[str]:
             "only the " + ("baseline" if baseline.get("deploy") else "candidate") + " measured the deployment "
             "formats (ONNX, int8; --no-deploy turns them off): their roles are compared only where both have them"
         )
-    if baseline.get("folds") != candidate.get("folds"):
-        splits = [f"{m['folds']}-fold" if m.get("folds") else "holdout" for m in (baseline, candidate)]
+    splits = [_splitting(m) for m in (baseline, candidate)]
+    if splits[0] != splits[1]:
         notes.append(
-            f"the runs split the data differently ({splits[0]} vs {splits[1]}): no split is shared, "
-            "so nothing is paired and every job of one shows as missing or new in the other"
+            f"the runs split the data differently ({splits[0]} vs {splits[1]}): their results of the same "
+            "seed and fold were not tested on the same rows, and are not comparable split by split"
         )
     if baseline.get("timing_budget_s") != candidate.get("timing_budget_s"):
         notes.append(
@@ -84,6 +84,14 @@ def run_notes(baseline: dict, candidate: dict) -> list[str]:
     if changed_data:
         notes.append(f"the data of dataset {', '.join(map(str, changed_data))} differs (checksums)")
     return notes
+
+
+def _splitting(manifest: dict) -> str:
+    """How a run split its datasets: the seeded holdout, --folds K, or OpenML tasks (their IDs)."""
+    tasks = sorted((d.get("openml_task") or {}).get("id") or 0 for d in manifest.get("datasets") or [])
+    if any(tasks):
+        return "OpenML tasks " + ",".join(map(str, (t for t in tasks if t)))
+    return f"{manifest['folds']}-fold" if manifest.get("folds") else "holdout"
 
 
 def _dict_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
