@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -159,7 +160,10 @@ def test_regression_targets_are_standardised_on_the_training_split(openml_cache:
 
 
 @pytest.mark.slow
-def test_prepared_arrays_are_cached_per_seed_and_settings(openml_cache: OpenMLCache) -> None:
+def test_prepared_arrays_are_cached_per_seed_and_settings(openml_source: Path, tmp_path: Path) -> None:
+    # A cache of its own: the session's cache may already hold iris's seed 7 (tests/test_api.py runs it).
+    openml_cache = OpenMLCache(tmp_path / "cache", openml_source)
+
     def stored() -> set:
         return set((openml_cache.root / "distillbench-prepared").glob("61-*.npz"))
 

@@ -87,7 +87,8 @@ def ok_records(out: Path) -> dict[tuple, dict]:
     records = {}
     for r in lines(out):
         if r["status"] == "ok":
-            job = SimpleNamespace(dataset_id=r["dataset_id"], seed=r["seed"], framework=r["framework"])
+            fold = "" if r.get("fold") is None else f"-fold{r['fold']}"  # the documented folder name
+            job = SimpleNamespace(name=f"{r['dataset_id']}-{r['seed']}{fold}-{r['framework']}")
             records[(name(job, r.get("variant")), r["role"])] = r
     return records
 
