@@ -6,6 +6,7 @@ import argparse
 import json
 
 from distillbench import validate
+from distillbench.cli import add_command
 from distillbench.datasets.sources import CACHE_ENV, DEFAULT_CACHE, SOURCE_ENV, OpenMLCache
 from distillbench.datasets.suites import list_suites, load_suite
 from distillbench.errors import UserError
@@ -59,13 +60,8 @@ def cache_options() -> argparse.ArgumentParser:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     where = cache_options()
-    parser = subparsers.add_parser(
-        "datasets",
-        epilog=DATASETS_EXAMPLES,
-        help="list, inspect and prefetch the OpenML datasets of the suites",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "list, inspect and prefetch the OpenML datasets of the suites"
+    parser = add_command(subparsers, "datasets", help, DESCRIPTION, DATASETS_EXAMPLES)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     show = actions.add_parser(

@@ -108,18 +108,16 @@ def _opened(cache: OpenMLCache, task_id: int) -> Iterator:
             _delete_pickles(entry)
 
 
+# What openml.tasks.get_task would also fetch of the task's dataset: nothing (sources.py reads it).
+_DATASET_FILES = ("download_data", "download_qualities", "download_features_meta_data")
+
+
 def _get_task(cache: OpenMLCache, task_id: int, entry: Path, dataset_id: int | None):
     if dataset_id is not None:
         cache.data_file(dataset_id)  # copied from the source and verified before openml opens it
     openml = cache._openml()
     try:
-        task = openml.tasks.get_task(
-            task_id,
-            download_splits=True,
-            download_data=False,
-            download_qualities=False,
-            download_features_meta_data=False,
-        )
+        task = openml.tasks.get_task(task_id, download_splits=True, **dict.fromkeys(_DATASET_FILES, False))
     except (openml.exceptions.PyOpenMLError, OSError, ValueError, KeyError) as exc:
         raise UserError(f"OpenML task {task_id} could not be read ({one_line(exc)})") from None
     _dataset_of(entry, task_id)  # what openml fetched, checked as what it found

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from distillbench import validate
+from distillbench.cli import add_command
 from distillbench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,8 @@ examples:
 
 
 def register(subparsers) -> None:
-    report = subparsers.add_parser(
-        "report",
-        epilog=REPORT_EXAMPLES,
-        help="write the report of a run (Markdown, HTML, figures, tables)",
-        description=REPORT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "write the report of a run (Markdown, HTML, figures, tables)"
+    report = add_command(subparsers, "report", help, REPORT_DESCRIPTION, REPORT_EXAMPLES)
     report.add_argument(
         "run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (default: the newest under results/)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distillbench import validate
+from distillbench.cli import add_command
 from distillbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,13 +42,8 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    export = subparsers.add_parser(
-        "export",
-        epilog=EXPORT_EXAMPLES,
-        help="write runs as one table (CSV or Parquet)",
-        description=EXPORT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "write runs as one table (CSV or Parquet)"
+    export = add_command(subparsers, "export", help, EXPORT_DESCRIPTION, EXPORT_EXAMPLES)
     export.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders of run folders")
     export.add_argument("--format", choices=FORMATS, default="csv", help="csv (default) or parquet")
     export.add_argument(

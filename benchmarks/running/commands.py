@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
 
 from distillbench import validate
+from distillbench.cli import add_command
 from distillbench.errors import EXIT_REGRESSION, UserError
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,8 @@ def register(subparsers) -> None:
     from distillbench.implementations.frameworks import FRAMEWORKS
     from distillbench.implementations.spec import presets
 
-    run = subparsers.add_parser(
-        "run",
-        epilog=RUN_EXAMPLES,
-        help="run the benchmark and write a results folder",
-        description=RUN_DESCRIPTION,
-        parents=[cache_options()],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "run the benchmark and write a results folder"
+    run = add_command(subparsers, "run", help, RUN_DESCRIPTION, RUN_EXAMPLES, parents=[cache_options()])
     which = run.add_mutually_exclusive_group()
     which.add_argument(
         "--suite",
@@ -190,6 +184,23 @@ def register(subparsers) -> None:
     run.set_defaults(func=_run)
 
 
+# The RunOptions fields that take the value of the option of the same name as it is.
+SAME_NAMED_OPTIONS = (
+    "resume",
+    "device",
+    "cache",
+    "job_timeout",
+    "fresh_process",
+    "timing_budget",
+    "deploy",
+    "save_models",
+    "save_predictions",
+    "executor",
+    "scheduler",
+    "workers",
+)
+
+
 def run_options(args):
     """The ``runner.RunOptions`` of parsed `run` arguments, checked (the CLI's and ``distillbench.run``'s)."""
     from distillbench.benchmarks.running.fallback import suite_fallback
@@ -244,20 +255,9 @@ def run_options(args):
         folds=args.folds,
         spec=spec,
         out=Path(args.out or Path("results") / default_run_id(suite_name)),
-        resume=args.resume,
-        device=args.device,
-        cache=args.cache,
         source=source,
-        job_timeout=args.job_timeout,
-        fresh_process=args.fresh_process,
-        timing_budget=args.timing_budget,
-        deploy=args.deploy,
-        save_models=args.save_models,
-        save_predictions=args.save_predictions,
         fallback=fallback,
-        executor=args.executor,
-        scheduler=args.scheduler,
-        workers=args.workers,
+        **{name: getattr(args, name) for name in SAME_NAMED_OPTIONS},
     )
     if args.threads:
         options.threads = args.threads

@@ -101,14 +101,8 @@ def _peak_rss_mb() -> float:
 
 def _ending(fit) -> dict:
     """How a training ended, as records say it."""
-    return {
-        "epochs": fit.epochs,
-        "best_epoch": fit.best_epoch,
-        "steps": fit.steps,
-        "best_step": fit.best_step,
-        "stop_reason": fit.stop_reason,
-        "final_learning_rate": fit.learning_rate,
-    }
+    ending = {name: getattr(fit, name) for name in ("epochs", "best_epoch", "steps", "best_step", "stop_reason")}
+    return {**ending, "final_learning_rate": fit.learning_rate}
 
 
 def _train(fit_role, backend, quiet: Quiet):

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
 from distillbench import validate
 from distillbench.benchmarks.tracking.baseline import BASELINES
+from distillbench.cli import add_command
 from distillbench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,8 @@ def register(subparsers) -> None:
         FAIL_ON,
     )
 
-    compare = subparsers.add_parser(
-        "compare",
-        epilog=COMPARE_EXAMPLES,
-        help="compare a run with a baseline run; exit 1 on a regression",
-        description=COMPARE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "compare a run with a baseline run; exit 1 on a regression"
+    compare = add_command(subparsers, "compare", help, COMPARE_DESCRIPTION, COMPARE_EXAMPLES)
     compare.add_argument("baseline", metavar="BASELINE_RUN", help="a run folder, a baseline folder, or a baseline name")
     compare.add_argument("candidate", metavar="CANDIDATE_RUN", help="the run folder to check")
     compare.add_argument(

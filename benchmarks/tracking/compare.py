@@ -317,39 +317,23 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                 lost = tuple(sorted(s for s in values_b if s in seeds_c[cell] and s not in values_c))
                 if lost:  # a number in the baseline, null or absent in the candidate's ok record of that seed
                     center = statistics.fmean if kind == "quality" else statistics.median
-                    rows.append(
-                        Row(
-                            cell[0],
-                            names[cell[0]],
-                            cell[1],
-                            cell[2],
-                            metric,
-                            kind,
-                            list(values_b.values()),
-                            list(values_c.values()),
-                            center(values_b.values()),
-                            center(values_c.values()) if values_c else None,
-                            None,
-                            0.0,
-                            f"lost in seed {', '.join(map(split_label, lost))}",
-                            None,
-                            REGRESSED,
-                            lost=lost,
-                        )
-                    )
-                    continue
-                if not values_b or not values_c:
+                    c_c = center(values_c.values()) if values_c else None
+                    lost_in = f"lost in seed {', '.join(map(split_label, lost))}"
+                    judged = (center(values_b.values()), c_c, None, 0.0, lost_in, None, REGRESSED)
+                elif not values_b or not values_c:
                     continue  # not defined for this role (e.g. kd_gain of a teacher), or new in the candidate
-                if kind == "quality":
+                elif kind == "quality":
                     change, threshold, basis, verdict = compare_quality(metric, values_b, values_c, thresholds)
-                    centers, p = (statistics.fmean(values_b.values()), statistics.fmean(values_c.values())), None
+                    centers = statistics.fmean(values_b.values()), statistics.fmean(values_c.values())
+                    judged = (*centers, change, threshold, basis, None, verdict)
                     one_seed = one_seed or basis.startswith("floor only")
                 else:
                     change, p, basis, verdict = compare_timing(
                         metric, list(values_b.values()), list(values_c.values()), thresholds
                     )
-                    threshold = 1.0 + thresholds.timing_threshold
-                    centers = (statistics.median(values_b.values()), statistics.median(values_c.values()))
+                    centers = statistics.median(values_b.values()), statistics.median(values_c.values())
+                    judged = (*centers, change, 1.0 + thresholds.timing_threshold, basis, p, verdict)
+                center_b, center_c, change, threshold, basis, p, verdict = judged
                 rows.append(
                     Row(
                         cell[0],
@@ -360,13 +344,15 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, thresholds: Thresholds
                         kind,
                         list(values_b.values()),
                         list(values_c.values()),
-                        *centers,
+                        center_b,
+                        center_c,
                         change,
                         threshold,
                         basis,
                         p,
                         verdict,
-                        advisory=kind == "timing" and bool(differences),
+                        advisory=kind == "timing" and bool(differences) and not lost,
+                        lost=lost,
                     )
                 )
             if kind == "quality" and cell[2] == "student_kd":

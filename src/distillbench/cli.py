@@ -74,6 +74,15 @@ class Parser(argparse.ArgumentParser):
         return text + (f"\n{epilog.strip()}\n" if epilog else "")
 
 
+def add_command(subparsers, name: str, help: str, description: str, examples: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose description, like its examples, is printed with its own line breaks: ``help``
+    is its line in `distillbench --help`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    return subparsers.add_parser(
+        name, help=help, description=description, epilog=examples, formatter_class=formatter, **kwargs
+    )
+
+
 class _Stderr(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stderr`` is when a message is logged."""
 
