@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from threadpoolctl import ThreadpoolController
 
 from distillbench.implementations.pipeline import Data, FitResult, NeutralModel, Served
@@ -56,11 +57,17 @@ class SklearnModel(NeutralModel):
     def __init__(self, estimator, n_classes: int, threads: int | None = None):
         self.estimator, self.n_classes, self.threads = estimator, n_classes, threads
 
+    call = "decision_function / predict"  # how ``raw`` computes, for the call path
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The estimator's ``decision_function`` (classification) or ``predict`` (regression)."""
+        return self.estimator.decision_function(x) if self.n_classes else self.estimator.predict(x)
+
     def outputs(self, x: np.ndarray) -> np.ndarray:
         with _threads(self.threads):
-            if not self.n_classes:
-                return self.estimator.predict(x).astype(np.float32).reshape(len(x), 1)
-            raw = self.estimator.decision_function(x)
+            raw = self.raw(x)
+        if not self.n_classes:
+            return raw.astype(np.float32).reshape(len(x), 1)
         if raw.ndim == 1:  # two classes: the log-odds of the second
             raw = np.column_stack([np.zeros_like(raw), raw])
         out = np.full((len(x), self.n_classes), ABSENT_CLASS_LOGIT, dtype=np.float32)
@@ -77,11 +84,10 @@ class SklearnModel(NeutralModel):
         joblib.dump(self.estimator, path)
 
     def serve(self) -> Served:
-        method = "decision_function" if self.n_classes else "predict"
         n_params, macs = self.size()
         return Served(
             self.outputs,
-            f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__}.{method} "
+            f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__} {self.call} "
             "on numpy (framework-independent)",
             n_params=n_params,
             model_bytes=len(pickle.dumps(self.estimator)),
@@ -90,6 +96,20 @@ class SklearnModel(NeutralModel):
 
 
 class TreeTeacher(SklearnModel):
+    call = "decision_function / predict computed on the binned rows"
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """``decision_function`` / ``predict`` (the squared-error regressor's link is the identity), bit
+        for bit, but computed on the rows binned as in training: scikit-learn's own path for its
+        training rows, through private names of the pinned version (a test holds it to the public
+        one). ~30% faster at every batch size here, e.g. labelling letter's 48,000 transfer rows with
+        116 x 26 trees: 5.9 -> 4.3 s; one row: 25 -> 21 ms."""
+        est = self.estimator
+        out = np.zeros((len(x), est.n_trees_per_iteration_), order="F") + est._baseline_prediction
+        binned = est._bin_mapper.transform(x)
+        est._predict_iterations(binned, est._predictors, out, is_binned=True, n_threads=_openmp_effective_n_threads())
+        return out if out.shape[1] > 1 else out[:, 0]
+
     @property
     def n_nodes(self) -> int:
         """Nodes of all trees (scikit-learn keeps them in the private ``_predictors``)."""

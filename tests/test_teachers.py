@@ -413,6 +413,29 @@ def test_a_tree_teacher_distils_into_the_mlp_student(backends, framework):
     assert result.epochs >= 1 and pipeline.outputs(student, x_test).shape == (len(x_test), data.n_classes)
 
 
+@pytest.mark.parametrize("n_classes", [0, 2, 5])
+def test_the_tree_teachers_binned_outputs_are_scikit_learns_bit_for_bit(n_classes):
+    """``TreeTeacher.raw`` reaches into scikit-learn's private names for speed: held here to the public
+    ``decision_function`` / ``predict``, on rows with missing values, values on the bin edges and
+    values beyond the training range."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from distillbench.implementations.trees import TreeTeacher
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y = np.nansum(x, axis=1)
+    if n_classes:  # classes by quantiles of the sum
+        y = np.digitize(y, np.quantile(y, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    cls = HistGradientBoostingClassifier if n_classes else HistGradientBoostingRegressor
+    estimator = cls(max_iter=20, max_leaf_nodes=8, random_state=0).fit(x, y)
+    edges = np.array([t[len(t) // 2] for t in estimator._bin_mapper.bin_thresholds_])
+    rows = np.vstack([x[:50], edges, edges * 10, np.full(4, np.nan), x[50:51].astype(np.float32)])
+    public = estimator.decision_function(rows) if n_classes else estimator.predict(rows)
+    assert np.array_equal(TreeTeacher(estimator, n_classes).raw(rows), public)
+
+
 def test_a_tree_teacher_out_of_iterations_says_so(backends):
     data, _ = problem("regression")
     _, result = Pipeline(backends["torch"], tiny(TREES | {"max_iter": 2}), data, seed=0).fit_teacher()
