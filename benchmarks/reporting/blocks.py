@@ -15,6 +15,16 @@ class Table:
     rows: list[list]  # cells: None, str, int, float or Estimate
 
 
+def entry_columns(configurations: bool) -> list[str]:
+    """The first columns of a table of one row per (dataset, framework[, configuration]) entry."""
+    return ["dataset", "framework", *(["#", "configuration"] if configurations else []), "metric"]
+
+
+def entry_cells(e: dict, configurations: bool) -> list:
+    """An entry's cells under ``entry_columns``."""
+    return [e["label"], e["framework"], *([e["number"], e["variant"]] if configurations else []), e["metric"]]
+
+
 @dataclass
 class Figure:
     name: str  # file stem under figures/

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from distillbench.benchmarks.reporting import figures, stats
-from distillbench.benchmarks.reporting.blocks import Table, make_figure
+from distillbench.benchmarks.reporting.blocks import Table, entry_cells, entry_columns, make_figure
 from distillbench.benchmarks.reporting.sweep import sweep_entries
+from distillbench.implementations.roles import ROLES
 from distillbench.implementations.spec import GENERATORS
 
 NO_GAP = "no gap to close"
@@ -155,13 +156,8 @@ def payoff_blocks(records: list[dict], manifest: dict, variants: list[dict], fra
         Table(
             "payoff",
             [
-                "dataset",
-                "framework",
-                *(["#", "configuration"] if several else []),
-                "metric",
-                "teacher",
-                "student_kd",
-                "student_scratch",
+                *entry_columns(several),
+                *ROLES,
                 "KD gain %",
                 "gap",
                 "gap closed %",
@@ -174,13 +170,8 @@ def payoff_blocks(records: list[dict], manifest: dict, variants: list[dict], fra
             ],
             [
                 [
-                    e["label"],
-                    e["framework"],
-                    *([e["number"], e["variant"]] if several else []),
-                    e["metric"],
-                    e["quality"]["teacher"],
-                    e["quality"]["student_kd"],
-                    e["quality"]["student_scratch"],
+                    *entry_cells(e, several),
+                    *(e["quality"][r] for r in ROLES),
                     e["kd_gain"],
                     e["gap"]["gap"],
                     e["gap"]["closed"] if e["gap"]["present"] else NO_GAP,

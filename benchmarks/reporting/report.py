@@ -24,7 +24,7 @@ from distillbench.benchmarks.reporting.aggregate import (
     run_order,
     summarize,
 )
-from distillbench.benchmarks.reporting.blocks import Figure, Table, make_figure
+from distillbench.benchmarks.reporting.blocks import Figure, Table, entry_cells, entry_columns, make_figure
 from distillbench.benchmarks.reporting.convergence import convergence_blocks, sanity_blocks
 from distillbench.benchmarks.reporting.deployment import deployment_blocks
 from distillbench.benchmarks.reporting.payoff import payoff_blocks
@@ -153,9 +153,7 @@ def results(data: ReportData) -> list:
             Table(
                 "results",
                 [
-                    "dataset",
-                    "framework",
-                    "metric",
+                    *entry_columns(False),
                     *ROLES,
                     *REFERENCES,
                     "retention % (kd)",
@@ -171,9 +169,7 @@ def results(data: ReportData) -> list:
                 ],
                 [
                     [
-                        e["label"],
-                        e["framework"],
-                        e["metric"],
+                        *entry_cells(e, False),
                         *(e["quality"][r] for r in ROLES + REFERENCES),
                         *(e["retention"][r] for r in STUDENTS),
                         e["retention_best_reference"],

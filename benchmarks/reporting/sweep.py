@@ -9,7 +9,7 @@ import numpy as np
 
 from distillbench.benchmarks.reporting import figures, stats
 from distillbench.benchmarks.reporting.aggregate import dataset_labels, run_order, summarize
-from distillbench.benchmarks.reporting.blocks import Table, make_figure
+from distillbench.benchmarks.reporting.blocks import Table, entry_cells, entry_columns, make_figure
 from distillbench.benchmarks.store.record import is_ok
 from distillbench.implementations.roles import ROLES
 
@@ -137,11 +137,7 @@ def sweep_blocks(records: list[dict], manifest: dict, variants: list[dict], fram
         Table(
             "sweep",
             [
-                "dataset",
-                "framework",
-                "#",
-                "configuration",
-                "metric",
+                *entry_columns(True),
                 *ROLES,
                 "KD gain %",
                 "student params",
@@ -155,11 +151,7 @@ def sweep_blocks(records: list[dict], manifest: dict, variants: list[dict], fram
             ],
             [
                 [
-                    e["label"],
-                    e["framework"],
-                    e["number"],
-                    e["variant"],
-                    e["metric"],
+                    *entry_cells(e, True),
                     *(e["quality"][r] for r in ROLES),
                     e["kd_gain"],
                     e["student_params"],
