@@ -72,13 +72,25 @@ def attributes(n_columns: int, onehot_groups) -> tuple[np.ndarray, np.ndarray]:
     return attribute, continuous
 
 
-def nearest_neighbours(x: np.ndarray) -> np.ndarray:
-    """Per row, the index of its nearest other row (Euclidean distance); itself when it is alone."""
-    from scipy.spatial import cKDTree  # 2-3x faster than scikit-learn's KDTree here (fried: 1.27 -> 0.61 s)
+# Up to this many columns a k-d tree finds the neighbours fastest (scipy's: 2-3x scikit-learn's; fried,
+# 24,460 rows x 10: 1.27 -> 0.61 s), beyond it brute force does (splice, 1,914 x 251: 0.33 -> 0.06 s);
+# scikit-learn's own "auto" rule draws the line at the same place.
+KD_TREE_MAX_COLUMNS = 15
 
+
+def nearest_neighbours(x: np.ndarray) -> np.ndarray:
+    """Per row, the index of its nearest other row (Euclidean distance); itself when it is alone. Among
+    rows at the same distance, which is chosen depends on the search (``KD_TREE_MAX_COLUMNS``)."""
     if len(x) < 2:
         return np.arange(len(x))
-    found = cKDTree(x.astype(np.float64)).query(x.astype(np.float64), k=2)[1]
+    if x.shape[1] <= KD_TREE_MAX_COLUMNS:
+        from scipy.spatial import cKDTree
+
+        found = cKDTree(x.astype(np.float64)).query(x.astype(np.float64), k=2)[1]
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        found = NearestNeighbors(n_neighbors=2, algorithm="brute").fit(x).kneighbors(x, return_distance=False)
     # A row's first neighbour is itself unless a duplicate of it came first: then that duplicate.
     return np.where(found[:, 0] == np.arange(len(x)), found[:, 1], found[:, 0])
 

@@ -85,14 +85,18 @@ def test_one_hot_groups_of_a_real_dataset_stay_one_hot(openml_cache):
         assert_one_hot(rows, p.onehot_groups)
 
 
-def test_nearest_neighbours_on_a_hand_made_example():
+@pytest.mark.parametrize("zeros", [0, transfer.KD_TREE_MAX_COLUMNS], ids=["k-d tree", "brute force"])
+def test_nearest_neighbours_on_a_hand_made_example(zeros):
+    def found(x):  # with columns of zeros, which change no distance but the search used
+        return transfer.nearest_neighbours(np.pad(x, ((0, 0), (0, zeros)))).tolist()
+
     # On a line: 0, 1, 3, 7, 7.5 and a duplicate of 20 (whose nearest other row is its twin).
     x = np.array([[0.0], [1.0], [3.0], [7.0], [7.5], [20.0], [20.0]])
-    assert transfer.nearest_neighbours(x).tolist() == [1, 0, 1, 4, 3, 6, 5]
+    assert found(x) == [1, 0, 1, 4, 3, 6, 5]
     # In two dimensions, Euclidean: (0, 0)'s nearest is (1, 1) (distance 1.41), not (0, 1.5) or (2, 0).
     x = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.5], [2.0, 0.0]])
-    assert transfer.nearest_neighbours(x).tolist() == [1, 2, 1, 1]
-    assert transfer.nearest_neighbours(x[:1]).tolist() == [0]  # alone: itself
+    assert found(x) == [1, 2, 1, 1]
+    assert found(x[:1]) == [0]  # alone: itself
 
 
 def test_munge_takes_attributes_from_the_nearest_neighbour():
