@@ -48,12 +48,84 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+# A pipeline config whose runs take seconds: tiny models, two epochs.
+TINY = 'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
+
+
+def command(*args: str) -> list[str]:
+    """`distillbench ARGS`: the installed command beside this Python, else the same entry point through -m."""
+    script = Path(sys.executable).with_name("distillbench")
+    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "distillbench.cli", *args]
+
+
+def run_command(config: Path, cache: Path, *args: str, source: Path | None = None, deploy: bool = False) -> list[str]:
+    """`distillbench run` of the pipeline config `config`, one seed, a short timing budget, the data read
+    through the OpenML cache `cache` (filled from the read-only cache `source` where one is given), without
+    the deployment formats unless `deploy`; then ARGS (a later option of the same name overrides these)."""
+    return command(
+        "run",
+        *(["--openml-source", str(source)] if source else []),
+        "--cache",
+        str(cache),
+        "--config",
+        str(config),
+        "--seeds",
+        "1",
+        "--timing-budget",
+        "0.05",
+        *([] if deploy else ["--no-deploy"]),
+        *args,
+    )
+
+
+def iris_run_command(config: Path, cache: Path, out: Path, *args: str, source: Path, deploy: bool = False) -> list[str]:
+    """`run_command` of iris into `out`, torch only, one job at a time, a shorter timing budget; then ARGS."""
+    return run_command(
+        config,
+        cache,
+        "--datasets",
+        "61",
+        "--frameworks",
+        "torch",
+        "--workers",
+        "1",
+        "--timing-budget",
+        "0.02",
+        "--out",
+        str(out),
+        *args,
+        source=source,
+        deploy=deploy,
+    )
+
+
+def iris_job(spec, openml_source: Path, openml_cache: OpenMLCache, deploy: bool = False) -> list[dict]:
+    """The records of one real job of `spec` (a ``PipelineSpec``) in this process: iris, seed 0, torch, one
+    thread, a short timing budget, without the deployment formats unless `deploy`."""
+    from distillbench.benchmarks.running.job import Job, run_job
+
+    return run_job(
+        Job(
+            61,
+            0,
+            "torch",
+            spec.to_dict(),
+            threads=1,
+            cache=str(openml_cache.root),
+            source=str(openml_source),
+            timing_budget=0.02,
+            deploy=deploy,
+        )
+    )
+
+
 def background_command(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path]]:
     """For a module fixture: `distillbench ARGS` started now, so that it runs beside the module's
     in-process tests (one OpenMP thread). Output goes to files in `folder`: no pipe can fill up."""
-    command = [str(Path(sys.executable).with_name("distillbench")), *args]
     with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.Popen(
+            command(*args), stdout=stdout, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     yield proc, folder
     if proc.poll() is None:
         proc.kill()

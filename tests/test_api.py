@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import distillbench as db
+from conftest import command
 from distillbench.api import command_line
 from distillbench.benchmarks.reporting.frame import IDENTITY, TABARENA_COLUMNS, tabarena
 from distillbench.benchmarks.store.metric_registry import TEST_METRICS
@@ -24,7 +25,7 @@ from distillbench.benchmarks.store.record import record_key
 from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.cli import build_parser, main
 from distillbench.errors import UserError
-from test_faults import bench, command, copy_of, distillbench, finished_args, lines, manifest  # noqa: F401 - bench: a fixture
+from test_faults import bench, copy_of, distillbench, finished_args, lines, manifest  # noqa: F401 - bench: a fixture
 from test_report import RUN_SMALL, copy_run
 
 

@@ -20,7 +20,7 @@ import pytest
 import sklearn
 from sklearn import datasets as skdatasets
 
-from conftest import PROXY_VARIABLES
+from conftest import PROXY_VARIABLES, run_command
 from distillbench.benchmarks.running.fallback import suite_fallback
 from distillbench.datasets.builtin import (
     BUILTINS,
@@ -193,29 +193,18 @@ def fallback_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     env.update(PYTHONPATH=str(tmp / "offline"), XDG_CONFIG_HOME=str(tmp / "config"))
     out = tmp / "run"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distillbench.cli",
-            "run",
+        run_command(
+            tmp / "tiny.toml",
+            tmp / "cache",
             "--suite",
             "smoke",
             "--fallback-suite",
             "builtin",
-            "--cache",
-            str(tmp / "cache"),
-            "--config",
-            str(tmp / "tiny.toml"),
             "--frameworks",
             "torch",
-            "--seeds",
-            "1",
-            "--timing-budget",
-            "0.05",
-            "--no-deploy",
             "--out",
             str(out),
-        ],
+        ),
         cwd=tmp,
         capture_output=True,
         text=True,

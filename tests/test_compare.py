@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_command
 from distillbench.benchmarks.store.record import REQUIRED_FIELDS, SCHEMA_VERSION, new_record
 from distillbench.benchmarks.store.run_folder import RunFolder, read_records
 from distillbench.benchmarks.tracking.baseline import update_baseline
@@ -697,31 +698,21 @@ def smoke_runs(openml_source, tmp_path_factory) -> tuple[Path, Path]:
     env = {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, SOURCE_ENV)}
     procs = {}
     for name in ("first", "second"):
-        args = [
-            sys.executable,
-            "-m",
-            "distillbench.cli",
-            "run",
+        args = run_command(
+            config,
+            folder / f"cache-{name}",
             "--suite",
             "smoke",
             "--frameworks",
             "torch",
             "--seeds",
             "2",
-            "--timing-budget",
-            "0.05",
             "--threads",
             "1",
-            "--config",
-            str(config),
-            "--no-deploy",
-            "--openml-source",
-            str(openml_source),
-            "--cache",
-            str(folder / f"cache-{name}"),
             "--out",
             str(folder / name),
-        ]
+            source=openml_source,
+        )
         procs[name] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for proc in procs.values():
         _, err = proc.communicate(timeout=600)

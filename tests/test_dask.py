@@ -25,10 +25,9 @@ import pytest
 from distillbench.benchmarks.running.quiet import QUIET, overlaps, read_intervals
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
-from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, distillbench_run, keys, run_args
+from test_harness import FRAMEWORKS, SMOKE, SMOKE_RUN, assert_ok, clean_env, distillbench_run, keys, run_args, tiny_data
 
 pytestmark = pytest.mark.slow
-FRAMEWORKS = ("torch", "tensorflow")
 EXPECTED = sorted(
     [(d, 0, f, role) for d in SMOKE for f in FRAMEWORKS for role in ROLES]
     + [(d, 0, REFERENCE, role) for d in SMOKE for role in REFERENCES]
@@ -37,16 +36,12 @@ EXPECTED = sorted(
 
 @pytest.fixture(scope="module")
 def data(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
-    config = tmp_path_factory.mktemp("config") / "tiny.toml"
-    config.write_text(TINY_CONFIG)
-    return SimpleNamespace(source=openml_source, cache=openml_cache.root, config=config)
+    return tiny_data(openml_source, openml_cache, tmp_path_factory.mktemp("config"))
 
 
 def smoke(data, cwd, *args: str) -> SimpleNamespace:
     out = cwd / "run"
-    result = distillbench_run(
-        data, "--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS), "--out", str(out), *args, cwd=cwd
-    )
+    result = distillbench_run(data, *SMOKE_RUN, "--out", str(out), *args, cwd=cwd)
     assert_ok(result)
     return SimpleNamespace(
         out=out, result=result, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
@@ -156,17 +151,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(local_run, data, c
     client = cluster.client
     out = tmp_path / "run"
     command = run_args(
-        data,
-        "--suite",
-        "smoke",
-        "--frameworks",
-        ",".join(FRAMEWORKS),
-        "--out",
-        str(out),
-        "--executor",
-        "dask",
-        "--scheduler",
-        cluster.cluster.scheduler_address,
+        data, *SMOKE_RUN, "--out", str(out), "--executor", "dask", "--scheduler", cluster.cluster.scheduler_address
     )
     env = {k: v for k, v in cluster.environ.items() if k in clean_env()}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

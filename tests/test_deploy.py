@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import command, iris_job
 from distillbench.benchmarks.store.run_folder import read_records
 from distillbench.implementations.deploy import ONNX_TOLERANCE, ToleranceExceeded, check_tolerance
 from distillbench.implementations.pipeline import Served, initial_weights
 from distillbench.implementations.roles import REFERENCE, REFERENCES, ROLES
 from distillbench.implementations.spec import MLPSpec, spec_from_dict
-from test_harness import SMOKE, TINY_CONFIG, assert_ok, clean_env, cli
+from test_harness import FRAMEWORKS, SMOKE, SMOKE_RUN, assert_ok, clean_env, distillbench_run, tiny_data
 
-FRAMEWORKS = ("torch", "tensorflow")
 FORMATS = ("onnx", "int8")
 DEPLOYED = tuple(f"{role}_{fmt}" for role in ROLES for fmt in FORMATS)
 N_FEATURES = 20
@@ -132,7 +132,6 @@ def test_importing_the_backends_does_not_import_the_converters() -> None:
 def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(
     openml_source, openml_cache, monkeypatch
 ) -> None:
-    from distillbench.benchmarks.running.job import Job, run_job
     from distillbench.implementations.torch_backend import TorchBackend
 
     real = TorchBackend.deployments
@@ -158,21 +157,7 @@ def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(
 
     monkeypatch.setattr(TorchBackend, "deployments", deployments)
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2}})
-    records = {
-        r["role"]: r
-        for r in run_job(
-            Job(
-                61,
-                0,
-                "torch",
-                spec.to_dict(),
-                threads=1,
-                cache=str(openml_cache.root),
-                source=str(openml_source),
-                timing_budget=0.02,
-            )
-        )
-    }
+    records = {r["role"]: r for r in iris_job(spec, openml_source, openml_cache, deploy=True)}
     assert set(records) == set(ROLES) | {f"{role}_{fmt}" for role in ROLES for fmt in ("onnx", "int8", "broken")}
     for role in ROLES:
         assert records[role]["status"] == "ok"
@@ -193,38 +178,12 @@ def test_an_export_off_by_more_than_its_tolerance_fails_its_record_only(
 @pytest.fixture(scope="module")
 def smoke_run(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
     cwd = tmp_path_factory.mktemp("deploy")
-    (cwd / "tiny.toml").write_text(TINY_CONFIG)
     out = cwd / "run"
-    run = subprocess.run(
-        [
-            *cli(),
-            "run",
-            "--openml-source",
-            str(openml_source),
-            "--cache",
-            str(openml_cache.root),
-            "--config",
-            str(cwd / "tiny.toml"),
-            "--timing-budget",
-            "0.05",
-            "--seeds",
-            "1",
-            "--suite",
-            "smoke",
-            "--frameworks",
-            ",".join(FRAMEWORKS),
-            "--out",
-            str(out),
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=600,
-    )
+    data = tiny_data(openml_source, openml_cache, cwd)
+    run = distillbench_run(data, *SMOKE_RUN, "--out", str(out), cwd=cwd, timeout=600, deploy=True)
     assert_ok(run)
     report = subprocess.run(
-        [*cli(), "report", str(out), "--out", str(cwd / "report")],
+        command("report", str(out), "--out", str(cwd / "report")),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY, command, iris_run_command
 from distillbench.benchmarks.reporting.sections import failed_table, run_table
 from distillbench.benchmarks.store.run_folder import RunFolder, read_run
 from distillbench.cli import main
@@ -94,21 +94,8 @@ def test_a_crafted_pickle_through_the_cli(cache, tmp_path) -> None:
     marker = tmp_path / "code-ran"
     cache.fetch(61)
     (cache.entry(61) / "dataset.pkl.py3").write_bytes(pickle.dumps(Payload(marker)))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("distillbench")),
-            "datasets",
-            "info",
-            "61",
-            "--json",
-            "--cache",
-            str(cache.root),
-            "--openml-source",
-            str(cache.source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = distillbench(
+        command("datasets", "info", "61", "--json", "--cache", str(cache.root), "--openml-source", str(cache.source))
     )
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
@@ -216,36 +203,9 @@ def test_a_run_goes_on_past_a_corrupt_dataset(openml_source, tmp_path) -> None:
     source = copy_source(openml_source, tmp_path / "source", 61, 531)
     truncate_lines(source / DATASETS_SUBDIR / "531" / "dataset.arff", 10)
     config = tmp_path / "tiny.toml"
-    config.write_text(
-        'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
-    )
+    config.write_text(TINY)
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("distillbench")),
-            "run",
-            "--datasets",
-            "61,531",
-            "--frameworks",
-            "torch",
-            "--seeds",
-            "1",
-            "--no-deploy",
-            "--config",
-            str(config),
-            "--timing-budget",
-            "0.05",
-            "--openml-source",
-            str(source),
-            "--cache",
-            str(tmp_path / "cache"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = distillbench(iris_run_command(config, tmp_path / "cache", out, "--datasets", "61,531", source=source))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "dataset 531 fails its jobs: OpenML dataset 531 is corrupt in the source" in result.stderr
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
@@ -259,46 +219,18 @@ def test_a_run_goes_on_past_a_corrupt_dataset(openml_source, tmp_path) -> None:
 # by a fault of its disk or folder, 130 SIGINT, 143 SIGTERM. Commands whose fault is in what they read run in
 # this process (`main`, no interpreter to start); runs and anything killed run as subprocesses.
 
-TINY = 'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
-
-
-def command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("distillbench")), *args]
-
 
 @pytest.fixture(scope="module")
 def bench(openml_source, openml_cache, tmp_path_factory):
-    """`bench.run(out, *args)`: the arguments of a tiny run into `out` (later options override); one job
-    at a time, so that what runs when a fault strikes is known."""
+    """`bench.run(out, *args)`: the arguments of a tiny run of iris (two seeds) into `out` (later options
+    override); one job at a time, so that what runs when a fault strikes is known."""
     config = tmp_path_factory.mktemp("config") / "tiny.toml"
     config.write_text(TINY)
 
     class Bench:
         @staticmethod
         def run(out: Path, *args: str) -> list[str]:
-            return command(
-                "run",
-                "--openml-source",
-                str(openml_source),
-                "--cache",
-                str(openml_cache.root),
-                "--config",
-                str(config),
-                "--timing-budget",
-                "0.02",
-                "--frameworks",
-                "torch",
-                "--no-deploy",
-                "--datasets",
-                "61",
-                "--seeds",
-                "2",
-                "--workers",
-                "1",
-                "--out",
-                str(out),
-                *args,
-            )
+            return iris_run_command(config, openml_cache.root, out, "--seeds", "2", *args, source=openml_source)
 
     return Bench()
 

@@ -9,7 +9,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from conftest import TINY, command, iris_run_command
 from distillbench.benchmarks.reporting import stats
 from distillbench.benchmarks.reporting.aggregate import ratio_test_train, summarize
 from distillbench.benchmarks.store.record import job_key, split_key
@@ -24,8 +24,6 @@ from distillbench.benchmarks.store.run_folder import read_run
 from distillbench.benchmarks.tracking.compare import compare_runs
 from distillbench.datasets.load import load_dataset
 from distillbench.datasets.prepare import ARRAYS, PrepSettings, Split, _split, get_prepared, prepare
-
-TINY = 'name = "tiny"\n[teacher]\nwidths = [8]\n[student]\nwidths = [4]\n[training]\nepochs = 2\npatience = 1\n'
 
 # sha256 of the six arrays (x_train, x_val, x_test, y_train, y_val, y_test) of seed 0's holdout split,
 # computed here with the preparation of main before folds existed (commit 1381752): what the holdout
@@ -113,39 +111,15 @@ def test_the_corrected_interval_is_wider_by_the_nadeau_bengio_factor() -> None:
 # ---- a tiny real run with --folds 3
 
 
-def _command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("distillbench")), *args]
-
-
 @pytest.fixture(scope="module")
 def folds_run(openml_source, openml_cache, tmp_path_factory) -> dict:
-    """`run --folds 3 --seeds 1` of iris, torch only, tiny models; and the options it used."""
+    """`run --folds 3 --seeds 1` of iris, torch only, tiny models; and its command without --folds."""
     folder = tmp_path_factory.mktemp("folds")
     (folder / "tiny.toml").write_text(TINY)
-    options = [
-        "--openml-source",
-        str(openml_source),
-        "--cache",
-        str(openml_cache.root),
-        "--config",
-        str(folder / "tiny.toml"),
-        "--timing-budget",
-        "0.02",
-        "--frameworks",
-        "torch",
-        "--no-deploy",
-        "--datasets",
-        "61",
-        "--seeds",
-        "1",
-        "--workers",
-        "1",
-        "--out",
-        str(folder / "run"),
-    ]
-    done = subprocess.run(_command("run", *options, "--folds", "3"), capture_output=True, text=True, timeout=600)
+    run = iris_run_command(folder / "tiny.toml", openml_cache.root, folder / "run", source=openml_source)
+    done = subprocess.run([*run, "--folds", "3"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return {"out": folder / "run", "options": options, "stdout": done.stdout}
+    return {"out": folder / "run", "run": run, "stdout": done.stdout}
 
 
 @pytest.mark.slow
@@ -174,7 +148,7 @@ def test_a_run_with_folds_runs_one_job_per_seed_fold_and_framework(folds_run) ->
 @pytest.mark.slow
 def test_a_report_of_folds_names_the_correction(folds_run, tmp_path) -> None:
     done = subprocess.run(
-        _command("report", str(folds_run["out"]), "--out", str(tmp_path / "report")),
+        command("report", str(folds_run["out"]), "--out", str(tmp_path / "report")),
         capture_output=True,
         text=True,
         timeout=300,
@@ -187,17 +161,13 @@ def test_a_report_of_folds_names_the_correction(folds_run, tmp_path) -> None:
 @pytest.mark.slow
 def test_resume_with_other_folds_is_refused_and_with_the_same_has_nothing_to_do(folds_run) -> None:
     before = (folds_run["out"] / "records.jsonl").read_bytes()
-    other = subprocess.run(
-        _command("run", *folds_run["options"], "--folds", "2", "--resume"), capture_output=True, text=True
-    )
+    other = subprocess.run([*folds_run["run"], "--folds", "2", "--resume"], capture_output=True, text=True)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines()[-1].startswith("distillbench: error: --resume")
     assert "folds 2, not 3" in other.stderr
-    holdout = subprocess.run(_command("run", *folds_run["options"], "--resume"), capture_output=True, text=True)
+    holdout = subprocess.run([*folds_run["run"], "--resume"], capture_output=True, text=True)
     assert holdout.returncode == 2 and "folds none, not 3" in holdout.stderr
-    same = subprocess.run(
-        _command("run", *folds_run["options"], "--folds", "3", "--resume"), capture_output=True, text=True
-    )
+    same = subprocess.run([*folds_run["run"], "--folds", "3", "--resume"], capture_output=True, text=True)
     assert same.returncode == 0, same.stderr
     assert "0 jobs (6 already done)" in same.stderr
     assert (folds_run["out"] / "records.jsonl").read_bytes() == before

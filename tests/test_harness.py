@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import run_command
 from distillbench.benchmarks.running import metrics
 from distillbench.benchmarks.store.flags import model_flags
 from distillbench.benchmarks.store.metric_registry import HIGHER_IS_BETTER, PRIMARY_METRIC, TEST_METRICS
@@ -57,46 +58,36 @@ TASK_METRICS = {
     "regression": {"rmse", "mae", "r2"},
 }
 DERIVED = ("retention", "kd_gain", "speedup", "compression")
+FRAMEWORKS = ("torch", "tensorflow")
+SMOKE_RUN = ("--suite", "smoke", "--frameworks", ",".join(FRAMEWORKS))  # the run options of the smoke suite
 
 
 # ---- helpers
-
-
-def cli() -> list[str]:
-    """The installed `distillbench` command beside this Python, else the same entry point through -m."""
-    script = Path(sys.executable).with_name("distillbench")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "distillbench.cli"]
 
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, SOURCE_ENV)}
 
 
-def run_args(data, *args: str) -> list[str]:
-    """`distillbench run ARGS` on the test data, with the tiny config and timing budget (later
-    options of the same name override these), without the deployment formats (tests/test_deploy.py
-    runs them): one record per role of ROLES."""
-    return [
-        *cli(),
-        "run",
-        "--openml-source",
-        str(data.source),
-        "--cache",
-        str(data.cache),
-        "--config",
-        str(data.config),
-        "--timing-budget",
-        "0.05",
-        "--seeds",
-        "1",
-        "--no-deploy",
-        *args,
-    ]
+def run_args(data, *args: str, deploy: bool = False) -> list[str]:
+    """`distillbench run ARGS` on the test data, with the tiny config (`run_command`: one seed, a short timing
+    budget; later options of the same name override these), without the deployment formats unless `deploy`
+    (tests/test_deploy.py runs them): one record per role of ROLES."""
+    return run_command(data.config, data.cache, *args, source=data.source, deploy=deploy)
 
 
-def distillbench_run(data, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def distillbench_run(
+    data, *args: str, cwd: Path, timeout: float = 300, deploy: bool = False
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        run_args(data, *args), cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=timeout
+        run_args(data, *args, deploy=deploy), cwd=cwd, capture_output=True, text=True, env=clean_env(), timeout=timeout
+    )
+
+
+def start_run(data, *args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.Popen:
+    """`distillbench run ARGS` (`run_args`) started in `cwd`, its stderr (and by default its stdout) piped, as text."""
+    return subprocess.Popen(
+        run_args(data, *args), cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=clean_env()
     )
 
 
@@ -123,12 +114,16 @@ def write_suite(path: Path, datasets: str) -> Path:
     return path
 
 
+def tiny_data(openml_source, openml_cache, folder: Path) -> SimpleNamespace:
+    """Where the runs read their data (the writable cache, filled from the shared one) and the tiny config,
+    written into `folder`: the `data` of `run_args`."""
+    (folder / "tiny.toml").write_text(TINY_CONFIG)
+    return SimpleNamespace(source=openml_source, cache=openml_cache.root, config=folder / "tiny.toml")
+
+
 @pytest.fixture(scope="module")
 def data(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
-    """Where the runs read their data (the writable cache, filled from the shared one) and the tiny config."""
-    config = tmp_path_factory.mktemp("config") / "tiny.toml"
-    config.write_text(TINY_CONFIG)
-    return SimpleNamespace(source=openml_source, cache=openml_cache.root, config=config)
+    return tiny_data(openml_source, openml_cache, tmp_path_factory.mktemp("config"))
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +132,7 @@ def smoke_run(data, tmp_path_factory) -> SimpleNamespace:
     worker per framework (reused: each ran iris, then boston): shared by the schema tests."""
     cwd = tmp_path_factory.mktemp("smoke")
     out = cwd / "run"
-    result = distillbench_run(
-        data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--workers", "1", "--out", str(out), cwd=cwd
-    )
+    result = distillbench_run(data, *SMOKE_RUN, "--workers", "1", "--out", str(out), cwd=cwd)
     assert_ok(result)
     return SimpleNamespace(
         out=out, result=result, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
@@ -422,9 +415,7 @@ def test_a_partial_last_line_is_ignored_and_cut_off_by_resume(smoke_run, data, t
         fh.write('{"dataset_id": 61, "seed": 0, "framework": "torch", "role": "tea')  # a kill mid-write
     assert read_records(out) == smoke_run.records
 
-    result = distillbench_run(
-        data, "--suite", "smoke", "--frameworks", "torch,tensorflow", "--out", str(out), "--resume", cwd=tmp_path
-    )
+    result = distillbench_run(data, *SMOKE_RUN, "--out", str(out), "--resume", cwd=tmp_path)
     assert_ok(result)
     assert (out / RECORDS).read_text() == complete  # cut back to the last whole line; nothing re-run
     manifest = json.loads((out / "manifest.json").read_text())
@@ -495,14 +486,7 @@ def test_resume_after_a_kill_runs_every_job_exactly_once(data, tmp_path) -> None
     out = tmp_path / "run"
     # Two jobs; a timing budget long enough that the second is still running when the kill lands.
     args = ["--datasets", "61", "--frameworks", "torch", "--seeds", "2", "--timing-budget", "0.1", "--out", str(out)]
-    proc = subprocess.Popen(
-        run_args(data, *args),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
+    proc = start_run(data, *args, cwd=tmp_path, stdout=subprocess.DEVNULL)
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
@@ -700,18 +684,7 @@ def bad_input_results(data, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
         args = [a.replace("{tmp}", str(tmp)) for a in args]
         if "--out" not in args:
             args += ["--out", str(tmp / "run")]
-        procs[case] = (
-            subprocess.Popen(
-                run_args(data, *args),
-                cwd=tmp,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=clean_env(),
-            ),
-            args,
-            tmp,
-        )
+        procs[case] = (start_run(data, *args, cwd=tmp), args, tmp)
     results = {}
     for case, (proc, args, tmp) in procs.items():
         stdout, stderr = proc.communicate(timeout=300)

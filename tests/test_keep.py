@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY, iris_run_command
 from distillbench.benchmarks.running.job import Job
 from distillbench.benchmarks.running.keep import clear, name
 from distillbench.datasets.prepare import get_prepared
@@ -27,7 +28,7 @@ from distillbench.implementations.compressors import softmax
 from distillbench.implementations.pipeline import initial_weights
 from distillbench.implementations.roles import REFERENCES, ROLES, split_role
 from distillbench.implementations.spec import spec_from_dict
-from test_faults import TINY, command, distillbench, lines, manifest, one_clean_line
+from test_faults import distillbench, lines, manifest, one_clean_line
 
 SWEEP = TINY + "[sweep]\n" + '"distill.temperature" = [2.0, 4.0]\n'
 
@@ -41,25 +42,8 @@ def runs(openml_source, openml_cache, tmp_path_factory) -> SimpleNamespace:
     configs["sweep"].write_text(SWEEP)
 
     def run(out: Path, config: str, *args: str) -> list[str]:
-        return command(
-            "run",
-            "--openml-source",
-            str(openml_source),
-            "--cache",
-            str(openml_cache.root),
-            "--config",
-            str(configs[config]),
-            "--timing-budget",
-            "0.02",
-            "--threads",
-            "1",
-            "--datasets",
-            "61",
-            "--seeds",
-            "1",
-            "--out",
-            str(out),
-            *args,
+        return iris_run_command(
+            configs[config], openml_cache.root, out, "--threads", "1", *args, source=openml_source, deploy=True
         )
 
     return SimpleNamespace(run=run, folder=folder, test=get_prepared(61, 0, cache=openml_cache))

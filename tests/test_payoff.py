@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import iris_job
 from distillbench.benchmarks.reporting.payoff import _gap, rank_configurations
 from distillbench.benchmarks.reporting.stats import Estimate
 from distillbench.benchmarks.running import metrics
-from distillbench.benchmarks.running.job import Job, run_job
 from distillbench.implementations.spec import spec_from_dict
 
 # ---- the gap closed of one job
@@ -138,27 +138,13 @@ def test_configurations_are_ranked_per_framework_over_datasets():
 TINY = {"teacher": {"widths": [16]}, "student": {"widths": [4]}, "training": {"epochs": 3, "patience": 2}}
 
 
-def job(config: dict, openml_source, openml_cache) -> list[dict]:
-    spec = spec_from_dict(config)
-    return run_job(
-        Job(
-            61,
-            0,
-            "torch",
-            spec.to_dict(),
-            threads=1,
-            cache=str(openml_cache.root),
-            source=str(openml_source),
-            timing_budget=0.02,
-            deploy=False,
-        )
-    )
-
-
 @pytest.mark.slow
 def test_a_transfer_sweep_trains_the_teacher_and_the_scratch_student_once(openml_source, openml_cache):
-    records = job(
-        TINY | {"transfer": {"kind": "munge"}, "sweep": {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 2]}},
+    records = iris_job(
+        spec_from_dict(
+            TINY
+            | {"transfer": {"kind": "munge"}, "sweep": {"transfer.kind": ["munge", "mixup"], "transfer.size": [0, 2]}}
+        ),
         openml_source,
         openml_cache,
     )
@@ -185,12 +171,14 @@ def test_a_transfer_sweep_trains_the_teacher_and_the_scratch_student_once(openml
 
 @pytest.mark.slow
 def test_unlabeled_rows_go_to_the_distilled_student_and_the_others_see_the_labelled_ones(openml_source, openml_cache):
-    records = job(
-        TINY
-        | {
-            "transfer": {"kind": "unlabeled", "labelled_fraction": 0.5},
-            "sweep": {"transfer.labelled_fraction": [0.5, 0.2]},
-        },
+    records = iris_job(
+        spec_from_dict(
+            TINY
+            | {
+                "transfer": {"kind": "unlabeled", "labelled_fraction": 0.5},
+                "sweep": {"transfer.labelled_fraction": [0.5, 0.2]},
+            }
+        ),
         openml_source,
         openml_cache,
     )

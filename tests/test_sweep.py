@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
+from conftest import command, iris_job, run_command
 from distillbench.benchmarks.reporting.figures import pareto_front
 from distillbench.benchmarks.reporting.report import SECTIONS, write_report
 from distillbench.benchmarks.store.run_folder import latest_records, read_records
@@ -61,42 +61,20 @@ GRID_SCALING = (
 SWEEP_KEYS = {"variant", "variant_params", "train_rows", "reused", "reused_from", "teacher_reused"}
 
 
-def cli() -> list[str]:
-    script = Path(sys.executable).with_name("distillbench")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "distillbench.cli"]
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([*cli(), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def run_smoke(config: Path, source: str | Path, cache: str | Path, out: Path, *args: str, cwd: Path) -> None:
+    """`distillbench run` of the smoke suite, torch only (`run_command`), into `out`, with ARGS: it succeeds."""
+    run = run_command(
+        config, cache, "--suite", "smoke", "--frameworks", "torch", "--out", str(out), *args, source=source
+    )
+    result = subprocess.run(run, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return result
 
 
 def sweep_run(tmp: Path, config: str, openml_source: Path, cache: Path) -> SimpleNamespace:
     (tmp / "config.toml").write_text(config)
     out = tmp / "run"
-    run_cli(
-        "run",
-        "--suite",
-        "smoke",
-        "--seeds",
-        "1",
-        "--frameworks",
-        "torch",
-        "--no-deploy",
-        "--config",
-        str(tmp / "config.toml"),
-        "--openml-source",
-        str(openml_source),
-        "--cache",
-        str(cache),
-        "--timing-budget",
-        "0.05",
-        "--out",
-        str(out),
-        cwd=tmp,
-    )
+    run_smoke(tmp / "config.toml", openml_source, cache, out, cwd=tmp)
     report = write_report(out, tmp / "report")
     return SimpleNamespace(
         out=out, report=report, records=read_records(out), manifest=json.loads((out / "manifest.json").read_text())
@@ -199,7 +177,7 @@ def test_bad_grids_are_one_line_errors_naming_the_key(sweep, message, tmp_path) 
     path = tmp_path / "bad.toml"
     path.write_text("[sweep]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in sweep.items()))
     result = subprocess.run(
-        [*cli(), "run", "--config", str(path), "--datasets", "61", "--out", str(tmp_path / "run")],
+        command("run", "--config", str(path), "--datasets", "61", "--out", str(tmp_path / "run")),
         capture_output=True,
         text=True,
         timeout=120,
@@ -394,22 +372,8 @@ def test_a_run_without_a_sweep_keeps_its_records_as_before(grid) -> None:
 
 @pytest.mark.slow
 def test_a_plain_job_has_no_sweep_fields(openml_source, openml_cache, tmp_path) -> None:
-    from distillbench.benchmarks.running.job import Job, run_job
-
     spec = spec_from_dict({"teacher": {"widths": [8]}, "student": {"widths": [4]}, "training": {"epochs": 2}})
-    records = run_job(
-        Job(
-            61,
-            0,
-            "torch",
-            spec.to_dict(),
-            threads=1,
-            cache=str(openml_cache.root),
-            source=str(openml_source),
-            timing_budget=0.02,
-            deploy=False,
-        )
-    )
+    records = iris_job(spec, openml_source, openml_cache)
     assert [r["role"] for r in records] == list(ROLES) and all(r["status"] == "ok" for r in records)
     assert not any(SWEEP_KEYS & set(r) for r in records)
 
@@ -451,8 +415,6 @@ def test_the_pareto_front_respects_the_metrics_direction() -> None:
 
 @pytest.mark.slow
 def test_a_failing_configuration_leaves_the_others_standing(openml_source, openml_cache) -> None:
-    from distillbench.benchmarks.running.job import Job, run_job
-
     # a temperature so small that the soft targets are not finite: that configuration fails
     spec = spec_from_dict(
         {
@@ -462,19 +424,7 @@ def test_a_failing_configuration_leaves_the_others_standing(openml_source, openm
             "sweep": {"distill.temperature": [4.0, 5e-324]},
         }
     )
-    records = run_job(
-        Job(
-            61,
-            0,
-            "torch",
-            spec.to_dict(),
-            threads=1,
-            cache=str(openml_cache.root),
-            source=str(openml_source),
-            timing_budget=0.02,
-            deploy=False,
-        )
-    )
+    records = iris_job(spec, openml_source, openml_cache)
     by_variant = {}
     for r in records:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -504,28 +454,9 @@ def test_a_configuration_that_failed_is_named_in_the_report_and_rerun_by_resume(
     assert len(sweep_rows) == 1 + 2 * 4 - 1  # the failed configuration has no results, the others stand
     # --resume re-runs the job with a failed configuration, all of it, and only that job
     manifest = json.loads((run / "manifest.json").read_text())
-    run_cli(
-        "run",
-        "--suite",
-        "smoke",
-        "--seeds",
-        "1",
-        "--frameworks",
-        "torch",
-        "--no-deploy",
-        "--config",
-        str(grid.out.parent / "config.toml"),
-        "--openml-source",
-        manifest["command"][manifest["command"].index("--openml-source") + 1],
-        "--cache",
-        manifest["command"][manifest["command"].index("--cache") + 1],
-        "--timing-budget",
-        "0.05",
-        "--out",
-        str(run),
-        "--resume",
-        cwd=tmp_path,
-    )
+    recorded = manifest["command"]
+    source, cache = (recorded[recorded.index(option) + 1] for option in ("--openml-source", "--cache"))
+    run_smoke(grid.out.parent / "config.toml", source, cache, run, "--resume", cwd=tmp_path)
     after = read_records(run)
     assert len(after) == len(records) + 4 * 3
     assert {(r["dataset_id"], r["variant"]) for r in after[len(records) :]} == {

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import background_command, finished
+from conftest import background_command, finished, iris_job
 from distillbench.benchmarks.reporting.sections import run_table
 from distillbench.errors import UserError
 from distillbench.implementations import parity
@@ -472,22 +472,8 @@ def test_smoke_suite_distils_the_tree_teacher_in_both_frameworks(trees_smoke_run
 
 @pytest.mark.slow
 def test_a_job_with_an_ensemble_teacher_records_its_members(openml_source, openml_cache):
-    from distillbench.benchmarks.running.job import Job, run_job
-
     spec = tiny({"kind": "ensemble", "members": 2, "widths": [8]}, epochs=2)
-    records = run_job(
-        Job(
-            61,
-            0,
-            "torch",
-            spec.to_dict(),
-            threads=1,
-            cache=str(openml_cache.root),
-            source=str(openml_source),
-            timing_budget=0.02,
-            deploy=False,
-        )
-    )
+    records = iris_job(spec, openml_source, openml_cache)
     by_role = {r["role"]: r for r in records}
     assert [r["role"] for r in records] == list(ROLES) and all(r["status"] == "ok" for r in records), records[0][
         "error"
