@@ -96,12 +96,7 @@ def register(subparsers) -> None:
         metavar="FILE|PRESET",
         help=f"pipeline config, a TOML file or a preset ({', '.join(presets())}); default: default",
     )
-    run.add_argument(
-        "--out",
-        type=validate.output_folder,
-        metavar="DIR",
-        help="run folder, its name the run id (default: results/<run_id>)",
-    )
+    run.add_argument("--out", type=validate.output_folder, metavar="DIR", help="run folder (default: results/RUN_ID)")
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out (same options): run its jobs not yet done ok"
     )
