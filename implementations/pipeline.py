@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import itertools
 import tempfile
 import time
@@ -154,8 +153,8 @@ class Served:
     # outputs that still counts as the same model, relative to max(1, max |output|) (see
     # ``deploy.check_tolerance``); None where the difference is the point (int8) or for the original.
     tolerance: float | None = None
-    # A converted model: its file (``model_bytes`` long) and the file's suffix, as ``--save-models``
-    # writes it; None for the original (``Backend.save`` writes that one).
+    # Its file (``model_bytes`` long) and the file's suffix, as ``--save-models`` writes it: the
+    # framework's native format, a neutral model's own, or the deployment format's.
     file: bytes | None = None
     suffix: str = ""
 
@@ -234,12 +233,12 @@ class Backend(abc.ABC):
     def save(self, model, path: Path) -> None:
         """Write the model in the framework's native save format (a file ending in ``suffix``)."""
 
-    def serialized_size(self, model) -> int:
-        """Bytes of the model in the framework's native save format."""
+    def serialized(self, model) -> bytes:
+        """The file of the model in the framework's native save format."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"model{self.suffix}"
             self.save(model, path)
-            return path.stat().st_size
+            return path.read_bytes()
 
     def n_params(self, model) -> int:
         return int(sum(w.size for w in self.get_weights(model)))
@@ -249,7 +248,10 @@ class Backend(abc.ABC):
 
     def serve(self, model) -> Served:
         fn, path = self.serving_fn(model)
-        return Served(fn, path, self.n_params(model), self.serialized_size(model), self.macs_per_row(model))
+        file = self.serialized(model)
+        return Served(
+            fn, path, self.n_params(model), len(file), self.macs_per_row(model), file=file, suffix=self.suffix
+        )
 
     def deployments(self, model, x_calibration: np.ndarray) -> dict[str, Callable[[], Served]]:
         """Per deployment format this backend offers (e.g. "onnx", "int8"), a function converting
@@ -271,13 +273,8 @@ class NeutralModel(abc.ABC):
         """Raw outputs: logits (n, C) or values (n, 1), float32."""
 
     @abc.abstractmethod
-    def serve(self) -> Served: ...
-
-    suffix: str  # of the file ``save`` writes
-
-    @abc.abstractmethod
-    def save(self, path: Path) -> None:
-        """Write the model to a file ending in ``suffix``."""
+    def serve(self) -> Served:
+        """Served as the pipeline serves its models, with its file (``Served.file``)."""
 
 
 def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
@@ -491,13 +488,6 @@ class Pipeline:
         if isinstance(model, NeutralModel):  # a tree teacher has no ONNX/int8 conversion here
             return {}
         return self.backend.deployments(model, self.data.x_train)
-
-    def saver(self, model) -> tuple[Callable[[Path], None], str]:
-        """How the model is saved in its own format: a function writing it to a path, and the
-        path's suffix (a framework's native format, or a neutral model's)."""
-        if isinstance(model, NeutralModel):
-            return model.save, model.suffix
-        return functools.partial(self.backend.save, model), self.backend.suffix
 
     def outputs(self, model, x: np.ndarray) -> np.ndarray:
         """Logits (n, C) for classification, values (n,) for regression."""

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import pickle
-from pathlib import Path
+import io
 
 import numpy as np
 import sklearn
@@ -49,10 +48,8 @@ def _threads(threads: int | None):
 class SklearnModel(NeutralModel):
     """A fitted scikit-learn estimator served as the pipeline serves its models: raw outputs, logits
     (n, C) in label order or values (n, 1), through ``decision_function`` / ``predict`` on numpy,
-    with its OpenMP threads held to ``threads``. Subclasses say how big it is. Saved as the
+    with its OpenMP threads held to ``threads``. Subclasses say how big it is. Its file is the
     estimator alone, by joblib (``joblib.load`` needs scikit-learn, not distillbench)."""
-
-    suffix = ".joblib"
 
     def __init__(self, estimator, n_classes: int, threads: int | None = None):
         self.estimator, self.n_classes, self.threads = estimator, n_classes, threads
@@ -78,20 +75,21 @@ class SklearnModel(NeutralModel):
         """(n_params, macs_per_row)."""
         raise NotImplementedError
 
-    def save(self, path: Path) -> None:
+    def serve(self) -> Served:
         import joblib  # scikit-learn's own dependency
 
-        joblib.dump(self.estimator, path)
-
-    def serve(self) -> Served:
         n_params, macs = self.size()
+        file = io.BytesIO()
+        joblib.dump(self.estimator, file)
         return Served(
             self.outputs,
             f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__} {self.call} "
             "on numpy (framework-independent)",
             n_params=n_params,
-            model_bytes=len(pickle.dumps(self.estimator)),
+            model_bytes=len(file.getvalue()),
             macs_per_row=macs,
+            file=file.getvalue(),
+            suffix=".joblib",
         )
 
 

@@ -95,8 +95,7 @@ def assert_kept(out: Path, test) -> dict[tuple, dict]:
         card, path = card_of(out, folder, role)
         data = path.read_bytes()
         assert card["sha256"] == hashlib.sha256(data).hexdigest() and card["bytes"] == len(data)
-        if path.suffix != ".joblib":  # (the record measures the estimator's pickle)
-            assert card["bytes"] == record["model_bytes"], (folder, role)
+        assert card["bytes"] == record["model_bytes"], (folder, role)
         assert card["metrics"] == record["metrics"] and card["split_seed"] == 0 and card["role"] == role
         assert card["dataset"]["id"] == 61 and card["dataset"]["name"] == "iris"
         assert card["dataset"]["class_names"] == test.class_names and card["variant"] == record.get("variant")

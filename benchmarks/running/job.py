@@ -212,7 +212,7 @@ def _deployed(
             )
             if data.task == "classification":  # share of test rows whose predicted class is unchanged
                 record["agreement"] = float(np.mean(converted.argmax(1) == outputs.argmax(1)))
-            made[name] = Made.converted(converted, served)
+            made[name] = Made.of(converted, served)
         except Exception as exc:  # noqa: BLE001 - a format that fails fails its own record only
             record.update(status=FAILED, error=_reason(exc))
         out[name] = record
@@ -348,8 +348,9 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     if "student_scratch" in trained:
         models["student_scratch"], cost = _train(pipeline.fit_student_scratch, backend, quiet)
         records["student_scratch"].update(cost)
+    served = {role: pipeline.serve(models[role]) for role in trained}
     for role in trained:  # timed only now: no training runs while a timing is taken
-        measured, outputs[role] = _measure(pipeline.serve(models[role]), data, job.timing_budget, quiet)
+        measured, outputs[role] = _measure(served[role], data, job.timing_budget, quiet)
         records[role].update(measured)
     _derive(records, data, outputs)
     # The references were fitted on the base configuration's rows: a configuration that trains on
@@ -358,7 +359,7 @@ def _run_variant(job: Job, data, full: Data, backend, variant: Variant, shared: 
     for role in trained:
         records[role]["flags"] = model_flags(records[role], job.references if same_rows else None)
     for role in trained:
-        made[role] = {role: Made(outputs[role], *pipeline.saver(models[role]))}
+        made[role] = {role: Made.of(outputs[role], served[role])}
         deployed[role] = (
             _deployed(job, data, pipeline, role, models[role], outputs[role], records["teacher"], quiet, made[role])
             if job.deploy
@@ -478,10 +479,11 @@ def _run_references(job: Job, data, quiet: Quiet, started: float) -> list[dict]:
         models[role], cost = _train(partial(fit, train, spec.training, job.seed, job.threads), None, quiet)
         records[role] = _base(job, data) | {"role": role, "status": OK, "framework_version": sklearn.__version__} | cost
     for role in REFERENCES:  # timed only now, with no fitting running
-        measured, outputs = _measure(models[role].serve(), data, job.timing_budget, quiet)
+        served = models[role].serve()
+        measured, outputs = _measure(served, data, job.timing_budget, quiet)
         records[role].update(measured)
         records[role]["flags"] = model_flags(records[role], None)
-        made[role] = Made(outputs, models[role].save, models[role].suffix)
+        made[role] = Made.of(outputs, served)
         records[role].update(started=started, finished=time.time())
     if keep.wanted(job):
         keep.keep(job, data, None, job.config, records, made, sklearn.__version__)

@@ -20,9 +20,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,21 +66,16 @@ CARD_FIELDS = (
 @dataclass(frozen=True)
 class Made:
     """A model a job made, as it is kept: its raw test outputs (logits (n, C) or standardised values
-    (n, 1) or (n,)), and a function writing it to a path ending in ``suffix``."""
+    (n, 1) or (n,)), and its file (the one its record's ``model_bytes`` measured), ending in ``suffix``."""
 
     outputs: np.ndarray
-    save: Callable[[Path], None]
+    file: bytes
     suffix: str
 
     @classmethod
-    def converted(cls, outputs: np.ndarray, served: Served) -> Made:
-        """A deployment format's model: its file as the converter made it."""
-        assert served.file is not None, "a converted model carries its file"
-        return cls(outputs, partial(_write, served.file), served.suffix)
-
-
-def _write(file: bytes, path: Path) -> None:
-    path.write_bytes(file)
+    def of(cls, outputs: np.ndarray, served: Served) -> Made:
+        assert served.file is not None, "a served model carries its file"
+        return cls(outputs, served.file, served.suffix)
 
 
 def wanted(job) -> bool:
@@ -116,7 +109,7 @@ def keep(job, data, label: str | None, config: dict, records: dict[str, dict], m
         with replaced_folder_atomically(Path(job.models) / kept) as folder:
             for role, model in made.items():
                 path = folder / f"{role}{model.suffix}"
-                model.save(path)
+                path.write_bytes(model.file)
                 card = _card(job, data, label, config, records[role], path, version)
                 (folder / f"{role}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     if job.predictions:
