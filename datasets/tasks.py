@@ -186,9 +186,22 @@ def resolve(entries: list, cache: OpenMLCache) -> list:
     return out
 
 
+# Tasks read in this process, by (task, cache, source): a run asks for the same task when it plans
+# (suite, seeds, manifest), for each job and for each split's cache key, and each read parses the
+# splits file; a staged entry's files do not change.
+_LOADED: dict[tuple, Task] = {}
+
+
 def load_task(task_id: int, cache: OpenMLCache | None = None) -> Task:
     """The task's dataset, target and splits' shape, from the cache (never from openml.org)."""
     cache = cache or OpenMLCache.resolve()
+    key = (task_id, cache.root, cache.source)
+    if key not in _LOADED:
+        _LOADED[key] = _read_task(task_id, cache)
+    return _LOADED[key]
+
+
+def _read_task(task_id: int, cache: OpenMLCache) -> Task:
     with _opened(cache, task_id) as task:
         repeats, folds, samples = task.get_split_dimensions()
     if samples != 1 or folds < 2:

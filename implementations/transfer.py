@@ -86,7 +86,8 @@ def nearest_neighbours(x: np.ndarray) -> np.ndarray:
     if x.shape[1] <= KD_TREE_MAX_COLUMNS:
         from scipy.spatial import cKDTree
 
-        found = cKDTree(x.astype(np.float64)).query(x.astype(np.float64), k=2)[1]
+        rows = x.astype(np.float64)
+        found = cKDTree(rows).query(rows, k=2)[1]
     else:
         from sklearn.neighbors import NearestNeighbors
 

@@ -79,16 +79,17 @@ class SklearnModel(NeutralModel):
         import joblib  # scikit-learn's own dependency
 
         n_params, macs = self.size()
-        file = io.BytesIO()
-        joblib.dump(self.estimator, file)
+        buffer = io.BytesIO()
+        joblib.dump(self.estimator, buffer)
+        file = buffer.getvalue()
         return Served(
             self.outputs,
             f"scikit-learn {sklearn.__version__} {type(self.estimator).__name__} {self.call} "
             "on numpy (framework-independent)",
             n_params=n_params,
-            model_bytes=len(file.getvalue()),
+            model_bytes=len(file),
             macs_per_row=macs,
-            file=file.getvalue(),
+            file=file,
             suffix=".joblib",
         )
 

@@ -203,3 +203,20 @@ def test_a_task_based_run_uses_exactly_the_tasks_folds(task_cache, tmp_path) -> 
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert f"| OpenML tasks | {TASK} (dataset 61: 2 x 3 folds) |" in text and "(Nadeau and Bengio 2003)" in text
+
+
+def test_resume_names_the_task_a_dataset_had_and_has() -> None:
+    from distillbench.benchmarks.running.runner import RunOptions, _check_same_plan
+    from distillbench.implementations.spec import spec_from_dict
+
+    spec = spec_from_dict({})
+    options = RunOptions(entries=[], suite=None, frameworks=["torch"], seeds=[0], spec=spec, out=Path("run"))
+    previous = {
+        "datasets": [{"id": 61, "openml_task": {"id": 1}}],
+        "seeds": [0],
+        "frameworks": ["torch"],
+        "deploy": True,
+        "config": spec.to_dict(),
+    }
+    with pytest.raises(UserError, match=r"the plan differs from the run's: dataset 61 task 2, not 1 \("):
+        _check_same_plan(previous, options, {61: {"id": 61, "openml_task": {"id": 2}}})

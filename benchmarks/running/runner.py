@@ -422,7 +422,7 @@ def _check_same_plan(previous: dict, options: RunOptions, datasets: dict[int, di
         differences += targets
         tasks_before = {d["id"]: (d.get("openml_task") or {}).get("id") for d in previous["datasets"]}
         differences += [
-            f"dataset {i} task {_shown((d.get('task') or {}).get('id'))}, not {_shown(tasks_before[i])}"
+            f"dataset {i} task {_shown((d.get('openml_task') or {}).get('id'))}, not {_shown(tasks_before[i])}"
             for i, d in datasets.items()
             if "error" not in d and (d.get("openml_task") or {}).get("id") != tasks_before[i]
         ]
