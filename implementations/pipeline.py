@@ -283,6 +283,16 @@ def epochs_per_evaluation(n_rows: int, training: TrainingSpec) -> int:
     return -(-training.eval_steps // steps_per_epoch)
 
 
+def step_budget_for_rows(training: TrainingSpec, n_rows: int, n_labelled: int) -> TrainingSpec:
+    """``training`` with its step budget scaled by ``n_rows / n_labelled``: a distilled student that
+    learns from a transfer set beside its ``n_labelled`` training rows gets as many epochs of step
+    budget as the scratch student, instead of 1 / (1 + size) of them (its epochs are that much longer;
+    the epoch and time budgets stay as set)."""
+    if n_rows <= n_labelled:
+        return training
+    return dataclasses.replace(training, max_steps=-(-training.max_steps * n_rows // n_labelled))
+
+
 def fit(
     backend: Backend,
     model,
@@ -413,14 +423,15 @@ class Pipeline:
             mlp, initial_weights(mlp, self.data.x_train.shape[1], self.data.n_outputs, self.seed, role)
         )
 
-    def _fit(self, model, loss: LossSpec, t_val=None, member: int = 0, train=None) -> FitResult:
-        """On ``train`` = (x, y, t), by default the training rows without targets."""
+    def _fit(self, model, loss: LossSpec, t_val=None, member: int = 0, train=None, training=None) -> FitResult:
+        """On ``train`` = (x, y, t), by default the training rows without targets; within ``training``,
+        by default the spec's."""
         d = self.data
         return fit(
             self.backend,
             model,
             loss,
-            self.spec.training,
+            training or self.spec.training,
             self.seed,
             train or (d.x_train, d.y_train, None),
             (d.x_val, d.y_val, t_val),
@@ -475,7 +486,8 @@ class Pipeline:
                 np.concatenate([t, extra.targets]),
             )
         loss = distill_loss(d.task, self.spec.distill, masked)
-        return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t))
+        training = step_budget_for_rows(self.spec.training, len(x), len(d.x_train))
+        return model, self._fit(model, loss, t_val=targets_val, train=(x, y, t), training=training)
 
     def fit_student_scratch(self):
         model = self.new_model("student_scratch")

@@ -221,7 +221,9 @@ class TrainingSpec:
       (``epochs`` epochs), ``time_limit`` (``time_limit`` seconds of this model's training,
       checked after each evaluation; 0 = none), ``diverged`` (a validation loss that is NaN or
       infinite: training stops there and the best weights before it are kept). Whatever the
-      reason, the best weights are restored.
+      reason, the best weights are restored. A distilled student that learns from a transfer set
+      has ``max_steps`` times (training + transfer rows) / training rows: the same epochs' worth of
+      steps as without one (``pipeline.step_budget_for_rows``).
     - **Schedule** ``lr_schedule``: ``constant``, or ``plateau``: after ``lr_patience`` evaluations
       without improvement (since the last improvement or reduction), the rate is multiplied by
       ``lr_factor``, never below ``min_learning_rate``. ``lr_factor``, ``lr_patience`` and

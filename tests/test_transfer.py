@@ -12,8 +12,15 @@ import pytest
 from distillbench.implementations import transfer
 from distillbench.implementations.compressors import fit_compressor
 from distillbench.implementations.parity import synthetic_problem
-from distillbench.implementations.pipeline import Data, Pipeline, initial_weights
-from distillbench.implementations.spec import GENERATORS, DistillSpec, MLPSpec, TransferSpec, spec_from_dict
+from distillbench.implementations.pipeline import Data, Pipeline, initial_weights, step_budget_for_rows
+from distillbench.implementations.spec import (
+    GENERATORS,
+    DistillSpec,
+    MLPSpec,
+    TrainingSpec,
+    TransferSpec,
+    spec_from_dict,
+)
 
 GROUPS = [[2, 3, 4], [5, 6]]  # two categorical columns, one-hot, after two numeric ones
 
@@ -162,14 +169,15 @@ def test_labelled_rows_are_a_seeded_fraction():
 # --- the pipeline: what the distilled student gets ------------------------------------------------
 
 
-def pipeline_for(transfer_fields: dict, task: str = "multiclass") -> tuple[Pipeline, object]:
+def pipeline_for(transfer_fields: dict, task: str = "multiclass", training=None) -> tuple[Pipeline, object]:
     """A pipeline on a small problem and a teacher: an untrained torch MLP (its outputs are all
     that labelling a transfer set needs)."""
     from distillbench.implementations.frameworks import get_backend
 
     kind, n_classes, x, y = synthetic_problem(task, 300, 7, 0)
     data = Data(kind, n_classes, x[:200], y[:200], x[200:], y[200:], onehot_groups=[])
-    config = spec_from_dict({"transfer": transfer_fields, "student": {"widths": [4]}, "training": {"epochs": 3}})
+    training = training or {"epochs": 3}
+    config = spec_from_dict({"transfer": transfer_fields, "student": {"widths": [4]}, "training": training})
     backend = get_backend("torch")
     teacher = backend.build(MLPSpec(widths=[8]), initial_weights(MLPSpec(widths=[8]), 7, n_classes or 1, 0, "teacher"))
     return Pipeline(backend, config, data, seed=0), teacher
@@ -229,6 +237,18 @@ def test_the_distilled_student_trains_on_its_transfer_rows_and_the_scratch_stude
     assert results[True][2] == 200 and results[False][2] == 0
     assert not all(np.array_equal(a, b) for a, b in zip(results[True][0], results[False][0]))  # the student saw them
     assert all(np.array_equal(a, b) for a, b in zip(results[True][1], results[False][1]))  # the scratch student did not
+
+
+def test_the_step_budget_grows_with_the_transfer_rows_so_the_epochs_do_not_shrink():
+    # 200 labelled rows and 300 transfer rows: 2.5x the rows per epoch, so 2.5x the steps (10 -> 25).
+    assert step_budget_for_rows(TrainingSpec(max_steps=10), 500, 200).max_steps == 25
+    assert step_budget_for_rows(TrainingSpec(max_steps=10), 201, 200).max_steps == 11  # rounded up
+    assert step_budget_for_rows(TrainingSpec(max_steps=10), 200, 200) == TrainingSpec(max_steps=10)
+    pipeline, teacher = pipeline_for({"kind": "mixup", "size": 1.5}, training={"max_steps": 10, "patience": 100})
+    compressor, t_train, t_val = pipeline.compress(teacher)
+    _, kd = pipeline.fit_student_kd(t_train, t_val, pipeline.transfer_set(teacher, compressor))
+    _, scratch = pipeline.fit_student_scratch()
+    assert (kd.stop_reason, kd.steps, scratch.stop_reason, scratch.steps) == ("max_steps", 25, "max_steps", 10)
 
 
 def test_transfer_spec_defaults_and_the_fields_each_kind_uses():
