@@ -89,13 +89,11 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="also write the comparison as JSON to FILE (schema: the README); '-': print it instead of the text",
     )
-    compare.add_argument(
-        "--k",
-        type=validate.nonnegative_float,
-        default=DEFAULT_K,
-        metavar="K",
-        help=f"quality: standard errors of the difference a change must exceed (default {DEFAULT_K:g})",
-    )
+
+    def threshold(flag: str, parse, default: float, metavar: str, help: str) -> None:
+        compare.add_argument(flag, type=parse, default=default, metavar=metavar, help=f"{help} (default {default:g})")
+
+    threshold("--k", validate.nonnegative_float, DEFAULT_K, "K", "quality: standard errors of the difference to exceed")
     compare.add_argument(
         "--floor",
         action="append",
@@ -110,20 +108,10 @@ def register(subparsers) -> None:
         action="store_true",
         help="quality: compare the two runs' means with Welch's standard error even where they share seeds",
     )
-    compare.add_argument(
-        "--timing-threshold",
-        type=validate.nonnegative_float,
-        default=DEFAULT_TIMING_THRESHOLD,
-        metavar="F",
-        help=f"timing: the slowdown that counts, as a fraction (default {DEFAULT_TIMING_THRESHOLD:g}, "
-        f"i.e. x{1 + DEFAULT_TIMING_THRESHOLD:.2f})",
-    )
-    compare.add_argument(
-        "--alpha",
-        type=validate.probability,
-        default=DEFAULT_ALPHA,
-        metavar="P",
-        help=f"timing: significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA:g})",
+    slowdown = "timing: the slowdown that counts, as a fraction of the baseline (0.5: 1.5x as slow)"
+    threshold("--timing-threshold", validate.nonnegative_float, DEFAULT_TIMING_THRESHOLD, "F", slowdown)
+    threshold(
+        "--alpha", validate.probability, DEFAULT_ALPHA, "P", "timing: significance level of the Mann-Whitney U test"
     )
     compare.set_defaults(func=_compare)
 
