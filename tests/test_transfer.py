@@ -106,6 +106,21 @@ def test_nearest_neighbours_on_a_hand_made_example(zeros):
     assert found(x[:1]) == [0]  # alone: itself
 
 
+def test_brute_force_finds_the_nearest_other_row_across_blocks():
+    # More rows than one block of rows or of candidates, with duplicates; scipy's k-d tree (an
+    # independent search) gives each row's distance to its nearest other row.
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2 * transfer.BLOCK_CANDIDATES + 77, 20))
+    x[1::500] = x[::500]  # twins: each one's nearest other row is at distance 0
+    found = transfer.brute_force_neighbours(x)
+    assert (found != np.arange(len(x))).all()
+    expected = cKDTree(x).query(x, k=2)[0][:, 1]
+    assert np.allclose(np.linalg.norm(x - x[found], axis=1), expected, rtol=1e-12, atol=1e-12)
+    assert (found[1::500] == np.arange(0, len(x), 500)[: len(found[1::500])]).all()
+
+
 def test_munge_takes_attributes_from_the_nearest_neighbour():
     # Two well separated pairs: each row's neighbour is its partner.
     x = np.array(
