@@ -73,7 +73,7 @@ def attributes(n_columns: int, onehot_groups) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Up to this many columns a k-d tree finds the neighbours fastest (scipy's: 2-3x scikit-learn's; fried,
-# 24,460 rows x 10: 1.27 -> 0.61 s), beyond it brute force does (splice, 1,914 x 251: 0.33 -> 0.06 s);
+# 24,460 rows x 10: 1.27 -> 0.61 s), beyond it brute force does (splice, 1,914 x 283: 0.33 -> 0.06 s);
 # scikit-learn's own "auto" rule draws the line at the same place.
 KD_TREE_MAX_COLUMNS = 15
 # Brute force compares blocks of this many rows with blocks of this many candidates: a block of
